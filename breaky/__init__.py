@@ -1,0 +1,30 @@
+"""Circuit-breaking supervisors for Trio tasks that depend on external resources.
+
+Open a supervisor with :func:`open_supervisor`, start a breaker for each
+resource task with :meth:`Supervisor.start_circuit_breaker`, and send it
+requests with :meth:`CircuitBreaker.call`. While the resource keeps failing,
+the breaker is OFF: calls get :data:`OFF` at once, and starts are retried at a
+slower rate until one succeeds.
+"""
+
+from ._breaker import CircuitBreaker
+from ._errors import CallTimeout, ResourceLost
+from ._inbox import Inbox
+from ._machine import State
+from ._off import OFF, Off, OffType
+from ._request import Request
+from ._supervisor import Supervisor, open_supervisor
+
+__all__ = [
+    "OFF",
+    "CallTimeout",
+    "CircuitBreaker",
+    "Inbox",
+    "Off",
+    "OffType",
+    "Request",
+    "ResourceLost",
+    "State",
+    "Supervisor",
+    "open_supervisor",
+]

@@ -1,0 +1,311 @@
+"""A circuit breaker: the Trio task that runs one resource around a Machine."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, final
+
+import attrs
+import trio
+
+from ._errors import split_errors
+from ._inbox import Inbox
+from ._machine import Machine, State
+from ._off import OFF, Off
+from ._policy import Policy, check_seconds
+from ._request import MessageT, ReplyT
+
+logger = logging.getLogger("breaky")
+
+ResourceFunction = Callable[..., Awaitable[object]]
+
+
+class _Default(enum.Enum):
+    POLICY = "the breaker's call_timeout"
+
+    def __repr__(self) -> str:
+        return f"<{self.value}>"
+
+
+_POLICY = _Default.POLICY
+
+
+@final
+class _ResourceStatus(trio.TaskStatus[Any]):
+    """The ``task_status`` a resource instance reports its start through."""
+
+    __slots__ = ("_breaker", "called")
+
+    def __init__(self, breaker: CircuitBreaker[Any, Any]) -> None:
+        self._breaker = breaker
+        self.called = False
+
+    def started(self, value: Any = None) -> None:  # noqa: ANN401 - any resource
+        if self.called:
+            msg = "task_status.started() was already called by this resource"
+            raise RuntimeError(msg)
+        self.called = True
+        self._breaker._on_started(value)  # noqa: SLF001 - its own breaker
+
+
+@final
+@attrs.define(eq=False, repr=False)
+class CircuitBreaker(Generic[MessageT, ReplyT]):
+    """Supervises one resource task and answers :data:`breaky.OFF` while it fails.
+
+    Made by :meth:`breaky.Supervisor.start_circuit_breaker`, not directly.
+    """
+
+    _name: str
+    _fn: ResourceFunction
+    _args: tuple[object, ...]
+    _policy: Policy
+    _shutdown_timeout: float
+    _machine: Machine = attrs.field(init=False)
+    _inbox: Inbox[MessageT, ReplyT] = attrs.field(init=False)
+    _resource: Any = attrs.field(init=False, default=OFF)
+    # The running resource instance's scope and start status, if any.
+    _instance: trio.CancelScope | None = attrs.field(init=False, default=None)
+    _status: _ResourceStatus | None = attrs.field(init=False, default=None)
+    # The scope of the wait for the next retry while OFF.
+    _waiting: trio.CancelScope | None = attrs.field(init=False, default=None)
+    settled: trio.Event = attrs.field(init=False, factory=trio.Event)
+    finished: trio.Event = attrs.field(init=False, factory=trio.Event)
+
+    def __attrs_post_init__(self) -> None:
+        self._machine = Machine(
+            self._policy.failure_threshold, self._policy.retry_timeout
+        )
+        self._inbox = Inbox(self._name)
+
+    def __repr__(self) -> str:
+        return f"<breaky.CircuitBreaker {self._name!r} {self.state.name}>"
+
+    @property
+    def name(self) -> str:
+        """The name the breaker was started with."""
+        return self._name
+
+    @property
+    def state(self) -> State:
+        """The breaker's :class:`breaky.State`."""
+        return self._machine.state
+
+    @property
+    def resource(self) -> Any:  # noqa: ANN401 - whatever the resource reported
+        """What the running resource passed to ``task_status.started()``.
+
+        :data:`breaky.OFF` whenever no started instance is running.
+        """
+        return self._resource
+
+    async def call(
+        self,
+        message: MessageT,
+        *,
+        timeout: float | None | _Default = _POLICY,
+    ) -> ReplyT | Off:
+        """Send ``message`` to the resource and return its reply, or OFF.
+
+        Returns :data:`breaky.OFF` at once when the breaker is OFF or stopped;
+        the resource never sees that request.
+
+        Args:
+            message: what the resource receives as ``request.message``.
+            timeout: seconds to wait for the answer; by default the breaker's
+                ``call_timeout``; ``None`` waits as long as the caller's own
+                cancel scopes allow.
+
+        Raises:
+            Exception: the exception the resource passed to ``request.fail()``.
+            breaky.ResourceLost: the resource ended while it held the request.
+            breaky.CallTimeout: no answer within ``timeout``; counts one failure.
+
+        If the caller is cancelled before the resource took the request, the
+        request is withdrawn and never seen; after, its reply is dropped.
+
+        """
+        if timeout is _POLICY:
+            seconds = self._policy.call_timeout
+        else:
+            seconds = check_seconds("timeout", timeout, allow_none=True)
+        if not self._machine.accepting:
+            await trio.lowlevel.checkpoint()
+            return OFF
+        request = self._inbox.put(
+            message,
+            trio.lowlevel.current_task(),
+            None if seconds is None else trio.current_time() + seconds,
+        )
+        await trio.lowlevel.wait_task_rescheduled(request.abort)
+        return request.outcome()  # type: ignore[no-any-return]
+
+    async def cast(self, message: MessageT) -> Off | None:
+        """Queue ``message`` for the resource without waiting for an answer.
+
+        Returns ``None`` once queued, or :data:`breaky.OFF` (not queued) when
+        the breaker is OFF or stopped.
+        """
+        await trio.lowlevel.checkpoint()
+        if not self._machine.accepting:
+            return OFF
+        self._inbox.put(message, None, None)
+        return None
+
+    def failure(self) -> None:
+        """Register one failure of the resource, as seen by its caller.
+
+        breaky does not count error replies by itself; call this when a reply
+        shows the resource is failing. At ``failure_threshold`` the resource is
+        cancelled and the breaker turns OFF. Ignored while OFF or stopped.
+        """
+        self._feed(Machine.failure, "failure() was called")
+
+    # The breaker's task.
+
+    async def run(self) -> None:
+        """Start the resource, restart it, retry while OFF, until stopped."""
+        try:
+            while (machine := self._machine).state is not State.STOPPED:
+                if machine.wants_start:
+                    await self._run_instance()
+                else:
+                    await self._wait_for_retry()
+        finally:
+            # Also reached when cancelled from outside: no caller may be left
+            # waiting for an answer that will not come.
+            self.stop(grace=0)
+            self._inbox.stop_keeping_deadlines()
+            self.finished.set()
+
+    async def keep_deadlines(self) -> None:
+        """Time out calls that wait too long; runs beside :meth:`run`."""
+        await self._inbox.keep_deadlines(self._call_timed_out)
+
+    def stop(self, grace: float) -> None:
+        """Stop: close the inbox, let the resource finish within ``grace`` s."""
+        if self._machine.state is not State.STOPPED:
+            self._feed(lambda machine, _: machine.stop(), "stopped")
+        instance = self._instance
+        if instance is None:
+            return
+        if grace > 0 and self._status is not None and self._status.called:
+            # The resource's ``async for`` ends now; cancel it if it lingers.
+            instance.deadline = min(instance.deadline, trio.current_time() + grace)
+        else:
+            instance.cancel()
+
+    async def _run_instance(self) -> None:
+        status = self._status = _ResourceStatus(self)
+        error: Exception | None = None
+        try:
+            with trio.CancelScope() as scope:
+                self._instance = scope
+                try:
+                    await self._fn(self._inbox, *self._args, task_status=status)
+                except BaseException as exc:  # noqa: BLE001 - sorted just below
+                    error, rest = split_errors(exc)
+                    if rest is exc:
+                        raise
+                    if rest is not None:
+                        raise rest from None
+        finally:
+            self._instance = self._status = None
+            self._resource = OFF
+            self._inbox.lose_held(error)
+        # Ends that breaky asked for (a trip or a stop) are not failures.
+        dismissed = scope.cancel_called or self._machine.state is State.STOPPED
+        self._log_end(error, started=status.called, dismissed=dismissed)
+        if dismissed:
+            return
+        if status.called:
+            self._feed(Machine.crashed, "the resource crashed")
+        else:
+            self._feed(Machine.start_failed, "the resource failed to start")
+
+    async def _wait_for_retry(self) -> None:
+        retry_at = self._machine.retry_at
+        if retry_at is None:  # pragma: no cover - run() only waits while it is set
+            retry_at = math.inf
+        with trio.CancelScope(deadline=retry_at) as waiting:
+            self._waiting = waiting
+            await trio.sleep_forever()
+        self._waiting = None
+        self._feed(Machine.retry_due, "retry")
+        if self._machine.wants_start:
+            logger.info(
+                "breaker %r is OFF: trying to start the resource",
+                self._name,
+                extra=self._extra(),
+            )
+
+    def _on_started(self, value: object) -> None:
+        if self._machine.state is State.STOPPED:
+            return
+        self._resource = value
+        self._feed(Machine.started, "the resource started")
+
+    def _call_timed_out(self) -> None:
+        self._feed(Machine.failure, "a call timed out")
+
+    # State changes: the one place where the machine is fed.
+
+    def _feed(self, event: Callable[[Machine, float], None], reason: str) -> None:
+        machine = self._machine
+        old = machine.state
+        event(machine, trio.current_time())
+        new = machine.state
+        if new is old:
+            return
+        if old is State.STARTING:
+            self.settled.set()
+        if new is State.ON:
+            logger.info(
+                "breaker %r is ON (%s)", self._name, reason, extra=self._extra()
+            )
+        elif new is State.OFF:
+            self._resource = OFF
+            self._inbox.reject_queued()
+            if self._instance is not None:
+                self._instance.cancel()
+            logger.error(
+                "breaker %r turned OFF after %d failures (last: %s); "
+                "next start in %g s",
+                self._name,
+                machine.failures,
+                reason,
+                self._policy.retry_timeout,
+                extra=self._extra(),
+            )
+        else:
+            self._resource = OFF
+            self._inbox.close()
+            if self._waiting is not None:
+                self._waiting.cancel()
+            logger.info("breaker %r stopped", self._name, extra=self._extra())
+
+    def _log_end(
+        self, error: Exception | None, *, started: bool, dismissed: bool
+    ) -> None:
+        if dismissed and error is None:
+            return
+        what = "crashed" if started else "failed to start"
+        if error is None:
+            what = (
+                "returned while its inbox was open"
+                if started
+                else "returned without calling task_status.started()"
+            )
+        logger.error(
+            "breaker %r: the resource %s",
+            self._name,
+            what,
+            exc_info=error,
+            extra=self._extra(),
+        )
+
+    def _extra(self) -> dict[str, object]:
+        return {"breaker": self._name, "state": self._machine.state.value}

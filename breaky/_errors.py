@@ -1,0 +1,40 @@
+"""Exceptions a caller can receive from a circuit breaker."""
+
+from __future__ import annotations
+
+import sys
+from typing import final
+
+import trio
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
+    from exceptiongroup import BaseExceptionGroup
+
+
+@final
+class ResourceLost(Exception):  # noqa: N818 - it is an outcome, not a bug report
+    """The resource ended while it held the request, so no answer will come.
+
+    ``__cause__`` is the resource's own exception when it crashed.
+    """
+
+
+@final
+class CallTimeout(trio.TooSlowError):
+    """The call was not answered before its timeout; this counts as one failure."""
+
+
+def split_errors(
+    exc: BaseException,
+) -> tuple[Exception | None, BaseException | None]:
+    """Split what a resource raised into its errors and what must propagate.
+
+    Errors (``Exception``) are the resource's to lose; the rest (cancellation,
+    ``KeyboardInterrupt``, ``SystemExit``) belongs to whoever is above breaky.
+    """
+    if isinstance(exc, Exception):
+        return exc, None
+    if isinstance(exc, BaseExceptionGroup):
+        errors, rest = exc.split(Exception)
+        return errors, rest
+    return None, exc

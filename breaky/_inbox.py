@@ -1,0 +1,186 @@
+"""The breaker's inbox: queued requests, the resource's side, call deadlines.
+
+The inbox belongs to the breaker, not to one resource instance: requests queued
+while the resource restarts are served by the next instance. Callers park with
+``trio.lowlevel`` and are woken with their answer, so a call costs no channel,
+no event and no cancel scope of its own; the deadlines of all calls are kept
+here, in one heap watched by one task.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, final
+
+import attrs
+import trio
+
+from ._errors import CallTimeout, ResourceLost
+from ._off import OFF
+from ._request import QUEUED, SETTLED, TAKEN, MessageT, ReplyT, Request
+
+# Compact the deadline heap when it holds more than this many settled entries
+# beyond twice the pending ones: memory stays bounded, cost stays O(1) per call.
+_SLACK = 64
+
+
+@final
+@attrs.define(eq=False, repr=False)
+class Inbox(Generic[MessageT, ReplyT]):
+    """The requests for one breaker's resource, in the order they were made.
+
+    The resource iterates over it with ``async for request in inbox``; each
+    item is a :class:`breaky.Request`. The iteration ends when the breaker is
+    stopped. Several tasks of one resource may iterate over it at once; each
+    request goes to one of them.
+    """
+
+    _name: str
+    _queue: deque[Request[MessageT, ReplyT]] = attrs.field(init=False, factory=deque)
+    # Calls the running resource instance has taken and not answered.
+    _held: set[Request[MessageT, ReplyT]] = attrs.field(init=False, factory=set)
+    # Resource tasks parked waiting for a request.
+    _receivers: deque[trio.lowlevel.Task] = attrs.field(init=False, factory=deque)
+    _closed: bool = attrs.field(init=False, default=False)
+    # (deadline, tie-breaker, request); settled entries are dropped lazily.
+    _deadlines: list[tuple[float, int, Request[MessageT, ReplyT]]] = attrs.field(
+        init=False, factory=list
+    )
+    _tie: itertools.count[int] = attrs.field(init=False, factory=itertools.count)
+    _keeper: trio.CancelScope | None = attrs.field(init=False, default=None)
+    _keeping: bool = attrs.field(init=False, default=True)
+
+    def __repr__(self) -> str:
+        return f"<breaky.Inbox of {self._name!r}: {len(self._queue)} queued>"
+
+    # The resource's side.
+
+    def __aiter__(self) -> Inbox[MessageT, ReplyT]:
+        return self
+
+    async def __anext__(self) -> Request[MessageT, ReplyT]:
+        if self._queue:
+            # Serving a backlog must still let other tasks run.
+            await trio.lowlevel.checkpoint()
+        while True:
+            request = self._take()
+            if request is not None:
+                return request
+            if self._closed:
+                raise StopAsyncIteration
+            task = trio.lowlevel.current_task()
+            self._receivers.append(task)
+
+            def abort(_: object, task: trio.lowlevel.Task = task) -> trio.lowlevel.Abort:
+                self._receivers.remove(task)
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _take(self) -> Request[MessageT, ReplyT] | None:
+        queue = self._queue
+        while queue:
+            request = queue.popleft()
+            if request._phase is QUEUED:
+                request._phase = TAKEN
+                if request._caller is not None:
+                    self._held.add(request)
+                return request
+        return None
+
+    # The callers' side.
+
+    def put(
+        self,
+        message: MessageT,
+        caller: trio.lowlevel.Task | None,
+        deadline: float | None,
+    ) -> Request[MessageT, ReplyT]:
+        """Queue a request and wake a parked resource task to take it."""
+        request = Request(message, self, caller)
+        self._queue.append(request)
+        if self._receivers:
+            trio.lowlevel.reschedule(self._receivers.popleft())
+        if deadline is not None:
+            self._watch(deadline, request)
+        return request
+
+    def forget(self, request: Request[MessageT, ReplyT]) -> None:
+        """Stop tracking a request that was answered or withdrawn."""
+        self._held.discard(request)
+
+    # The breaker's side.
+
+    def reject_queued(self) -> None:
+        """Answer every queued request OFF: none of them will be served."""
+        queue = self._queue
+        while queue:
+            request = queue.popleft()
+            if request._phase is QUEUED:
+                request.settle(OFF)
+
+    def close(self) -> None:
+        """End the resource's iteration; queued requests are answered OFF."""
+        self._closed = True
+        self.reject_queued()
+        while self._receivers:
+            trio.lowlevel.reschedule(self._receivers.popleft())
+
+    def lose_held(self, cause: Exception | None) -> None:
+        """The resource instance ended: its unanswered calls get ResourceLost."""
+        held = list(self._held)
+        self._held.clear()
+        for request in held:
+            lost = ResourceLost(
+                f"the resource of breaker {self._name!r} ended "
+                "while it held this request"
+            )
+            lost.__cause__ = cause
+            request.settle(None, lost)
+
+    # Call deadlines.
+
+    def _watch(self, deadline: float, request: Request[MessageT, ReplyT]) -> None:
+        heap = self._deadlines
+        heapq.heappush(heap, (deadline, next(self._tie), request))
+        keeper = self._keeper
+        if keeper is not None and deadline < keeper.deadline:
+            keeper.deadline = deadline
+        if len(heap) > 2 * (len(self._queue) + len(self._held)) + _SLACK:
+            self._deadlines = [e for e in heap if e[2]._phase is not SETTLED]
+            heapq.heapify(self._deadlines)
+
+    async def keep_deadlines(self, on_timeout: Callable[[], None]) -> None:
+        """Answer CallTimeout to each call whose deadline passes; until closed.
+
+        ``on_timeout`` is told of each, to count it as a failure.
+        """
+        while self._keeping:
+            heap = self._deadlines
+            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as keeper:
+                self._keeper = keeper
+                await trio.sleep_forever()
+            self._keeper = None
+            now = trio.current_time()
+            heap = self._deadlines
+            while heap and heap[0][0] <= now:
+                request = heapq.heappop(heap)[2]
+                if request._phase is not SETTLED:
+                    request.settle(
+                        None,
+                        CallTimeout(
+                            f"breaker {self._name!r} did not answer "
+                            "before the call's timeout"
+                        ),
+                    )
+                    on_timeout()
+
+    def stop_keeping_deadlines(self) -> None:
+        """End :meth:`keep_deadlines`: nothing is pending any more."""
+        self._keeping = False
+        if self._keeper is not None:
+            self._keeper.cancel()

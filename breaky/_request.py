@@ -1,0 +1,124 @@
+"""One request on its way to a resource, and the one answer its caller gets."""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+
+import attrs
+import trio
+
+if TYPE_CHECKING:
+    from ._inbox import Inbox
+
+MessageT = TypeVar("MessageT")
+ReplyT = TypeVar("ReplyT")
+
+
+class Phase(enum.Enum):
+    """Where a request is between its caller and the resource."""
+
+    QUEUED = "queued"  # in the inbox; the caller may still withdraw it
+    TAKEN = "taken"  # the resource holds it
+    SETTLED = "settled"  # the caller has its answer (or withdrew)
+
+
+QUEUED, TAKEN, SETTLED = Phase.QUEUED, Phase.TAKEN, Phase.SETTLED
+
+
+@final
+@attrs.define(eq=False, repr=False)
+class Request(Generic[MessageT, ReplyT]):
+    """A message for the resource, answered with :meth:`reply` or :meth:`fail`.
+
+    A request from ``cast()`` has no caller waiting: answering it is allowed and
+    does nothing, so one loop can serve calls and casts alike. Each request is
+    answered at most once.
+    """
+
+    message: MessageT
+    """What the caller sent."""
+    _inbox: Inbox[MessageT, ReplyT]
+    # The parked caller, or None for a cast.
+    _caller: trio.lowlevel.Task | None
+    _phase: Phase = QUEUED
+    _answered: bool = False  # by the resource: a second answer is a bug
+    _value: Any = None
+    _error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        kind = "call" if self._caller is not None else "cast"
+        return f"<breaky.Request {kind} {self.message!r} {self._phase.value}>"
+
+    def reply(self, value: ReplyT) -> None:
+        """Answer the caller with ``value``.
+
+        Raises:
+            RuntimeError: if this request was already answered.
+
+        """
+        self._mark_answered()
+        if self._phase is TAKEN:
+            self.settle(value)
+
+    def fail(self, exception: Exception) -> None:
+        """Answer the caller by raising ``exception`` in it.
+
+        Raises:
+            TypeError: if ``exception`` is not an ``Exception`` instance.
+            RuntimeError: if this request was already answered.
+
+        """
+        if not isinstance(exception, Exception):
+            msg = (
+                "Request.fail() expects an Exception instance, "
+                f"got {exception!r} of type {type(exception).__name__}"
+            )
+            raise TypeError(msg)
+        self._mark_answered()
+        if self._phase is TAKEN:
+            self.settle(None, exception)
+
+    def _mark_answered(self) -> None:
+        if self._answered:
+            msg = f"{self!r} was already answered; a request takes one answer"
+            raise RuntimeError(msg)
+        self._answered = True
+
+    # The rest is breaky's side of the request.
+
+    def settle(self, value: object, error: BaseException | None = None) -> None:
+        """Give the caller its one answer and wake it.
+
+        Only called while the request is QUEUED or TAKEN.
+        """
+        self._phase = SETTLED
+        self._inbox.forget(self)
+        if self._caller is not None:
+            self._value = value
+            self._error = error
+            trio.lowlevel.reschedule(self._caller)
+            self._caller = None
+
+    def abort(self, _: object) -> trio.lowlevel.Abort:
+        """Withdraw the request: its caller was cancelled while waiting.
+
+        A queued request will be skipped by the inbox, so the resource never
+        sees it; the answer to a taken one is dropped.
+        """
+        self._phase = SETTLED
+        self._inbox.forget(self)
+        self._caller = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def outcome(self) -> Any:  # noqa: ANN401 - the caller's reply type
+        """Return the reply, or raise the error, the caller was woken with."""
+        error = self._error
+        if error is None:
+            return self._value
+        self._error = None
+        try:
+            raise error
+        finally:
+            # Break the cycle traceback -> frame -> error.
+            del error

@@ -1,0 +1,220 @@
+"""The supervisor: a nursery that owns circuit breakers, found by name."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, final
+
+import attrs
+import trio
+
+from ._breaker import CircuitBreaker, ResourceFunction
+from ._policy import Policy, check_seconds
+from ._request import MessageT, ReplyT
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
+    from exceptiongroup import BaseExceptionGroup
+
+if TYPE_CHECKING:
+    from typing_extensions import Concatenate
+
+    from ._inbox import Inbox
+
+
+@final
+@attrs.define(eq=False, repr=False)
+class Supervisor:
+    """Owns circuit breakers; made by :func:`breaky.open_supervisor`.
+
+    Look breakers up by name: ``sup["db"]``, ``"db" in sup``, ``len(sup)``,
+    and ``for name in sup``.
+    """
+
+    _nursery: trio.Nursery
+    _shutdown_timeout: float
+    _breakers: dict[str, CircuitBreaker[Any, Any]] = attrs.field(
+        init=False, factory=dict
+    )
+    _closed: bool = attrs.field(init=False, default=False)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<breaky.Supervisor {state}, breakers: {list(self._breakers)}>"
+
+    def __getitem__(self, name: str) -> CircuitBreaker[Any, Any]:
+        try:
+            return self._breakers[name]
+        except KeyError:
+            msg = f"no circuit breaker named {name!r}; known: {sorted(self._breakers)}"
+            raise KeyError(msg) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._breakers
+
+    def __len__(self) -> int:
+        return len(self._breakers)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._breakers))
+
+    async def start_circuit_breaker(
+        self,
+        name: str,
+        fn: Callable[Concatenate[Inbox[MessageT, ReplyT], ...], Awaitable[object]],
+        *args: object,
+        failure_threshold: int = 10,
+        retry_timeout: float = 10.0,
+        call_timeout: float | None = 5.0,
+    ) -> CircuitBreaker[MessageT, ReplyT]:
+        """Start a circuit breaker that supervises ``fn(inbox, *args)``.
+
+        ``fn`` is started like :meth:`trio.Nursery.start` starts a task: it
+        must accept ``task_status`` and call ``task_status.started(value)`` once
+        it is ready to serve; raising or returning before that is a failed
+        start. The breaker is returned once the first start has settled: ON,
+        or OFF when ``failure_threshold`` attempts failed.
+
+        Args:
+            name: a name unique in this supervisor, used in logs and lookups.
+            fn: the resource function, ``async def fn(inbox, *args, task_status)``.
+            args: positional arguments for ``fn`` after the inbox.
+            failure_threshold: failures counted since the breaker last turned
+                ON that turn it OFF; an int >= 1.
+            retry_timeout: seconds between start attempts while OFF; > 0.
+            call_timeout: seconds a call waits by default; > 0, or None.
+
+        Raises:
+            TypeError, ValueError: a bad argument; nothing was started.
+            RuntimeError: the supervisor is closed.
+
+        """
+        policy = Policy(
+            failure_threshold=failure_threshold,
+            retry_timeout=retry_timeout,
+            call_timeout=call_timeout,
+        )
+        self._check_new(name, fn, args)
+        breaker: CircuitBreaker[MessageT, ReplyT] = CircuitBreaker(
+            name, fn, args, policy, self._shutdown_timeout
+        )
+        self._breakers[name] = breaker
+        # The breaker lives in the supervisor's nursery, not the caller's.
+        self._nursery.start_soon(breaker.run, name=f"breaky {name!r}")
+        self._nursery.start_soon(breaker.keep_deadlines, name=f"breaky {name!r} calls")
+        try:
+            await breaker.settled.wait()
+        except BaseException:
+            # Cancelled while starting: as nursery.start would, leave nothing.
+            self._forget(name, breaker)
+            breaker.stop(grace=0)
+            raise
+        return breaker
+
+    async def stop_circuit_breaker(self, name: str) -> None:
+        """Stop the breaker ``name`` and wait until its resource has ended.
+
+        Its inbox is closed (the resource's ``async for`` ends) and queued
+        requests are answered OFF; a resource still running after the
+        supervisor's ``shutdown_timeout`` is cancelled. The name can be reused
+        at once; the stopped breaker answers OFF.
+
+        Raises:
+            KeyError: no breaker has that name.
+
+        """
+        breaker = self[name]
+        self._forget(name, breaker)
+        breaker.stop(grace=self._shutdown_timeout)
+        await breaker.finished.wait()
+
+    def _check_new(self, name: object, fn: object, args: tuple[object, ...]) -> None:
+        if self._closed:
+            msg = "this supervisor is closed: its async with block has ended"
+            raise RuntimeError(msg)
+        if not isinstance(name, str):
+            msg = f"name must be a str, got {name!r}"
+            raise TypeError(msg)
+        if name in self._breakers:
+            msg = f"a circuit breaker named {name!r} is already running here"
+            raise ValueError(msg)
+        _check_resource_function(fn, args)
+
+    def _forget(self, name: str, breaker: CircuitBreaker[Any, Any]) -> None:
+        if self._breakers.get(name) is breaker:
+            del self._breakers[name]
+
+    def _close(self, grace: float) -> None:
+        self._closed = True
+        breakers = list(self._breakers.values())
+        self._breakers.clear()
+        for breaker in breakers:
+            breaker.stop(grace=grace)
+
+
+def _check_resource_function(fn: object, args: tuple[object, ...]) -> None:
+    """Refuse, before anything starts, a function that cannot be a resource."""
+    if not callable(fn):
+        msg = f"fn must be an async function, got {fn!r}"
+        raise TypeError(msg)
+    if (inspect.isfunction(fn) or inspect.ismethod(fn)) and not (
+        inspect.iscoroutinefunction(fn)
+    ):
+        msg = f"fn must be an async function (async def), got {fn!r}"
+        raise TypeError(msg)
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # pragma: no cover - some builtins hide it
+        return
+    try:
+        signature.bind(None, *args, task_status=None)
+    except TypeError as exc:
+        if "task_status" in str(exc):
+            msg = (
+                f"{fn!r} must accept a task_status keyword argument, "
+                "as a function started by nursery.start() does"
+            )
+        else:
+            msg = f"{fn!r} cannot be called as fn(inbox, *args, task_status=...): {exc}"
+        raise TypeError(msg) from None
+
+
+@asynccontextmanager
+async def open_supervisor(
+    *, shutdown_timeout: float = 5.0
+) -> AsyncGenerator[Supervisor, None]:
+    """Open a supervisor for circuit breakers; use with ``async with``.
+
+    When the block ends, every breaker is stopped: inboxes close, resources get
+    ``shutdown_timeout`` seconds to return, then are cancelled. An exception
+    in the block cancels them at once and comes out as itself. Resource errors
+    never come out; ``KeyboardInterrupt`` and ``SystemExit`` do.
+
+    Raises:
+        TypeError, ValueError: ``shutdown_timeout`` is not a finite number >= 0.
+
+    """
+    grace = check_seconds("shutdown_timeout", shutdown_timeout, allow_zero=True)
+    assert grace is not None  # noqa: S101 - None is not allowed above
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            supervisor = Supervisor(nursery, grace)
+            try:
+                yield supervisor
+            except BaseException as exc:
+                body_error = exc
+                supervisor._close(grace=0)  # noqa: SLF001
+                nursery.cancel_scope.cancel()
+            else:
+                supervisor._close(grace=grace)  # noqa: SLF001
+    except BaseExceptionGroup as group:
+        # breaky's tasks raise only what must propagate; the block's own error
+        # comes out as itself rather than wrapped in this nursery's group.
+        _, rest = group.split(trio.Cancelled)
+        if rest is not None or body_error is None:
+            raise
+    if body_error is not None:
+        raise body_error
