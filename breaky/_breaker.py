@@ -243,10 +243,9 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             )
 
     def _on_started(self, value: object) -> None:
-        if self._machine.state is State.STOPPED:
-            return
-        self._resource = value
         self._feed(Machine.started, "the resource started")
+        if self._machine.state is State.ON:
+            self._resource = value
 
     def _call_timed_out(self) -> None:
         self._feed(Machine.failure, "a call timed out")

@@ -61,8 +61,8 @@ class Machine:
 
     def started(self, now: float) -> None:  # noqa: ARG002 - every input has a time
         """A resource instance called ``task_status.started()``."""
-        if self.state is State.STOPPED:
-            return
+        if not self.wants_start:
+            return  # a dismissed instance, too late: stopped, or OFF and waiting
         if self.state is not State.ON:
             # Turning ON (first start or recovery) starts a fresh count.
             self.failures = 0

@@ -1,0 +1,113 @@
+"""Every check breaky must pass: ``nox`` runs them all."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = [
+    "tests",
+    "tests_oldest",
+    "lint",
+    "typing",
+    "coverage",
+]
+
+ROOT = Path(__file__).parent
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+# The supported Pythons, read from the classifiers so there is one list.
+PYTHONS = [
+    c.rsplit(" ", 1)[1]
+    for c in PYPROJECT["project"]["classifiers"]
+    if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
+]
+OLDEST_PYTHON = PYTHONS[0]
+
+
+def _group(name: str) -> list[str]:
+    return list(nox.project.dependency_groups(PYPROJECT, name))
+
+
+def _oldest_dependencies() -> list[str]:
+    """``trio>=0.25.0`` -> ``trio==0.25.0``: the oldest versions we claim."""
+    return [
+        re.sub(r">=", "==", dep) for dep in PYPROJECT["project"]["dependencies"]
+    ]
+
+
+def _let_pyenv_offer_every_python() -> None:
+    """With pyenv, make every installed supported Python visible to nox."""
+    if "PYENV_VERSION" in os.environ or shutil.which("pyenv") is None:
+        return
+    installed = subprocess.run(
+        ["pyenv", "versions", "--bare"],  # noqa: S607 - found on PATH above
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    wanted = [
+        version
+        for python in PYTHONS
+        for version in installed
+        if re.fullmatch(re.escape(python) + r"\.\d+", version)
+    ]
+    if wanted:
+        os.environ["PYENV_VERSION"] = ":".join(wanted)
+
+
+_let_pyenv_offer_every_python()
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """Run the test suite under coverage (the source tree, flat layout)."""
+    session.install(".", *_group("tests"))
+    session.run(
+        "coverage",
+        "run",
+        "-m",
+        "pytest",
+        *session.posargs,
+        env={"COVERAGE_FILE": f".coverage.{session.python}"},
+    )
+
+
+@nox.session(python=OLDEST_PYTHON)
+def tests_oldest(session: nox.Session) -> None:
+    """Run the tests against the built wheel with the oldest trio and attrs."""
+    session.install(".", *_group("tests"))
+    session.install(*_oldest_dependencies())
+    # The ``pytest`` script, unlike ``python -m pytest``, does not put the
+    # source tree on sys.path: this run imports the installed wheel.
+    session.run("pytest", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python=PYTHONS[-1])
+def lint(session: nox.Session) -> None:
+    """Ruff: lint and check the formatting."""
+    session.install(*_group("lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHONS[-1])
+def typing(session: nox.Session) -> None:
+    """Mypy (strict) and pyright (strict) on the package."""
+    session.install(".", *_group("typing"))
+    session.run("mypy", "breaky")
+    session.run("pyright")
+
+
+@nox.session(python=PYTHONS[-1])
+def coverage(session: nox.Session) -> None:
+    """Combine the test runs' coverage: 100% of breaky/, branches included."""
+    session.install("coverage[toml]")
+    session.run("coverage", "combine")
+    session.run("coverage", "report")

@@ -1,0 +1,249 @@
+"""Bad input gets a clear error naming what was wrong, before anything starts."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import trio
+import trio.testing
+
+import breaky
+
+NAN, INF = math.nan, math.inf
+
+
+def names(parameter: str, value: object) -> str:
+    """A ``match=`` pattern: the parameter's name, then the value's repr."""
+    return rf"{parameter}\b.*{re.escape(repr(value))}"
+
+
+async def echo(inbox, *, task_status=trio.TASK_STATUS_IGNORED):
+    task_status.started()
+    async for request in inbox:
+        request.reply(request.message)
+
+
+async def check_still_works(sup: breaky.Supervisor) -> None:
+    good = await sup.start_circuit_breaker("good", echo)
+    assert await good.call("ping") == "ping"
+    await sup.stop_circuit_breaker("good")
+
+
+BAD_OPTIONS = [
+    ("failure_threshold", 0, ValueError),
+    ("failure_threshold", -1, ValueError),
+    ("failure_threshold", 1.5, TypeError),
+    ("failure_threshold", True, TypeError),
+    ("failure_threshold", "3", TypeError),
+    ("retry_timeout", 0, ValueError),
+    ("retry_timeout", -1, ValueError),
+    ("retry_timeout", NAN, ValueError),
+    ("retry_timeout", INF, ValueError),
+    ("retry_timeout", True, TypeError),
+    ("retry_timeout", "1", TypeError),
+    ("call_timeout", 0, ValueError),
+    ("call_timeout", -1, ValueError),
+    ("call_timeout", NAN, ValueError),
+    ("call_timeout", INF, ValueError),
+    ("call_timeout", True, TypeError),
+]
+
+
+@pytest.mark.parametrize(("option", "value", "error"), BAD_OPTIONS)
+async def test_bad_breaker_options_are_refused(option, value, error):
+    started = []
+
+    async def resource(inbox, *, task_status=trio.TASK_STATUS_IGNORED):
+        started.append(True)
+        await echo(inbox, task_status=task_status)
+
+    async with breaky.open_supervisor() as sup:
+        with pytest.raises(error, match=names(option, value)):
+            await sup.start_circuit_breaker("x", resource, **{option: value})
+        assert "x" not in sup
+        assert len(sup) == 0
+        await trio.testing.wait_all_tasks_blocked()
+        assert started == []
+        await check_still_works(sup)
+
+
+async def test_good_edge_options_are_accepted():
+    async with breaky.open_supervisor(shutdown_timeout=0) as sup:
+        b = await sup.start_circuit_breaker(
+            "x", echo, failure_threshold=1, retry_timeout=1e-9, call_timeout=None
+        )
+        assert await b.call(1, timeout=None) == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (-1, ValueError),
+        (NAN, ValueError),
+        (INF, ValueError),
+        (True, TypeError),
+        ("5", TypeError),
+    ],
+)
+async def test_bad_shutdown_timeout_is_refused(value, error):
+    with pytest.raises(error, match=names("shutdown_timeout", value)):
+        async with breaky.open_supervisor(shutdown_timeout=value):
+            pytest.fail("the block must not run")  # pragma: no cover
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (NAN, ValueError),
+        (INF, ValueError),
+        (True, TypeError),
+        ("x", TypeError),
+    ],
+)
+async def test_bad_call_timeout_is_refused_before_queueing(value, error):
+    seen = []
+
+    async def recorder(inbox, *, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        async for request in inbox:
+            seen.append(request.message)
+            request.reply(request.message)
+
+    async with breaky.open_supervisor() as sup:
+        b = await sup.start_circuit_breaker("x", recorder)
+        with pytest.raises(error, match=names("timeout", value)):
+            await b.call("bad", timeout=value)
+        assert await b.call("good") == "good"
+        assert seen == ["good"]
+
+
+async def test_bad_call_timeout_is_refused_while_off_too(autojump_clock):
+    async def broken(inbox, *, task_status=trio.TASK_STATUS_IGNORED):
+        raise OSError("no connection")
+
+    async with breaky.open_supervisor() as sup:
+        b = await sup.start_circuit_breaker("x", broken, failure_threshold=1)
+        assert b.state is breaky.State.OFF
+        with pytest.raises(ValueError, match=names("timeout", -1)):
+            await b.call("bad", timeout=-1)
+
+
+async def no_task_status(inbox):
+    pass  # pragma: no cover
+
+
+def sync_resource(inbox, *, task_status=trio.TASK_STATUS_IGNORED):
+    pass  # pragma: no cover
+
+
+async def two_args(inbox, user, password, *, task_status=trio.TASK_STATUS_IGNORED):
+    pass  # pragma: no cover
+
+
+BAD_FUNCTIONS = [
+    (no_task_status, (), r"accept.*task_status"),
+    (sync_resource, (), "async"),
+    (two_args, ("only user",), "cannot be called"),
+    (two_args, ("user", "password", "extra"), "cannot be called"),
+    (echo, ("unexpected",), "cannot be called"),
+    ("not a function", (), "async function"),
+]
+
+
+@pytest.mark.parametrize(("fn", "args", "message"), BAD_FUNCTIONS)
+async def test_bad_resource_functions_are_refused(fn, args, message):
+    async with breaky.open_supervisor() as sup:
+        with pytest.raises(TypeError, match=message):
+            await sup.start_circuit_breaker("x", fn, *args)
+        assert "x" not in sup
+        assert len(sup) == 0
+        await check_still_works(sup)
+
+
+async def test_a_duplicate_name_is_refused():
+    async with breaky.open_supervisor() as sup:
+        first = await sup.start_circuit_breaker("db", echo)
+        with pytest.raises(ValueError, match=names("named", "db")):
+            await sup.start_circuit_breaker("db", echo)
+        assert list(sup) == ["db"]
+        assert sup["db"] is first
+        assert await first.call(1) == 1
+        await check_still_works(sup)
+
+
+@pytest.mark.parametrize("name", [1, None, b"db"])
+async def test_a_name_that_is_not_a_str_is_refused(name):
+    async with breaky.open_supervisor() as sup:
+        with pytest.raises(TypeError, match=names("name", name)):
+            await sup.start_circuit_breaker(name, echo)
+        assert name not in sup
+        assert len(sup) == 0
+        await check_still_works(sup)
+
+
+async def test_a_closed_supervisor_starts_nothing():
+    async with breaky.open_supervisor() as sup:
+        pass
+    with pytest.raises(RuntimeError, match="closed"):
+        await sup.start_circuit_breaker("x", echo)
+    assert "x" not in sup
+    assert len(sup) == 0
+
+
+def reply(request):
+    request.reply("first")
+
+
+def fail(request):
+    request.fail(KeyError("first"))
+
+
+@pytest.mark.parametrize("second", [reply, fail])
+@pytest.mark.parametrize("first", [reply, fail])
+async def test_answering_a_request_twice_is_refused_in_the_resource(first, second):
+    errors = []
+
+    async def answers_twice(inbox, *, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        async for request in inbox:
+            first(request)
+            try:
+                second(request)
+            except Exception as exc:
+                errors.append(exc)
+
+    async with breaky.open_supervisor() as sup:
+        b = await sup.start_circuit_breaker("x", answers_twice)
+        if first is reply:
+            assert await b.call("hi") == "first"
+        else:
+            with pytest.raises(KeyError, match="first"):
+                await b.call("hi")
+    assert len(errors) == 1
+    assert isinstance(errors[0], RuntimeError)
+    assert "already answered" in str(errors[0])
+
+
+@pytest.mark.parametrize("bad", ["not an exception", KeyError, KeyboardInterrupt()])
+async def test_fail_needs_an_exception_instance(bad):
+    errors = []
+
+    async def fails_badly(inbox, *, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        async for request in inbox:
+            try:
+                request.fail(bad)
+            except Exception as exc:
+                errors.append(exc)
+            request.reply("still answerable")
+
+    async with breaky.open_supervisor() as sup:
+        b = await sup.start_circuit_breaker("x", fails_badly)
+        assert await b.call("hi") == "still answerable"
+    assert len(errors) == 1
+    assert isinstance(errors[0], TypeError)
+    assert re.search(names("Exception instance", bad), str(errors[0]))
