@@ -37,9 +37,7 @@ def _group(name: str) -> list[str]:
 
 def _oldest_dependencies() -> list[str]:
     """``trio>=0.25.0`` -> ``trio==0.25.0``: the oldest versions we claim."""
-    return [
-        re.sub(r">=", "==", dep) for dep in PYPROJECT["project"]["dependencies"]
-    ]
+    return [re.sub(r">=", "==", dep) for dep in PYPROJECT["project"]["dependencies"]]
 
 
 def _let_pyenv_offer_every_python() -> None:

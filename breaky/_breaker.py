@@ -48,7 +48,7 @@ class _ResourceStatus(trio.TaskStatus[Any]):
             msg = "task_status.started() was already called by this resource"
             raise RuntimeError(msg)
         self.called = True
-        self._breaker._on_started(value)  # noqa: SLF001 - its own breaker
+        self._breaker._on_started(value)
 
 
 @final
@@ -106,7 +106,7 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         self,
         message: MessageT,
         *,
-        timeout: float | None | _Default = _POLICY,
+        timeout: float | _Default | None = _POLICY,  # noqa: ASYNC109 - the seed's API
     ) -> ReplyT | Off:
         """Send ``message`` to the resource and return its reply, or OFF.
 
@@ -206,7 +206,7 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
                 self._instance = scope
                 try:
                     await self._fn(self._inbox, *self._args, task_status=status)
-                except BaseException as exc:  # noqa: BLE001 - sorted just below
+                except BaseException as exc:
                     error, rest = split_errors(exc)
                     if rest is exc:
                         raise

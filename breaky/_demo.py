@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import attrs
 import trio
@@ -12,12 +12,22 @@ import trio
 from ._off import OFF
 from ._supervisor import open_supervisor
 
+if TYPE_CHECKING:
+    from ._breaker import CircuitBreaker
+    from ._inbox import Inbox
+
 
 @attrs.define
 class _Outside:
     """The world the resource depends on, and what the callers saw."""
 
     down: bool = False
+
+    def check(self, what: type[OSError]) -> None:
+        """Raise ``what`` while the outside is down."""
+        if self.down:
+            raise what
+
     calls: int = 0
     replies: int = 0
     off: int = 0
@@ -34,39 +44,37 @@ class _Narrator(logging.Handler):
 
     def say(self, text: str) -> None:
         elapsed = trio.current_time() - self.start
-        print(f"{elapsed:5.2f}s  {text}", file=self.out)  # noqa: T201
+        print(f"{elapsed:5.2f}s  {text}", file=self.out)
 
     def emit(self, record: logging.LogRecord) -> None:
         self.say(record.getMessage())
 
 
 async def _database(
-    inbox: object,
+    inbox: Inbox[str, str],
     outside: _Outside,
     *,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """A pretend database connection: it fails whenever the outside is down."""
     await trio.sleep(0.01)  # connecting
-    if outside.down:
-        msg = "connection refused"
-        raise ConnectionRefusedError(msg)
+    outside.check(ConnectionRefusedError)
     task_status.started("connection #1")
-    async for request in inbox:  # type: ignore[attr-defined]
-        if outside.down:
-            msg = "connection reset by peer"
-            raise ConnectionResetError(msg)
+    async for request in inbox:
+        outside.check(ConnectionResetError)
         await trio.sleep(0.001)  # the query
         request.reply(f"rows for {request.message!r}")
 
 
-async def _caller(breaker_call: object, outside: _Outside, stop: trio.Event) -> None:
+async def _caller(
+    db: CircuitBreaker[str, str], outside: _Outside, stop: trio.Event
+) -> None:
     n = 0
     while not stop.is_set():
         n += 1
         outside.calls += 1
         try:
-            answer = await breaker_call(f"select {n}")  # type: ignore[operator]
+            answer = await db.call(f"select {n}")
         except Exception:  # noqa: BLE001 - the demo counts every kind of answer
             outside.errors += 1
         else:
@@ -85,7 +93,7 @@ async def demo(out: TextIO = sys.stdout) -> int:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        print("a database goes down for 1.5 s and comes back", file=out)  # noqa: T201
+        print("a database goes down for 1.5 s and comes back", file=out)
         async with open_supervisor(shutdown_timeout=1.0) as sup:
             db = await sup.start_circuit_breaker(
                 "db", _database, outside, failure_threshold=3, retry_timeout=0.5
@@ -93,7 +101,7 @@ async def demo(out: TextIO = sys.stdout) -> int:
             stop = trio.Event()
             async with trio.open_nursery() as callers:
                 for _ in range(3):
-                    callers.start_soon(_caller, db.call, outside, stop)
+                    callers.start_soon(_caller, db, outside, stop)
                 await trio.sleep(1.0)
                 handler.say("the database goes down")
                 outside.down = True
@@ -105,7 +113,7 @@ async def demo(out: TextIO = sys.stdout) -> int:
     finally:
         logger.removeHandler(handler)
     answered = outside.replies + outside.off + outside.errors
-    print(  # noqa: T201
+    print(
         f"calls: {outside.calls}, replies: {outside.replies}, OFF: {outside.off}, "
         f"errors: {outside.errors}, unanswered: {outside.calls - answered}",
         file=out,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import final
+from typing import cast, final
 
 import trio
 
@@ -35,6 +35,6 @@ def split_errors(
     if isinstance(exc, Exception):
         return exc, None
     if isinstance(exc, BaseExceptionGroup):
-        errors, rest = exc.split(Exception)
-        return errors, rest
+        group = cast("BaseExceptionGroup[BaseException]", exc)
+        return group.split(Exception)
     return None, exc

@@ -13,8 +13,7 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Callable
-from typing import Generic, final
+from typing import TYPE_CHECKING, Generic, final
 
 import attrs
 import trio
@@ -22,6 +21,9 @@ import trio
 from ._errors import CallTimeout, ResourceLost
 from ._off import OFF
 from ._request import QUEUED, SETTLED, TAKEN, MessageT, ReplyT, Request
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # Compact the deadline heap when it holds more than this many settled entries
 # beyond twice the pending ones: memory stays bounded, cost stays O(1) per call.
@@ -40,15 +42,21 @@ class Inbox(Generic[MessageT, ReplyT]):
     """
 
     _name: str
-    _queue: deque[Request[MessageT, ReplyT]] = attrs.field(init=False, factory=deque)
+    _queue: deque[Request[MessageT, ReplyT]] = attrs.field(
+        init=False, factory=deque[Request[MessageT, ReplyT]]
+    )
     # Calls the running resource instance has taken and not answered.
-    _held: set[Request[MessageT, ReplyT]] = attrs.field(init=False, factory=set)
+    _held: set[Request[MessageT, ReplyT]] = attrs.field(
+        init=False, factory=set[Request[MessageT, ReplyT]]
+    )
     # Resource tasks parked waiting for a request.
-    _receivers: deque[trio.lowlevel.Task] = attrs.field(init=False, factory=deque)
+    _receivers: deque[trio.lowlevel.Task] = attrs.field(
+        init=False, factory=deque[trio.lowlevel.Task]
+    )
     _closed: bool = attrs.field(init=False, default=False)
     # (deadline, tie-breaker, request); settled entries are dropped lazily.
     _deadlines: list[tuple[float, int, Request[MessageT, ReplyT]]] = attrs.field(
-        init=False, factory=list
+        init=False, factory=list[tuple[float, int, Request[MessageT, ReplyT]]]
     )
     _tie: itertools.count[int] = attrs.field(init=False, factory=itertools.count)
     _keeper: trio.CancelScope | None = attrs.field(init=False, default=None)
@@ -75,7 +83,9 @@ class Inbox(Generic[MessageT, ReplyT]):
             task = trio.lowlevel.current_task()
             self._receivers.append(task)
 
-            def abort(_: object, task: trio.lowlevel.Task = task) -> trio.lowlevel.Abort:
+            def abort(
+                _: object, task: trio.lowlevel.Task = task
+            ) -> trio.lowlevel.Abort:
                 self._receivers.remove(task)
                 return trio.lowlevel.Abort.SUCCEEDED
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import final
+from typing import Any, final
 
 import attrs
 
@@ -23,7 +23,9 @@ def check_seconds(
     if value is None and allow_none:
         return None
     bound = ">= 0" if allow_zero else "> 0"
-    expected = f"a finite number of seconds {bound}" + (" or None" if allow_none else "")
+    expected = f"a finite number of seconds {bound}" + (
+        " or None" if allow_none else ""
+    )
     if isinstance(value, bool) or not isinstance(value, int | float):
         msg = f"{name} must be {expected}, got {value!r}"
         raise TypeError(msg)
@@ -44,16 +46,16 @@ def check_count(name: str, value: object, *, minimum: int) -> int:
     return value
 
 
-def _threshold(_: object, attribute: attrs.Attribute[int], value: object) -> None:
+def _threshold(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     check_count(attribute.name, value, minimum=1)
 
 
-def _positive(_: object, attribute: attrs.Attribute[float], value: object) -> None:
+def _positive(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     check_seconds(attribute.name, value)
 
 
 def _positive_or_none(
-    _: object, attribute: attrs.Attribute[float | None], value: object
+    _: object, attribute: attrs.Attribute[Any], value: object
 ) -> None:
     check_seconds(attribute.name, value, allow_none=True)
 

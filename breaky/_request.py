@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, final
 
 import attrs
 import trio
@@ -69,7 +69,7 @@ class Request(Generic[MessageT, ReplyT]):
             RuntimeError: if this request was already answered.
 
         """
-        if not isinstance(exception, Exception):
+        if not isinstance(cast("object", exception), Exception):
             msg = (
                 "Request.fail() expects an Exception instance, "
                 f"got {exception!r} of type {type(exception).__name__}"

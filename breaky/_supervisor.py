@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, final
 
 import attrs
 import trio
 
-from ._breaker import CircuitBreaker, ResourceFunction
+from ._breaker import CircuitBreaker
 from ._policy import Policy, check_seconds
-from ._request import MessageT, ReplyT
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
     from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
-    from typing_extensions import Concatenate
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+    from typing import Concatenate
 
     from ._inbox import Inbox
+    from ._request import MessageT, ReplyT
 
 
 @final
@@ -36,7 +36,7 @@ class Supervisor:
     _nursery: trio.Nursery
     _shutdown_timeout: float
     _breakers: dict[str, CircuitBreaker[Any, Any]] = attrs.field(
-        init=False, factory=dict
+        init=False, factory=dict[str, CircuitBreaker[Any, Any]]
     )
     _closed: bool = attrs.field(init=False, default=False)
 
@@ -156,11 +156,11 @@ class Supervisor:
 
 def _check_resource_function(fn: object, args: tuple[object, ...]) -> None:
     """Refuse, before anything starts, a function that cannot be a resource."""
-    if not callable(fn):
-        msg = f"fn must be an async function, got {fn!r}"
-        raise TypeError(msg)
-    if (inspect.isfunction(fn) or inspect.ismethod(fn)) and not (
-        inspect.iscoroutinefunction(fn)
+    # Like nursery.start, accept a sync wrapper (functools.wraps) of an async
+    # function; refuse a plain sync function before it fails every start.
+    if not callable(fn) or (
+        inspect.isroutine(inspect.unwrap(fn))
+        and not inspect.iscoroutinefunction(inspect.unwrap(fn))
     ):
         msg = f"fn must be an async function (async def), got {fn!r}"
         raise TypeError(msg)
@@ -204,12 +204,12 @@ async def open_supervisor(
             supervisor = Supervisor(nursery, grace)
             try:
                 yield supervisor
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
                 body_error = exc
-                supervisor._close(grace=0)  # noqa: SLF001
+                supervisor._close(grace=0)
                 nursery.cancel_scope.cancel()
             else:
-                supervisor._close(grace=grace)  # noqa: SLF001
+                supervisor._close(grace=grace)
     except BaseExceptionGroup as group:
         # breaky's tasks raise only what must propagate; the block's own error
         # comes out as itself rather than wrapped in this nursery's group.

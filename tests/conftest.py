@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 from support import World
 
 import breaky
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def pytest_report_header() -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
-import breaky
+if TYPE_CHECKING:
+    import breaky
 
 
 @attrs.define

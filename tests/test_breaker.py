@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
 import trio.testing
-from trio.testing import MockClock as Clock
+from support import World, service
 
 import breaky
 from breaky import OFF, State
 
-from support import World, service
+if TYPE_CHECKING:
+    from trio.testing import MockClock as Clock
 
 # Every test takes ``autojump_clock``: pytest-trio installs a clock only when
 # the test itself asks for it. No test sleeps for real.
@@ -76,7 +77,9 @@ async def test_state(autojump_clock: Clock, world: World) -> None:
         assert db.state is State.STOPPED
 
 
-async def test_ten_crashes_turn_it_off_and_call_answers_off(autojump_clock: Clock, world: World) -> None:
+async def test_ten_crashes_turn_it_off_and_call_answers_off(
+    autojump_clock: Clock, world: World
+) -> None:
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker("db", service, world)
         for _ in range(9):
@@ -95,7 +98,9 @@ async def test_ten_crashes_turn_it_off_and_call_answers_off(autojump_clock: Cloc
 # 1. Failed starts.
 
 
-async def test_failed_starts_are_retried_at_once_then_off(autojump_clock: Clock, world: World) -> None:
+async def test_failed_starts_are_retried_at_once_then_off(
+    autojump_clock: Clock, world: World
+) -> None:
     world.down = True
     async with breaky.open_supervisor() as sup:
         start = trio.current_time()
@@ -106,7 +111,9 @@ async def test_failed_starts_are_retried_at_once_then_off(autojump_clock: Clock,
         assert await db.call("x") is OFF
 
 
-async def test_first_start_succeeding_after_failures(autojump_clock: Clock, world: World) -> None:
+async def test_first_start_succeeding_after_failures(
+    autojump_clock: Clock, world: World
+) -> None:
     world.down = True
 
     async def flaky(inbox: Any, *, task_status: Any) -> None:
@@ -124,7 +131,9 @@ async def test_first_start_succeeding_after_failures(autojump_clock: Clock, worl
         assert db.state is State.ON
 
 
-async def test_returning_without_started_is_a_failed_start(autojump_clock: Clock) -> None:
+async def test_returning_without_started_is_a_failed_start(
+    autojump_clock: Clock,
+) -> None:
     starts = 0
 
     async def never_ready(inbox: Any, *, task_status: Any) -> None:
@@ -140,7 +149,9 @@ async def test_returning_without_started_is_a_failed_start(autojump_clock: Clock
 # 2. Crashes and normal returns.
 
 
-async def test_a_normal_return_counts_as_a_crash(autojump_clock: Clock, world: World) -> None:
+async def test_a_normal_return_counts_as_a_crash(
+    autojump_clock: Clock, world: World
+) -> None:
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker("db", service, world, failure_threshold=2)
         with pytest.raises(breaky.ResourceLost) as lost:
@@ -152,7 +163,9 @@ async def test_a_normal_return_counts_as_a_crash(autojump_clock: Clock, world: W
         assert db.state is State.OFF
 
 
-async def test_a_resource_that_keeps_returning_cannot_spin(autojump_clock: Clock) -> None:
+async def test_a_resource_that_keeps_returning_cannot_spin(
+    autojump_clock: Clock,
+) -> None:
     starts = 0
 
     async def quitter(inbox: Any, *, task_status: Any) -> None:
@@ -173,7 +186,9 @@ async def test_a_resource_that_keeps_returning_cannot_spin(autojump_clock: Clock
         assert starts == 3 + 3 * 3
 
 
-async def test_the_failure_count_never_decays_while_on(autojump_clock: Clock, world: World) -> None:
+async def test_the_failure_count_never_decays_while_on(
+    autojump_clock: Clock, world: World
+) -> None:
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker("db", service, world, failure_threshold=3)
         for _ in range(2):
@@ -188,7 +203,9 @@ async def test_the_failure_count_never_decays_while_on(autojump_clock: Clock, wo
 # 3. failure().
 
 
-async def test_failure_counts_and_trips_cancelling_the_resource(autojump_clock: Clock, world: World) -> None:
+async def test_failure_counts_and_trips_cancelling_the_resource(
+    autojump_clock: Clock, world: World
+) -> None:
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker("db", service, world, failure_threshold=3)
         db.failure()
@@ -203,7 +220,9 @@ async def test_failure_counts_and_trips_cancelling_the_resource(autojump_clock: 
         assert world.starts == 1
 
 
-async def test_failure_is_ignored_while_off_and_stopped(autojump_clock: Clock, world: World) -> None:
+async def test_failure_is_ignored_while_off_and_stopped(
+    autojump_clock: Clock, world: World
+) -> None:
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker(
             "db", service, world, failure_threshold=1, retry_timeout=10
@@ -220,7 +239,9 @@ async def test_failure_is_ignored_while_off_and_stopped(autojump_clock: Clock, w
         assert db.state is State.STOPPED
 
 
-async def test_failure_while_the_resource_holds_a_call(autojump_clock: Clock, world: World) -> None:
+async def test_failure_while_the_resource_holds_a_call(
+    autojump_clock: Clock, world: World
+) -> None:
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker("db", service, world, failure_threshold=1)
         async with trio.open_nursery() as nursery:
@@ -270,7 +291,9 @@ async def test_off_answers_at_once_and_retries_every_retry_timeout(
         assert await db.call("back") == "back"
 
 
-async def test_queued_requests_are_answered_off_at_the_trip(autojump_clock: Clock, world: World) -> None:
+async def test_queued_requests_are_answered_off_at_the_trip(
+    autojump_clock: Clock, world: World
+) -> None:
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker("db", service, world, failure_threshold=1)
         answers: list[object] = []
@@ -297,7 +320,9 @@ async def test_queued_requests_are_answered_off_at_the_trip(autojump_clock: Cloc
 # 5. Requests queued through a restart.
 
 
-async def test_queued_requests_are_served_by_the_next_instance(autojump_clock: Clock, world: World) -> None:
+async def test_queued_requests_are_served_by_the_next_instance(
+    autojump_clock: Clock, world: World
+) -> None:
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker("db", service, world)
         results: dict[int, object] = {}
@@ -317,7 +342,9 @@ async def test_queued_requests_are_served_by_the_next_instance(autojump_clock: C
         assert world.starts == 2
 
 
-async def test_state_stays_on_and_calls_queue_during_a_slow_restart(autojump_clock: Clock) -> None:
+async def test_state_stays_on_and_calls_queue_during_a_slow_restart(
+    autojump_clock: Clock,
+) -> None:
     starts = 0
 
     async def slow_restart(inbox: Any, *, task_status: Any) -> None:
@@ -373,7 +400,9 @@ async def test_resource_lost_carries_the_resources_own_exception(
         assert "'db'" in str(lost.value)
 
 
-async def test_call_timeout_answers_and_counts_a_failure(autojump_clock: Clock, world: World) -> None:
+async def test_call_timeout_answers_and_counts_a_failure(
+    autojump_clock: Clock, world: World
+) -> None:
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker(
             "db", service, world, failure_threshold=2, call_timeout=1.0
@@ -389,7 +418,9 @@ async def test_call_timeout_answers_and_counts_a_failure(autojump_clock: Clock, 
         assert db.state is State.OFF
 
 
-async def test_the_calls_own_timeout_and_none(autojump_clock: Clock, world: World) -> None:
+async def test_the_calls_own_timeout_and_none(
+    autojump_clock: Clock, world: World
+) -> None:
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker("db", service, world, call_timeout=1.0)
         assert await db.call(("sleep", 3), timeout=4) == 3
@@ -397,7 +428,9 @@ async def test_the_calls_own_timeout_and_none(autojump_clock: Clock, world: Worl
         assert db._machine.failures == 0
 
 
-async def test_a_timeout_while_queued_counts_and_withdraws(autojump_clock: Clock, world: World) -> None:
+async def test_a_timeout_while_queued_counts_and_withdraws(
+    autojump_clock: Clock, world: World
+) -> None:
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker("db", service, world, call_timeout=None)
         async with trio.open_nursery() as nursery:
@@ -409,7 +442,9 @@ async def test_a_timeout_while_queued_counts_and_withdraws(autojump_clock: Clock
         assert world.seen == [("sleep", 10)]
 
 
-async def test_many_deadlines_all_answered_in_order(autojump_clock: Clock, world: World) -> None:
+async def test_many_deadlines_all_answered_in_order(
+    autojump_clock: Clock, world: World
+) -> None:
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker(
             "db", service, world, failure_threshold=1000, call_timeout=None
@@ -451,7 +486,9 @@ async def test_a_caller_cancelled_while_queued_withdraws_its_request(
         assert db._machine.failures == 0
 
 
-async def test_a_caller_cancelled_after_the_resource_took_it(autojump_clock: Clock, world: World) -> None:
+async def test_a_caller_cancelled_after_the_resource_took_it(
+    autojump_clock: Clock, world: World
+) -> None:
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker("db", service, world)
         with trio.move_on_after(1) as scope:
@@ -464,7 +501,9 @@ async def test_a_caller_cancelled_after_the_resource_took_it(autojump_clock: Clo
         assert world.starts == 1
 
 
-async def test_an_already_cancelled_caller_never_queues(autojump_clock: Clock, world: World) -> None:
+async def test_an_already_cancelled_caller_never_queues(
+    autojump_clock: Clock, world: World
+) -> None:
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker("db", service, world)
         with trio.CancelScope() as scope:
@@ -480,7 +519,9 @@ async def test_an_already_cancelled_caller_never_queues(autojump_clock: Clock, w
 # 8. Stopping.
 
 
-async def test_stop_closes_the_inbox_and_answers_queued_off(autojump_clock: Clock, world: World) -> None:
+async def test_stop_closes_the_inbox_and_answers_queued_off(
+    autojump_clock: Clock, world: World
+) -> None:
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker("db", service, world)
         answers: list[object] = []
@@ -502,7 +543,9 @@ async def test_stop_closes_the_inbox_and_answers_queued_off(autojump_clock: Cloc
         assert db.resource is OFF
 
 
-async def test_a_stopped_name_can_be_reused(autojump_clock: Clock, world: World) -> None:
+async def test_a_stopped_name_can_be_reused(
+    autojump_clock: Clock, world: World
+) -> None:
     async with breaky.open_supervisor() as sup:
         first = await sup.start_circuit_breaker("db", service, world)
         await sup.stop_circuit_breaker("db")
@@ -512,7 +555,9 @@ async def test_a_stopped_name_can_be_reused(autojump_clock: Clock, world: World)
         assert await second.call(1) == 1
 
 
-async def test_a_lingering_resource_is_cancelled_after_shutdown_timeout(autojump_clock: Clock) -> None:
+async def test_a_lingering_resource_is_cancelled_after_shutdown_timeout(
+    autojump_clock: Clock,
+) -> None:
     cancelled_at: list[float] = []
 
     async def stubborn(inbox: Any, *, task_status: Any) -> None:
@@ -528,7 +573,9 @@ async def test_a_lingering_resource_is_cancelled_after_shutdown_timeout(autojump
     assert cancelled_at == [start + 3]
 
 
-async def test_leaving_the_block_leaves_no_task_running(autojump_clock: Clock, world: World) -> None:
+async def test_leaving_the_block_leaves_no_task_running(
+    autojump_clock: Clock, world: World
+) -> None:
     before = len(trio.lowlevel.current_root_task().child_nurseries[0].child_tasks)
     async with breaky.open_supervisor() as sup:
         for name in "abc":
@@ -553,9 +600,11 @@ async def test_stopping_an_unknown_name_is_a_key_error(autojump_clock: Clock) ->
 # 9. What comes out of the supervisor.
 
 
-async def test_an_error_in_the_block_comes_out_as_itself(autojump_clock: Clock, world: World) -> None:
+async def test_an_error_in_the_block_comes_out_as_itself(
+    autojump_clock: Clock, world: World
+) -> None:
     error = ValueError("mine")
-    with pytest.raises(ValueError, match="mine") as raised:
+    with pytest.raises(ValueError, match="mine") as raised:  # noqa: PT012
         async with breaky.open_supervisor() as sup:
             await sup.start_circuit_breaker("db", service, world)
             raise error
@@ -563,7 +612,9 @@ async def test_an_error_in_the_block_comes_out_as_itself(autojump_clock: Clock, 
     assert world.finally_ran == 1
 
 
-async def test_resource_errors_never_come_out(autojump_clock: Clock, world: World) -> None:
+async def test_resource_errors_never_come_out(
+    autojump_clock: Clock, world: World
+) -> None:
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker("db", service, world, failure_threshold=2)
         for _ in range(2):
@@ -572,7 +623,9 @@ async def test_resource_errors_never_come_out(autojump_clock: Clock, world: Worl
     assert db.state is State.STOPPED
 
 
-async def test_resource_error_groups_during_cancellation_stay_inside(autojump_clock: Clock) -> None:
+async def test_resource_error_groups_during_cancellation_stay_inside(
+    autojump_clock: Clock,
+) -> None:
     async def messy(inbox: Any, *, task_status: Any) -> None:
         task_status.started()
         async with trio.open_nursery() as nursery:
@@ -609,7 +662,9 @@ async def test_keyboard_interrupt_and_system_exit_come_out(
 # 10. Checkpoints.
 
 
-async def test_every_public_async_method_is_a_checkpoint(autojump_clock: Clock, world: World) -> None:
+async def test_every_public_async_method_is_a_checkpoint(
+    autojump_clock: Clock, world: World
+) -> None:
     async with breaky.open_supervisor() as sup:
         with trio.testing.assert_checkpoints():
             db = await sup.start_circuit_breaker("db", service, world)
@@ -625,7 +680,9 @@ async def test_every_public_async_method_is_a_checkpoint(autojump_clock: Clock, 
             assert await db.cast(1) is OFF
 
 
-async def test_a_loop_calling_an_off_breaker_lets_others_run(autojump_clock: Clock, world: World) -> None:
+async def test_a_loop_calling_an_off_breaker_lets_others_run(
+    autojump_clock: Clock, world: World
+) -> None:
     world.down = True
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker("db", service, world, failure_threshold=1)
@@ -640,7 +697,9 @@ async def test_a_loop_calling_an_off_breaker_lets_others_run(autojump_clock: Clo
                 assert await db.call("x") is OFF
 
 
-async def test_the_inbox_lets_others_run_while_serving_a_backlog(autojump_clock: Clock) -> None:
+async def test_the_inbox_lets_others_run_while_serving_a_backlog(
+    autojump_clock: Clock,
+) -> None:
     async def greedy(inbox: Any, *, task_status: Any) -> None:
         task_status.started()
         async for request in inbox:
@@ -657,7 +716,9 @@ async def test_the_inbox_lets_others_run_while_serving_a_backlog(autojump_clock:
 # 11. Logging.
 
 
-async def test_logging_names_the_breaker(autojump_clock: Clock, world: World, log_records: Any) -> None:
+async def test_logging_names_the_breaker(
+    autojump_clock: Clock, world: World, log_records: Any
+) -> None:
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker(
             "db", service, world, failure_threshold=2, retry_timeout=1
@@ -673,8 +734,10 @@ async def test_logging_names_the_breaker(autojump_clock: Clock, world: World, lo
         "breaker 'db' is ON (the resource started)",
         "breaker 'db': the resource crashed",
         "breaker 'db': the resource failed to start",
-        "breaker 'db' turned OFF after 2 failures "
-        "(last: the resource failed to start); next start in 1 s",
+        (
+            "breaker 'db' turned OFF after 2 failures "
+            "(last: the resource failed to start); next start in 1 s"
+        ),
         "breaker 'db' is OFF: trying to start the resource",
         "breaker 'db' is ON (the resource started)",
         "breaker 'db' stopped",
@@ -682,8 +745,7 @@ async def test_logging_names_the_breaker(autojump_clock: Clock, world: World, lo
 
 
 async def test_crash_records_carry_the_traceback_and_extra(
-    autojump_clock: Clock,
-    world: World, caplog: pytest.LogCaptureFixture
+    autojump_clock: Clock, world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="breaky")
     error = ValueError("boom")
@@ -702,7 +764,9 @@ async def test_crash_records_carry_the_traceback_and_extra(
 # 12. Nested supervisors.
 
 
-async def test_a_supervisor_inside_a_resource(autojump_clock: Clock, world: World) -> None:
+async def test_a_supervisor_inside_a_resource(
+    autojump_clock: Clock, world: World
+) -> None:
     async def pool(inbox: Any, *, task_status: Any) -> None:
         async with breaky.open_supervisor() as inner:
             worker = await inner.start_circuit_breaker("worker", service, world)
@@ -723,7 +787,9 @@ async def test_a_supervisor_inside_a_resource(autojump_clock: Clock, world: Worl
 # 13. Precise points.
 
 
-async def test_the_first_start_runs_in_the_supervisors_nursery(autojump_clock: Clock, world: World) -> None:
+async def test_the_first_start_runs_in_the_supervisors_nursery(
+    autojump_clock: Clock, world: World
+) -> None:
     seen: list[trio.Nursery | None] = []
 
     async def where(inbox: Any, *, task_status: Any) -> None:
@@ -739,7 +805,9 @@ async def test_the_first_start_runs_in_the_supervisors_nursery(autojump_clock: C
         assert seen[0] is sup._nursery
 
 
-async def test_a_cancelled_start_leaves_nothing_registered(autojump_clock: Clock) -> None:
+async def test_a_cancelled_start_leaves_nothing_registered(
+    autojump_clock: Clock,
+) -> None:
     finally_ran = trio.Event()
 
     async def slow(inbox: Any, *, task_status: Any) -> None:
