@@ -85,8 +85,9 @@ async def _caller(
         await trio.sleep(0.02)
 
 
-async def demo(out: TextIO = sys.stdout) -> int:
-    """Run the demo, printing to ``out``; return the exit status."""
+async def demo(out: TextIO | None = None) -> int:
+    """Run the demo, printing to ``out`` (stdout); return the exit status."""
+    out = sys.stdout if out is None else out
     outside = _Outside()
     handler = _Narrator(out, trio.current_time())
     logger = logging.getLogger("breaky")

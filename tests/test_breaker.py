@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -729,7 +730,7 @@ async def test_logging_names_the_breaker(
         await trio.testing.wait_all_tasks_blocked()
         assert db.state is State.OFF
         world.down = False
-        await trio.sleep(1)
+        await trio.sleep(1.5)
     assert log_records() == [
         "breaker 'db' is ON (the resource started)",
         "breaker 'db': the resource crashed",
@@ -902,3 +903,113 @@ def test_off_is_a_falsy_singleton_with_a_clear_repr() -> None:
     assert str(OFF) == "OFF"
     assert not OFF
     assert breaky.OffType.OFF is OFF
+
+
+async def test_a_late_start_of_a_dismissed_instance_is_ignored(
+    autojump_clock: Clock,
+) -> None:
+    starts = 0
+
+    async def shielded_reconnect(inbox: Any, *, task_status: Any) -> None:
+        nonlocal starts
+        starts += 1
+        if starts > 1:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(10)  # a connect that ignores cancellation
+        task_status.started(starts)
+        async for request in inbox:
+            raise ValueError(request.message)
+
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker(
+            "db", shielded_reconnect, failure_threshold=2, retry_timeout=100
+        )
+        with pytest.raises(breaky.ResourceLost):
+            await db.call("crash")
+        # The restart is connecting; a call times out: the second failure.
+        with pytest.raises(breaky.CallTimeout):
+            await db.call("queued", timeout=1)
+        assert db.state is State.OFF
+        await trio.sleep(20)
+        # The dismissed instance called started() at t=10: it changes nothing.
+        assert db.state is State.OFF
+        assert db.resource is OFF
+        assert starts == 2
+
+
+async def test_answered_deadlines_do_not_pile_up(
+    autojump_clock: Clock, world: World
+) -> None:
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker("db", service, world, call_timeout=3600)
+        for n in range(1000):
+            assert await db.call(n) == n
+        assert len(db._inbox._deadlines) <= 70
+
+
+async def test_a_breaker_stopped_before_its_tasks_ran(autojump_clock: Clock) -> None:
+    async with breaky.open_supervisor() as sup:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await sup.start_circuit_breaker("db", service, World())
+        assert "db" not in sup
+    assert scope.cancelled_caught
+
+
+async def test_a_start_cancelled_while_its_name_was_stopped(
+    autojump_clock: Clock,
+) -> None:
+    async def slow(inbox: Any, *, task_status: Any) -> None:
+        await trio.sleep_forever()
+
+    async with breaky.open_supervisor() as sup:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sup.start_circuit_breaker, "db", slow)
+            await trio.testing.wait_all_tasks_blocked()
+            first = sup["db"]
+            # Cancellation reaches the waiting start, then the name is stopped
+            # and reused before the start runs again: it must not remove the
+            # new breaker.
+            nursery.cancel_scope.cancel()
+            await sup.stop_circuit_breaker("db")
+        second = await sup.start_circuit_breaker("db", service, World())
+        assert sup["db"] is second
+        assert first.state is State.STOPPED
+
+
+async def test_answering_a_request_whose_caller_left_is_dropped(
+    autojump_clock: Clock,
+) -> None:
+    answered: list[str] = []
+
+    async def slow(inbox: Any, *, task_status: Any) -> None:
+        task_status.started()
+        async for request in inbox:
+            await trio.sleep(2)
+            if request.message == "reply":
+                request.reply("late")
+            else:
+                request.fail(ValueError("late"))
+            answered.append(request.message)
+
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker("db", slow)
+        # Each caller leaves after the resource took its request (at 0 and
+        # at 2) and before it answers (at 2 and at 4).
+        with trio.move_on_after(1):
+            await db.call("reply")
+        with trio.move_on_after(2.5):
+            await db.call("fail")
+        await trio.sleep(5)
+        assert answered == ["reply", "fail"]
+        assert db.state is State.ON
+
+
+async def test_reprs_say_what_they_are(autojump_clock: Clock, world: World) -> None:
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker("db", service, world)
+        assert repr(db) == "<breaky.CircuitBreaker 'db' ON>"
+        assert repr(sup) == "<breaky.Supervisor open, breakers: ['db']>"
+        assert repr(db._inbox) == "<breaky.Inbox of 'db': 0 queued>"
+        assert "<the breaker's call_timeout>" in repr(inspect.signature(db.call))
+    assert repr(sup) == "<breaky.Supervisor closed, breakers: []>"
