@@ -17,6 +17,7 @@ nox.options.sessions = [
     "tests_oldest",
     "lint",
     "typing",
+    "docs",
     "coverage",
 ]
 
@@ -101,6 +102,24 @@ def typing(session: nox.Session) -> None:
     session.install(".", *_group("typing"))
     session.run("mypy", "breaky")
     session.run("pyright")
+
+
+@nox.session(python=PYTHONS[-1])
+def docs(session: nox.Session) -> None:
+    """Build the docs offline with warnings as errors, and run their doctests."""
+    session.install(".", "-r", "docs/requirements.txt")
+    for builder in ("html", "doctest"):
+        session.run(
+            "python",
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-b",
+            builder,
+            "docs",
+            f"docs/_build/{builder}",
+        )
 
 
 @nox.session(python=PYTHONS[-1])

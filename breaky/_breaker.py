@@ -72,8 +72,8 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
     _status: _ResourceStatus | None = attrs.field(init=False, default=None)
     # The scope of the wait for the next retry while OFF.
     _waiting: trio.CancelScope | None = attrs.field(init=False, default=None)
-    settled: trio.Event = attrs.field(init=False, factory=trio.Event)
-    finished: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _settled: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _finished: trio.Event = attrs.field(init=False, factory=trio.Event)
 
     def __attrs_post_init__(self) -> None:
         self._machine = Machine(
@@ -111,7 +111,9 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         """Send ``message`` to the resource and return its reply, or OFF.
 
         Returns :data:`breaky.OFF` at once when the breaker is OFF or stopped;
-        the resource never sees that request.
+        the resource never sees that request. If the caller is cancelled
+        before the resource took the request, the request is withdrawn and
+        never seen; after, its reply is dropped.
 
         Args:
             message: what the resource receives as ``request.message``.
@@ -124,9 +126,6 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             breaky.ResourceLost: the resource ended while it held the request.
             breaky.CallTimeout: no answer within ``timeout``; counts one failure.
 
-        If the caller is cancelled before the resource took the request, the
-        request is withdrawn and never seen; after, its reply is dropped.
-
         """
         if timeout is _POLICY:
             seconds = self._policy.call_timeout
@@ -135,13 +134,13 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         if not self._machine.accepting:
             await trio.lowlevel.checkpoint()
             return OFF
-        request = self._inbox.put(
+        request = self._inbox._put(
             message,
             trio.lowlevel.current_task(),
             None if seconds is None else trio.current_time() + seconds,
         )
-        await trio.lowlevel.wait_task_rescheduled(request.abort)
-        return request.outcome()  # type: ignore[no-any-return]
+        await trio.lowlevel.wait_task_rescheduled(request._abort)
+        return request._outcome()  # type: ignore[no-any-return]
 
     async def cast(self, message: MessageT) -> Off | None:
         """Queue ``message`` for the resource without waiting for an answer.
@@ -152,7 +151,7 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         await trio.lowlevel.checkpoint()
         if not self._machine.accepting:
             return OFF
-        self._inbox.put(message, None, None)
+        self._inbox._put(message, None, None)
         return None
 
     def failure(self) -> None:
@@ -166,7 +165,7 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
 
     # The breaker's task.
 
-    async def run(self) -> None:
+    async def _run(self) -> None:
         """Start the resource, restart it, retry while OFF, until stopped."""
         try:
             while (machine := self._machine).state is not State.STOPPED:
@@ -177,15 +176,15 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         finally:
             # Also reached when cancelled from outside: no caller may be left
             # waiting for an answer that will not come.
-            self.stop(grace=0)
-            self._inbox.stop_keeping_deadlines()
-            self.finished.set()
+            self._stop(grace=0)
+            self._inbox._stop_keeping_deadlines()
+            self._finished.set()
 
-    async def keep_deadlines(self) -> None:
+    async def _keep_deadlines(self) -> None:
         """Time out calls that wait too long; runs beside :meth:`run`."""
-        await self._inbox.keep_deadlines(self._call_timed_out)
+        await self._inbox._keep_deadlines(self._call_timed_out)
 
-    def stop(self, grace: float) -> None:
+    def _stop(self, grace: float) -> None:
         """Stop: close the inbox, let the resource finish within ``grace`` s."""
         if self._machine.state is not State.STOPPED:
             self._feed(lambda machine, _: machine.stop(), "stopped")
@@ -215,7 +214,7 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         finally:
             self._instance = self._status = None
             self._resource = OFF
-            self._inbox.lose_held(error)
+            self._inbox._lose_held(error)
         # Ends that breaky asked for (a trip or a stop) are not failures.
         dismissed = scope.cancel_called or self._machine.state is State.STOPPED
         self._log_end(error, started=status.called, dismissed=dismissed)
@@ -260,14 +259,14 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         if new is old:
             return
         if old is State.STARTING:
-            self.settled.set()
+            self._settled.set()
         if new is State.ON:
             logger.info(
                 "breaker %r is ON (%s)", self._name, reason, extra=self._extra()
             )
         elif new is State.OFF:
             self._resource = OFF
-            self._inbox.reject_queued()
+            self._inbox._reject_queued()
             if self._instance is not None:
                 self._instance.cancel()
             logger.error(
@@ -281,7 +280,7 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             )
         else:
             self._resource = OFF
-            self._inbox.close()
+            self._inbox._close()
             if self._waiting is not None:
                 self._waiting.cancel()
             logger.info("breaker %r stopped", self._name, extra=self._extra())

@@ -87,14 +87,14 @@ async def _caller(
 
 async def demo(out: TextIO | None = None) -> int:
     """Run the demo, printing to ``out`` (stdout); return the exit status."""
-    out = sys.stdout if out is None else out
+    stream = sys.stdout if out is None else out
     outside = _Outside()
-    handler = _Narrator(out, trio.current_time())
+    handler = _Narrator(stream, trio.current_time())
     logger = logging.getLogger("breaky")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        print("a database goes down for 1.5 s and comes back", file=out)
+        print("a database goes down for 1.5 s and comes back", file=stream)
         async with open_supervisor(shutdown_timeout=1.0) as sup:
             db = await sup.start_circuit_breaker(
                 "db", _database, outside, failure_threshold=3, retry_timeout=0.5
@@ -117,6 +117,6 @@ async def demo(out: TextIO | None = None) -> int:
     print(
         f"calls: {outside.calls}, replies: {outside.replies}, OFF: {outside.off}, "
         f"errors: {outside.errors}, unanswered: {outside.calls - answered}",
-        file=out,
+        file=stream,
     )
     return 0 if answered == outside.calls and outside.off > 0 else 1

@@ -59,8 +59,10 @@ class Inbox(Generic[MessageT, ReplyT]):
         init=False, factory=list[tuple[float, int, Request[MessageT, ReplyT]]]
     )
     _tie: itertools.count[int] = attrs.field(init=False, factory=itertools.count)
+    # The deadline keeper's wait for the earliest deadline, while it waits.
     _keeper: trio.CancelScope | None = attrs.field(init=False, default=None)
-    _keeping: bool = attrs.field(init=False, default=True)
+    # Ends the keeper; cancellable before the keeper task has even started.
+    _keeper_done: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
 
     def __repr__(self) -> str:
         return f"<breaky.Inbox of {self._name!r}: {len(self._queue)} queued>"
@@ -104,7 +106,7 @@ class Inbox(Generic[MessageT, ReplyT]):
 
     # The callers' side.
 
-    def put(
+    def _put(
         self,
         message: MessageT,
         caller: trio.lowlevel.Task | None,
@@ -119,28 +121,28 @@ class Inbox(Generic[MessageT, ReplyT]):
             self._watch(deadline, request)
         return request
 
-    def forget(self, request: Request[MessageT, ReplyT]) -> None:
+    def _forget(self, request: Request[MessageT, ReplyT]) -> None:
         """Stop tracking a request that was answered or withdrawn."""
         self._held.discard(request)
 
     # The breaker's side.
 
-    def reject_queued(self) -> None:
+    def _reject_queued(self) -> None:
         """Answer every queued request OFF: none of them will be served."""
         queue = self._queue
         while queue:
             request = queue.popleft()
             if request._phase is QUEUED:
-                request.settle(OFF)
+                request._settle(OFF)
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """End the resource's iteration; queued requests are answered OFF."""
         self._closed = True
-        self.reject_queued()
+        self._reject_queued()
         while self._receivers:
             trio.lowlevel.reschedule(self._receivers.popleft())
 
-    def lose_held(self, cause: Exception | None) -> None:
+    def _lose_held(self, cause: Exception | None) -> None:
         """The resource instance ended: its unanswered calls get ResourceLost."""
         held = list(self._held)
         self._held.clear()
@@ -150,7 +152,7 @@ class Inbox(Generic[MessageT, ReplyT]):
                 "while it held this request"
             )
             lost.__cause__ = cause
-            request.settle(None, lost)
+            request._settle(None, lost)
 
     # Call deadlines.
 
@@ -164,33 +166,36 @@ class Inbox(Generic[MessageT, ReplyT]):
             self._deadlines = [e for e in heap if e[2]._phase is not SETTLED]
             heapq.heapify(self._deadlines)
 
-    async def keep_deadlines(self, on_timeout: Callable[[], None]) -> None:
+    async def _keep_deadlines(self, on_timeout: Callable[[], None]) -> None:
         """Answer CallTimeout to each call whose deadline passes; until closed.
 
         ``on_timeout`` is told of each, to count it as a failure.
         """
-        while self._keeping:
-            heap = self._deadlines
-            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as keeper:
-                self._keeper = keeper
-                await trio.sleep_forever()
-            self._keeper = None
-            now = trio.current_time()
-            heap = self._deadlines
-            while heap and heap[0][0] <= now:
-                request = heapq.heappop(heap)[2]
-                if request._phase is not SETTLED:
-                    request.settle(
-                        None,
-                        CallTimeout(
-                            f"breaker {self._name!r} did not answer "
-                            "before the call's timeout"
-                        ),
-                    )
-                    on_timeout()
+        with self._keeper_done:
+            while True:
+                heap = self._deadlines
+                with trio.CancelScope(
+                    deadline=heap[0][0] if heap else math.inf
+                ) as keeper:
+                    self._keeper = keeper
+                    await trio.sleep_forever()
+                self._keeper = None
+                self._expire(trio.current_time(), on_timeout)
 
-    def stop_keeping_deadlines(self) -> None:
-        """End :meth:`keep_deadlines`: nothing is pending any more."""
-        self._keeping = False
-        if self._keeper is not None:
-            self._keeper.cancel()
+    def _expire(self, now: float, on_timeout: Callable[[], None]) -> None:
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            request = heapq.heappop(heap)[2]
+            if request._phase is not SETTLED:
+                request._settle(
+                    None,
+                    CallTimeout(
+                        f"breaker {self._name!r} did not answer "
+                        "before the call's timeout"
+                    ),
+                )
+                on_timeout()
+
+    def _stop_keeping_deadlines(self) -> None:
+        """End :meth:`_keep_deadlines`: nothing is pending any more."""
+        self._keeper_done.cancel()

@@ -18,7 +18,8 @@ import attrs
 class State(enum.Enum):
     """The state of a circuit breaker.
 
-    - ``STARTING``: the first start has not settled; calls wait for it.
+    - ``STARTING``: the first start has not settled; calls are queued for it
+      (and answered OFF if every attempt fails).
     - ``ON``: the resource runs, or is being restarted after a crash; calls are
       queued for it.
     - ``OFF``: too many failures; calls are answered :data:`breaky.OFF` at once,

@@ -32,4 +32,4 @@ A request answered ``OFF`` was never seen by the resource. Compare with ``is``.
 """
 
 Off: TypeAlias = Literal[OffType.OFF]
-"""The annotation for :data:`OFF`: ``str | breaky.Off``."""
+"""The type of :data:`OFF`, for annotations: ``list[str] | breaky.Off``."""

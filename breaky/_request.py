@@ -59,7 +59,7 @@ class Request(Generic[MessageT, ReplyT]):
         """
         self._mark_answered()
         if self._phase is TAKEN:
-            self.settle(value)
+            self._settle(value)
 
     def fail(self, exception: Exception) -> None:
         """Answer the caller by raising ``exception`` in it.
@@ -77,7 +77,7 @@ class Request(Generic[MessageT, ReplyT]):
             raise TypeError(msg)
         self._mark_answered()
         if self._phase is TAKEN:
-            self.settle(None, exception)
+            self._settle(None, exception)
 
     def _mark_answered(self) -> None:
         if self._answered:
@@ -87,31 +87,31 @@ class Request(Generic[MessageT, ReplyT]):
 
     # The rest is breaky's side of the request.
 
-    def settle(self, value: object, error: BaseException | None = None) -> None:
+    def _settle(self, value: object, error: BaseException | None = None) -> None:
         """Give the caller its one answer and wake it.
 
         Only called while the request is QUEUED or TAKEN.
         """
         self._phase = SETTLED
-        self._inbox.forget(self)
+        self._inbox._forget(self)
         if self._caller is not None:
             self._value = value
             self._error = error
             trio.lowlevel.reschedule(self._caller)
             self._caller = None
 
-    def abort(self, _: object) -> trio.lowlevel.Abort:
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
         """Withdraw the request: its caller was cancelled while waiting.
 
         A queued request will be skipped by the inbox, so the resource never
         sees it; the answer to a taken one is dropped.
         """
         self._phase = SETTLED
-        self._inbox.forget(self)
+        self._inbox._forget(self)
         self._caller = None
         return trio.lowlevel.Abort.SUCCEEDED
 
-    def outcome(self) -> Any:  # noqa: ANN401 - the caller's reply type
+    def _outcome(self) -> Any:  # noqa: ANN401 - the caller's reply type
         """Return the reply, or raise the error, the caller was woken with."""
         error = self._error
         if error is None:

@@ -102,14 +102,14 @@ class Supervisor:
         )
         self._breakers[name] = breaker
         # The breaker lives in the supervisor's nursery, not the caller's.
-        self._nursery.start_soon(breaker.run, name=f"breaky {name!r}")
-        self._nursery.start_soon(breaker.keep_deadlines, name=f"breaky {name!r} calls")
+        self._nursery.start_soon(breaker._run, name=f"breaky {name!r}")
+        self._nursery.start_soon(breaker._keep_deadlines, name=f"breaky {name!r} calls")
         try:
-            await breaker.settled.wait()
+            await breaker._settled.wait()
         except BaseException:
             # Cancelled while starting: as nursery.start would, leave nothing.
             self._forget(name, breaker)
-            breaker.stop(grace=0)
+            breaker._stop(grace=0)
             raise
         return breaker
 
@@ -127,8 +127,8 @@ class Supervisor:
         """
         breaker = self[name]
         self._forget(name, breaker)
-        breaker.stop(grace=self._shutdown_timeout)
-        await breaker.finished.wait()
+        breaker._stop(grace=self._shutdown_timeout)
+        await breaker._finished.wait()
 
     def _check_new(self, name: object, fn: object, args: tuple[object, ...]) -> None:
         if self._closed:
@@ -151,7 +151,7 @@ class Supervisor:
         breakers = list(self._breakers.values())
         self._breakers.clear()
         for breaker in breakers:
-            breaker.stop(grace=grace)
+            breaker._stop(grace=grace)
 
 
 def _check_resource_function(fn: object, args: tuple[object, ...]) -> None:

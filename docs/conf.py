@@ -6,20 +6,27 @@ Build (offline, warnings are errors), from the repository root::
     python -m sphinx -W --keep-going -b doctest docs docs/_build/doctest
 """
 
+from __future__ import annotations
+
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sphinx.pycode import ModuleAnalyzer
 from sphinx.util import logging
 
+if TYPE_CHECKING:
+    from sphinx.application import Sphinx
+    from sphinx.environment import BuildEnvironment
+
 # Document the package of this checkout (flat layout), not an installed copy.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import breaky  # noqa: E402 - needs the path above
+import breaky
 
 project = "breaky"
 author = "The breaky developers"
-copyright = "The breaky developers"  # noqa: A001 - Sphinx's name for it
+copyright = "The breaky developers"
 
 extensions = [
     "myst_parser",
@@ -42,14 +49,16 @@ pygments_style = "friendly"
 pygments_dark_style = "monokai"
 
 myst_heading_anchors = 2
+myst_enable_extensions = ["deflist"]
 
 # The package uses `from __future__ import annotations` and names some types
 # only under TYPE_CHECKING: show annotations as text in the descriptions.
 autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented_params"
-autodoc_class_signature = "separated"  # classes are made by breaky, not by users
+# Classes are made by breaky, not by users: no constructor signatures (each
+# autoclass excludes the __init__ and __new__ this would list).
+autodoc_class_signature = "separated"
 autodoc_member_order = "bysource"
-autodoc_default_options = {"exclude-members": "__init__, __new__"}
 
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
@@ -72,7 +81,7 @@ doctest_test_doctest_blocks = ""  # only explicit doctest directives are tests
 _logger = logging.getLogger(__name__)
 
 
-def _check_public_api_documented(app, env):  # noqa: ARG001 - Sphinx's signature
+def _check_public_api_documented(app: Sphinx, env: BuildEnvironment) -> None:  # noqa: ARG001
     """Warn (an error under -W) about any name in breaky.__all__ left undocumented."""
     documented = set(env.get_domain("py").objects)
     for name in breaky.__all__:
@@ -80,7 +89,14 @@ def _check_public_api_documented(app, env):  # noqa: ARG001 - Sphinx's signature
             _logger.warning("breaky.%s is public but not in the reference", name)
 
 
-def _reexported_data_doc(app, what, name, obj, options, lines):  # noqa: ARG001, PLR0913
+def _reexported_data_doc(  # noqa: PLR0913, PLR0917 - Sphinx's event signature
+    app: Sphinx,  # noqa: ARG001
+    what: str,
+    name: str,
+    obj: object,  # noqa: ARG001
+    options: object,  # noqa: ARG001
+    lines: list[str],
+) -> None:
     """Give a re-exported constant the doc comment written where it is defined.
 
     autodoc looks for ``#:`` or string doc comments of ``breaky.OFF`` in
@@ -98,6 +114,6 @@ def _reexported_data_doc(app, what, name, obj, options, lines):  # noqa: ARG001,
             return
 
 
-def setup(app):
+def setup(app: Sphinx) -> None:
     app.connect("autodoc-process-docstring", _reexported_data_doc)
     app.connect("env-check-consistency", _check_public_api_documented)
