@@ -1,0 +1,34 @@
+"""Checked by mypy and pyright (``nox -s typing``), never run: the public API's types."""
+
+from __future__ import annotations
+
+import trio
+from typing_extensions import assert_type
+
+import breaky
+
+
+async def database(
+    inbox: breaky.Inbox[str, list[str]],
+    user: str,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    task_status.started(user)
+    async for request in inbox:
+        assert_type(request, breaky.Request[str, list[str]])
+        assert_type(request.message, str)
+        request.reply([request.message])
+
+
+async def main() -> None:
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker("db", database, "me")
+        assert_type(db, breaky.CircuitBreaker[str, list[str]])
+        result = await db.call("select 1")
+        if result is breaky.OFF:
+            assert_type(result, breaky.Off)
+        else:
+            assert_type(result, list[str])
+        assert_type(await db.cast("x"), breaky.Off | None)
+        assert_type(db.state, breaky.State)
