@@ -1,4 +1,4 @@
-"""Checked by mypy and pyright (``nox -s typing``), never run: the public API's types."""
+"""The public API as a user writes it; type-checked by `nox -s typing`, not run."""
 
 from __future__ import annotations
 
