@@ -9,22 +9,29 @@ slower rate until one succeeds.
 
 from ._breaker import CircuitBreaker
 from ._errors import CallTimeout, ResourceLost
+from ._events import StateChange, StateChanges
 from ._inbox import Inbox
 from ._machine import State
 from ._off import OFF, Off, OffType
+from ._policy import Policy
 from ._request import Request
+from ._statistics import BreakerStatistics
 from ._supervisor import Supervisor, open_supervisor
 
 __all__ = [
     "OFF",
+    "BreakerStatistics",
     "CallTimeout",
     "CircuitBreaker",
     "Inbox",
     "Off",
     "OffType",
+    "Policy",
     "Request",
     "ResourceLost",
     "State",
+    "StateChange",
+    "StateChanges",
     "Supervisor",
     "open_supervisor",
 ]

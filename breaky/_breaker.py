@@ -12,25 +12,29 @@ import attrs
 import trio
 
 from ._errors import split_errors
+from ._events import Publisher, StateChange, StateChanges
 from ._inbox import Inbox
 from ._machine import Machine, State
 from ._off import OFF, Off
-from ._policy import Policy, check_seconds
-from ._request import MessageT, ReplyT
+from ._policy import Policy, check_count, check_seconds
+from ._request import QUEUED, MessageT, ReplyT
+from ._statistics import BreakerStatistics, Totals
 
 logger = logging.getLogger("breaky")
 
 ResourceFunction = Callable[..., Awaitable[object]]
 
 
-class _Default(enum.Enum):
-    POLICY = "the breaker's call_timeout"
+class FromPolicy(enum.Enum):
+    """The default of options that, when not given, come from the policy."""
+
+    FROM_POLICY = "from the policy"
 
     def __repr__(self) -> str:
         return f"<{self.value}>"
 
 
-_POLICY = _Default.POLICY
+FROM_POLICY = FromPolicy.FROM_POLICY
 
 
 @final
@@ -64,22 +68,24 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
     _args: tuple[object, ...]
     _policy: Policy
     _shutdown_timeout: float
+    # The supervisor's subscribers, told of this breaker's changes too.
+    _supervisor_publisher: Publisher
     _machine: Machine = attrs.field(init=False)
+    _totals: Totals = attrs.field(init=False, factory=Totals)
     _inbox: Inbox[MessageT, ReplyT] = attrs.field(init=False)
+    _publisher: Publisher = attrs.field(init=False, factory=Publisher)
     _resource: Any = attrs.field(init=False, default=OFF)
     # The running resource instance's scope and start status, if any.
     _instance: trio.CancelScope | None = attrs.field(init=False, default=None)
     _status: _ResourceStatus | None = attrs.field(init=False, default=None)
-    # The scope of the wait for the next retry while OFF.
+    # The scope of the wait for the next attempt while OFF.
     _waiting: trio.CancelScope | None = attrs.field(init=False, default=None)
     _settled: trio.Event = attrs.field(init=False, factory=trio.Event)
     _finished: trio.Event = attrs.field(init=False, factory=trio.Event)
 
     def __attrs_post_init__(self) -> None:
-        self._machine = Machine(
-            self._policy.failure_threshold, self._policy.retry_timeout
-        )
-        self._inbox = Inbox(self._name)
+        self._machine = Machine(self._policy)
+        self._inbox = Inbox(self._name, self._policy, self._totals, self._failed)
 
     def __repr__(self) -> str:
         return f"<breaky.CircuitBreaker {self._name!r} {self.state.name}>"
@@ -95,6 +101,11 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         return self._machine.state
 
     @property
+    def policy(self) -> Policy:
+        """The breaker's :class:`breaky.Policy`."""
+        return self._policy
+
+    @property
     def resource(self) -> Any:  # noqa: ANN401 - whatever the resource reported
         """What the running resource passed to ``task_status.started()``.
 
@@ -106,18 +117,18 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         self,
         message: MessageT,
         *,
-        timeout: float | _Default | None = _POLICY,  # noqa: ASYNC109 - the seed's API
+        timeout: float | FromPolicy | None = FROM_POLICY,  # noqa: ASYNC109 - the seed's
     ) -> ReplyT | Off:
         """Send ``message`` to the resource and return its reply, or OFF.
 
-        Returns :data:`breaky.OFF` at once when the breaker is OFF or stopped;
-        the resource never sees that request. If the caller is cancelled
-        before the resource took the request, the request is withdrawn and
-        never seen; after, its reply is dropped.
+        Returns :data:`breaky.OFF` at once when the breaker is not ON (or
+        starting); the resource never sees that request. If the caller is
+        cancelled before the resource took the request, the request is
+        withdrawn and never seen; after, its reply is dropped.
 
         Args:
             message: what the resource receives as ``request.message``.
-            timeout: seconds to wait for the answer; by default the breaker's
+            timeout: seconds to wait for the answer; by default the policy's
                 ``call_timeout``; ``None`` waits as long as the caller's own
                 cancel scopes allow.
 
@@ -127,18 +138,16 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             breaky.CallTimeout: no answer within ``timeout``; counts one failure.
 
         """
-        if timeout is _POLICY:
+        if timeout is FROM_POLICY:
             seconds = self._policy.call_timeout
         else:
             seconds = check_seconds("timeout", timeout, allow_none=True)
+        self._totals.calls += 1
         if not self._machine.accepting:
+            self._totals.off += 1
             await trio.lowlevel.checkpoint()
             return OFF
-        request = self._inbox._put(
-            message,
-            trio.lowlevel.current_task(),
-            None if seconds is None else trio.current_time() + seconds,
-        )
+        request = self._inbox._put(message, trio.lowlevel.current_task(), seconds)
         await trio.lowlevel.wait_task_rescheduled(request._abort)
         return request._outcome()  # type: ignore[no-any-return]
 
@@ -146,30 +155,80 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         """Queue ``message`` for the resource without waiting for an answer.
 
         Returns ``None`` once queued, or :data:`breaky.OFF` (not queued) when
-        the breaker is OFF or stopped.
+        the breaker is not ON (or starting).
         """
         await trio.lowlevel.checkpoint()
         if not self._machine.accepting:
             return OFF
+        self._totals.casts += 1
         self._inbox._put(message, None, None)
         return None
 
     def failure(self) -> None:
         """Register one failure of the resource, as seen by its caller.
 
-        breaky does not count error replies by itself; call this when a reply
-        shows the resource is failing. At ``failure_threshold`` the resource is
-        cancelled and the breaker turns OFF. Ignored while OFF or stopped.
+        breaky does not count error replies by itself (unless the policy's
+        ``failure_exceptions`` says so); call this when a reply shows the
+        resource is failing. At ``failure_threshold`` the resource is
+        cancelled and the breaker turns OFF. Ignored unless ON or starting.
         """
-        self._feed(Machine.failure, "failure() was called")
+        self._failed("failure() was called")
+
+    def force_off(self) -> None:
+        """Turn OFF now and stop the resource; nothing is tried until reset().
+
+        Queued calls are answered OFF, and so is every call after, as in OFF;
+        the state is :attr:`State.FORCED_OFF <breaky.State.FORCED_OFF>`.
+        Ignored once stopped.
+        """
+        self._feed(Machine.force_off, "force_off() was called")
+
+    def reset(self) -> None:
+        """Forget the failures counted; if OFF (forced or not), start now.
+
+        While ON this only clears the count. Ignored once stopped.
+        """
+        self._feed(Machine.reset, "reset() was called")
+
+    def subscribe(self, *, max_buffer: int = 100) -> StateChanges:
+        """Return a channel of this breaker's later state changes, in order.
+
+        It never slows the breaker: beyond ``max_buffer`` unread changes the
+        oldest is dropped and counted in ``missed``. It ends when the breaker
+        stops.
+        """
+        check_count("max_buffer", max_buffer, minimum=1)
+        channel = self._publisher.subscribe(max_buffer)
+        if self._machine.state is State.STOPPED:
+            channel._end()
+        return channel
+
+    def statistics(self) -> BreakerStatistics:
+        """Return a snapshot of the state, the failures and the totals."""
+        inbox = self._inbox
+        pending = len(inbox._held) + sum(
+            1 for r in inbox._queue if r._phase is QUEUED and r._caller is not None
+        )
+        return BreakerStatistics(
+            state=self._machine.state,
+            failures=self._machine.count(trio.current_time()),
+            pending=pending,
+            **attrs.asdict(self._totals),
+        )
 
     # The breaker's task.
 
     async def _run(self) -> None:
         """Start the resource, restart it, retry while OFF, until stopped."""
+        first = True
         try:
             while (machine := self._machine).state is not State.STOPPED:
                 if machine.wants_start:
+                    if machine.state is State.OFF:
+                        self._totals.retries += 1
+                    elif not first:
+                        self._totals.restarts += 1
+                    first = False
                     await self._run_instance()
                 else:
                     await self._wait_for_retry()
@@ -181,8 +240,8 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             self._finished.set()
 
     async def _keep_deadlines(self) -> None:
-        """Time out calls that wait too long; runs beside :meth:`run`."""
-        await self._inbox._keep_deadlines(self._call_timed_out)
+        """Time out calls that wait too long; runs beside :meth:`_run`."""
+        await self._inbox._keep_deadlines()
 
     def _stop(self, grace: float) -> None:
         """Stop: close the inbox, let the resource finish within ``grace`` s."""
@@ -215,21 +274,23 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             self._instance = self._status = None
             self._resource = OFF
             self._inbox._lose_held(error)
-        # Ends that breaky asked for (a trip or a stop) are not failures.
+        # Ends that breaky asked for (a trip, force_off, a stop) are not failures.
         dismissed = scope.cancel_called or self._machine.state is State.STOPPED
         self._log_end(error, started=status.called, dismissed=dismissed)
         if dismissed:
             return
         if status.called:
+            self._totals.crashes += 1
             self._feed(Machine.crashed, "the resource crashed")
         else:
+            self._totals.failed_starts += 1
             self._feed(Machine.start_failed, "the resource failed to start")
 
     async def _wait_for_retry(self) -> None:
         retry_at = self._machine.retry_at
-        if retry_at is None:  # pragma: no cover - run() only waits while it is set
-            retry_at = math.inf
-        with trio.CancelScope(deadline=retry_at) as waiting:
+        with trio.CancelScope(
+            deadline=math.inf if retry_at is None else retry_at
+        ) as waiting:
             self._waiting = waiting
             await trio.sleep_forever()
         self._waiting = None
@@ -246,44 +307,73 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         if self._machine.state is State.ON:
             self._resource = value
 
-    def _call_timed_out(self) -> None:
-        self._feed(Machine.failure, "a call timed out")
+    def _failed(self, reason: str) -> None:
+        self._feed(Machine.failure, reason)
 
     # State changes: the one place where the machine is fed.
 
     def _feed(self, event: Callable[[Machine, float], None], reason: str) -> None:
         machine = self._machine
         old = machine.state
-        event(machine, trio.current_time())
-        new = machine.state
-        if new is old:
+        now = trio.current_time()
+        event(machine, now)
+        self._rearm_wait()
+        if machine.state is not old:
+            self._changed(StateChange(self._name, old, machine.state, reason, now))
+
+    def _rearm_wait(self) -> None:
+        """Make the wait for the next attempt match the machine's deadline."""
+        waiting = self._waiting
+        if waiting is None:
             return
+        machine = self._machine
+        if machine.retry_at is not None:
+            waiting.deadline = machine.retry_at
+        elif machine.state is not State.FORCED_OFF:
+            waiting.cancel()  # start now, or stop
+
+    def _changed(self, change: StateChange) -> None:
+        old, new = change.old, change.new
         if old is State.STARTING:
             self._settled.set()
         if new is State.ON:
             logger.info(
-                "breaker %r is ON (%s)", self._name, reason, extra=self._extra()
+                "breaker %r is ON (%s)", self._name, change.reason, extra=self._extra()
             )
-        elif new is State.OFF:
+        elif new is State.STOPPED:
+            self._resource = OFF
+            self._inbox._close()
+            logger.info("breaker %r stopped", self._name, extra=self._extra())
+        elif new is State.OFF and (old is State.FORCED_OFF):
+            logger.info("breaker %r was reset", self._name, extra=self._extra())
+        else:
+            # Turned OFF, or forced OFF: nothing more is served.
             self._resource = OFF
             self._inbox._reject_queued()
             if self._instance is not None:
                 self._instance.cancel()
-            logger.error(
-                "breaker %r turned OFF after %d failures (last: %s); "
-                "next start in %g s",
-                self._name,
-                machine.failures,
-                reason,
-                self._policy.retry_timeout,
-                extra=self._extra(),
-            )
-        else:
-            self._resource = OFF
-            self._inbox._close()
-            if self._waiting is not None:
-                self._waiting.cancel()
-            logger.info("breaker %r stopped", self._name, extra=self._extra())
+            if new is State.OFF:
+                self._totals.trips += 1
+            self._log_off(change)
+        self._publisher.publish(change)
+        self._supervisor_publisher.publish(change)
+        if new is State.STOPPED:
+            self._publisher.end()
+
+    def _log_off(self, change: StateChange) -> None:
+        if change.new is State.FORCED_OFF:
+            logger.warning("breaker %r forced OFF", self._name, extra=self._extra())
+            return
+        retry_at = self._machine.retry_at
+        assert retry_at is not None  # noqa: S101 - a trip arms the retry
+        logger.error(
+            "breaker %r turned OFF after %d failures (last: %s); next start in %g s",
+            self._name,
+            self._machine.failures,
+            change.reason,
+            retry_at - change.time,
+            extra=self._extra(),
+        )
 
     def _log_end(
         self, error: Exception | None, *, started: bool, dismissed: bool

@@ -25,6 +25,9 @@ from ._request import QUEUED, SETTLED, TAKEN, MessageT, ReplyT, Request
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._policy import Policy
+    from ._statistics import Totals
+
 # Compact the deadline heap when it holds more than this many settled entries
 # beyond twice the pending ones: memory stays bounded, cost stays O(1) per call.
 _SLACK = 64
@@ -42,6 +45,10 @@ class Inbox(Generic[MessageT, ReplyT]):
     """
 
     _name: str
+    _policy: Policy
+    _totals: Totals
+    # Tells the breaker of one failure, with the reason.
+    _failed: Callable[[str], None]
     _queue: deque[Request[MessageT, ReplyT]] = attrs.field(
         init=False, factory=deque[Request[MessageT, ReplyT]]
     )
@@ -110,16 +117,45 @@ class Inbox(Generic[MessageT, ReplyT]):
         self,
         message: MessageT,
         caller: trio.lowlevel.Task | None,
-        deadline: float | None,
+        timeout: float | None,
     ) -> Request[MessageT, ReplyT]:
         """Queue a request and wake a parked resource task to take it."""
         request = Request(message, self, caller)
         self._queue.append(request)
         if self._receivers:
             trio.lowlevel.reschedule(self._receivers.popleft())
-        if deadline is not None:
-            self._watch(deadline, request)
+        if caller is not None and (
+            timeout is not None or self._policy.slow_call_duration is not None
+        ):
+            now = request._sent_at = trio.current_time()
+            if timeout is not None:
+                self._watch(now + timeout, request)
         return request
+
+    def _answer(
+        self,
+        request: Request[MessageT, ReplyT],
+        value: object,
+        error: Exception | None,
+    ) -> None:
+        """The resource answered a request it took (reply or fail)."""
+        slow = False
+        if request._caller is not None:
+            totals = self._totals
+            if error is None:
+                totals.replies += 1
+            else:
+                totals.errors += 1
+            limit = self._policy.slow_call_duration
+            if limit is not None and trio.current_time() - request._sent_at > limit:
+                totals.slow_calls += 1
+                slow = True
+        request._settle(value, error)
+        # The caller has its answer; now the breaker may react (even trip).
+        if slow:
+            self._failed("a call was slow")
+        if error is not None and self._policy.counts_as_failure(error):
+            self._failed(f"a request failed with {type(error).__name__}")
 
     def _forget(self, request: Request[MessageT, ReplyT]) -> None:
         """Stop tracking a request that was answered or withdrawn."""
@@ -133,6 +169,8 @@ class Inbox(Generic[MessageT, ReplyT]):
         while queue:
             request = queue.popleft()
             if request._phase is QUEUED:
+                if request._caller is not None:
+                    self._totals.off += 1
                 request._settle(OFF)
 
     def _close(self) -> None:
@@ -146,6 +184,7 @@ class Inbox(Generic[MessageT, ReplyT]):
         """The resource instance ended: its unanswered calls get ResourceLost."""
         held = list(self._held)
         self._held.clear()
+        self._totals.lost += len(held)
         for request in held:
             lost = ResourceLost(
                 f"the resource of breaker {self._name!r} ended "
@@ -166,10 +205,10 @@ class Inbox(Generic[MessageT, ReplyT]):
             self._deadlines = [e for e in heap if e[2]._phase is not SETTLED]
             heapq.heapify(self._deadlines)
 
-    async def _keep_deadlines(self, on_timeout: Callable[[], None]) -> None:
+    async def _keep_deadlines(self) -> None:
         """Answer CallTimeout to each call whose deadline passes; until closed.
 
-        ``on_timeout`` is told of each, to count it as a failure.
+        Each counts one failure.
         """
         with self._keeper_done:
             while True:
@@ -180,9 +219,9 @@ class Inbox(Generic[MessageT, ReplyT]):
                     self._keeper = keeper
                     await trio.sleep_forever()
                 self._keeper = None
-                self._expire(trio.current_time(), on_timeout)
+                self._expire(trio.current_time())
 
-    def _expire(self, now: float, on_timeout: Callable[[], None]) -> None:
+    def _expire(self, now: float) -> None:
         heap = self._deadlines
         while heap and heap[0][0] <= now:
             request = heapq.heappop(heap)[2]
@@ -194,7 +233,8 @@ class Inbox(Generic[MessageT, ReplyT]):
                         "before the call's timeout"
                     ),
                 )
-                on_timeout()
+                self._totals.timeouts += 1
+                self._failed("a call timed out")
 
     def _stop_keeping_deadlines(self) -> None:
         """End :meth:`_keep_deadlines`: nothing is pending any more."""

@@ -1,18 +1,23 @@
 """The circuit breaker's decisions, with no I/O and no Trio (the sans-I/O core).
 
 A :class:`Machine` is told what happened (a start succeeded or failed, the
-resource crashed, someone reported a failure, time passed, a stop was asked
-for) and the time it happened; it updates its state, its failure count and
-its one retry deadline. The Trio plumbing around it reads those three fields to
-know what to do next, and reacts to the state changes it reports.
+resource crashed, someone reported a failure, time passed, a command came) and
+the time it happened; it updates its state, the failures it counts and its one
+retry deadline. The Trio plumbing around it reads those to know what to do
+next, and reacts to the state changes it sees.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import final
+import random
+from collections import deque
+from typing import TYPE_CHECKING, final
 
 import attrs
+
+if TYPE_CHECKING:
+    from ._policy import Policy
 
 
 class State(enum.Enum):
@@ -23,13 +28,17 @@ class State(enum.Enum):
     - ``ON``: the resource runs, or is being restarted after a crash; calls are
       queued for it.
     - ``OFF``: too many failures; calls are answered :data:`breaky.OFF` at once,
-      and a start is tried every ``retry_timeout`` seconds.
-    - ``STOPPED``: the breaker was stopped; calls are answered ``OFF``.
+      and starts are tried at the policy's retry rate until one succeeds.
+    - ``FORCED_OFF``: turned OFF by :meth:`~breaky.CircuitBreaker.force_off`;
+      calls are answered OFF and nothing is tried until
+      :meth:`~breaky.CircuitBreaker.reset`.
+    - ``STOPPED``: the breaker was stopped; calls are answered OFF.
     """
 
     STARTING = "starting"
     ON = "on"
     OFF = "off"
+    FORCED_OFF = "forced off"
     STOPPED = "stopped"
 
 
@@ -38,17 +47,30 @@ class State(enum.Enum):
 class Machine:
     """The pure state machine of one breaker.
 
-    Every method takes ``now`` (seconds on Trio's clock) and returns nothing:
+    Every input takes ``now`` (seconds on Trio's clock) and returns nothing:
     the caller compares :attr:`state` before and after to see a transition.
     ``retry_at`` is not ``None`` exactly when the breaker is OFF and waiting to
     retry, so there is never more than one retry timer.
     """
 
-    failure_threshold: int
-    retry_timeout: float
+    policy: Policy
     state: State = State.STARTING
-    failures: int = 0
     retry_at: float | None = None
+    # The wait before the next attempt while OFF, before jitter.
+    retry_wait: float = attrs.field(init=False)
+    # The jitter's random source: the policy's, or the breaker's own.
+    rng: random.Random = attrs.field(init=False)
+    # When each counted failure happened, oldest first.
+    _failure_times: deque[float] = attrs.field(init=False, factory=deque[float])
+
+    def __attrs_post_init__(self) -> None:
+        self.retry_wait = self.policy.retry_timeout
+        self.rng = self.policy.rng or random.Random()  # noqa: S311 - not crypto
+
+    @property
+    def failures(self) -> int:
+        """The failures counted, as of the last input."""
+        return len(self._failure_times)
 
     @property
     def accepting(self) -> bool:
@@ -60,20 +82,33 @@ class Machine:
         """Whether a resource instance should be started now."""
         return self.accepting or (self.state is State.OFF and self.retry_at is None)
 
+    def count(self, now: float) -> int:
+        """Return the failures that count at ``now`` (a window forgets)."""
+        window = self.policy.failure_window
+        times = self._failure_times
+        if window is not None:
+            while times and times[0] <= now - window:
+                times.popleft()
+        return len(times)
+
     def started(self, now: float) -> None:  # noqa: ARG002 - every input has a time
         """A resource instance called ``task_status.started()``."""
         if not self.wants_start:
             return  # a dismissed instance, too late: stopped, or OFF and waiting
         if self.state is not State.ON:
             # Turning ON (first start or recovery) starts a fresh count.
-            self.failures = 0
+            self._failure_times.clear()
+            self.retry_wait = self.policy.retry_timeout
             self.state = State.ON
 
     def start_failed(self, now: float) -> None:
         """A resource instance ended before calling ``started()``."""
         if self.state is State.OFF:
-            # A retry failed: stay OFF and wait a full period again.
-            self.retry_at = now + self.retry_timeout
+            # An attempt failed: stay OFF and wait longer (the backoff).
+            cap = self.policy.max_retry_timeout
+            wait = self.retry_wait * self.policy.retry_backoff
+            self.retry_wait = wait if cap is None else min(wait, cap)
+            self._arm(now)
         else:
             self._count(now)
 
@@ -82,12 +117,28 @@ class Machine:
         self._count(now)
 
     def failure(self, now: float) -> None:
-        """A failure was reported (``failure()`` or a call timeout)."""
+        """A failure was reported: ``failure()``, a timeout, a slow call..."""
         self._count(now)
 
     def retry_due(self, now: float) -> None:
         """Time passed; if the retry deadline is reached, a start is wanted."""
         if self.retry_at is not None and now >= self.retry_at:
+            self.retry_at = None
+
+    def force_off(self, now: float) -> None:  # noqa: ARG002
+        """Turn OFF until :meth:`reset`, whatever the failures."""
+        if self.state is not State.STOPPED:
+            self.state = State.FORCED_OFF
+            self.retry_at = None
+
+    def reset(self, now: float) -> None:  # noqa: ARG002
+        """Forget the failures; when OFF (forced or not), want a start now."""
+        if self.state is State.STOPPED:
+            return
+        self._failure_times.clear()
+        self.retry_wait = self.policy.retry_timeout
+        if self.state is State.OFF or self.state is State.FORCED_OFF:
+            self.state = State.OFF
             self.retry_at = None
 
     def stop(self) -> None:
@@ -97,8 +148,16 @@ class Machine:
 
     def _count(self, now: float) -> None:
         if not self.accepting:
-            return  # OFF and STOPPED ignore failures: nothing is serving
-        self.failures += 1
-        if self.failures >= self.failure_threshold:
+            return  # failures while OFF or STOPPED change nothing
+        self._failure_times.append(now)
+        if self.count(now) >= self.policy.failure_threshold:
             self.state = State.OFF
-            self.retry_at = now + self.retry_timeout
+            self.retry_wait = self.policy.retry_timeout
+            self._arm(now)
+
+    def _arm(self, now: float) -> None:
+        wait = self.retry_wait
+        jitter = self.policy.retry_jitter
+        if jitter:
+            wait *= 1 + jitter * (2 * self.rng.random() - 1)
+        self.retry_at = now + wait

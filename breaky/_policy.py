@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any, final
+import random
+from typing import TYPE_CHECKING, Any, TypeAlias, cast, final
 
 import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def check_seconds(
@@ -60,20 +64,113 @@ def _positive_or_none(
     check_seconds(attribute.name, value, allow_none=True)
 
 
+def _backoff(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    msg = f"{attribute.name} must be a finite number >= 1.0, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(msg)
+    if not (math.isfinite(value) and value >= 1):
+        raise ValueError(msg)
+
+
+def _jitter(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    msg = f"{attribute.name} must be a number >= 0.0 and < 1.0, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(msg)
+    if not 0 <= value < 1:  # NaN fails this too
+        raise ValueError(msg)
+
+
+def _exceptions(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if callable(value) and not isinstance(value, type):
+        return  # a predicate
+    types = cast("tuple[object, ...]", value if isinstance(value, tuple) else (value,))
+    if not all(isinstance(t, type) and issubclass(t, Exception) for t in types):
+        msg = (
+            f"{attribute.name} must be an Exception subclass, a tuple of them, "
+            f"or a predicate taking an exception, got {value!r}"
+        )
+        raise TypeError(msg)
+
+
+def _rng(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, random.Random):
+        msg = f"{attribute.name} must be a random.Random or None, got {value!r}"
+        raise TypeError(msg)
+
+
+FailureExceptions: TypeAlias = (
+    "type[Exception] | tuple[type[Exception], ...] | Callable[[Exception], bool]"
+)
+
+
 @final
 @attrs.frozen
 class Policy:
-    """The options of one circuit breaker.
+    """Every option of a circuit breaker, checked when it is made.
+
+    A policy can be shared by many breakers; pass one to
+    :meth:`breaky.Supervisor.start_circuit_breaker` as ``policy=``, where
+    keyword options override its fields. The defaults are the Erlang seed's.
 
     Attributes:
-        failure_threshold: failures counted since the breaker last turned ON
-            that turn it OFF.
-        retry_timeout: seconds between start attempts while OFF.
+        failure_threshold: failures that turn the breaker OFF; an int >= 1.
+        retry_timeout: seconds from a trip to the first start attempt while
+            OFF, and between attempts when ``retry_backoff`` is 1; > 0.
         call_timeout: default seconds a call waits for its answer; ``None``
             waits as long as the caller's own cancel scopes allow.
+        failure_window: when set, only failures in the last ``failure_window``
+            seconds count toward the threshold (OTP's intensity and period);
+            ``None`` counts every failure since the breaker last turned ON.
+        retry_backoff: each failed attempt while OFF multiplies the wait by
+            this; >= 1. The wait goes back to ``retry_timeout`` once an
+            attempt succeeds.
+        max_retry_timeout: the longest wait between attempts; ``None`` for no
+            cap; >= ``retry_timeout``.
+        retry_jitter: spreads each wait uniformly over +/- this fraction of it
+            (0.1 is +/-10%), so a fleet of breakers does not retry in lockstep;
+            >= 0 and < 1.
+        failure_exceptions: exceptions that, passed to ``request.fail()``,
+            count one failure: an exception type, a tuple of them, or a
+            predicate. By default none count: the caller decides, with
+            :meth:`~breaky.CircuitBreaker.failure`.
+        slow_call_duration: a call answered later than this many seconds counts
+            one failure (the reply is still delivered); ``None`` to disable.
+        rng: the random source of the jitter; pass ``random.Random(seed)`` to
+            make it repeatable. By default each breaker has its own.
 
     """
 
     failure_threshold: int = attrs.field(default=10, validator=_threshold)
     retry_timeout: float = attrs.field(default=10.0, validator=_positive)
     call_timeout: float | None = attrs.field(default=5.0, validator=_positive_or_none)
+    failure_window: float | None = attrs.field(
+        default=None, validator=_positive_or_none
+    )
+    retry_backoff: float = attrs.field(default=1.0, validator=_backoff)
+    max_retry_timeout: float | None = attrs.field(
+        default=None, validator=_positive_or_none
+    )
+    retry_jitter: float = attrs.field(default=0.0, validator=_jitter)
+    failure_exceptions: FailureExceptions = attrs.field(
+        default=(), validator=_exceptions
+    )
+    slow_call_duration: float | None = attrs.field(
+        default=None, validator=_positive_or_none
+    )
+    rng: random.Random | None = attrs.field(default=None, eq=False, validator=_rng)
+
+    def __attrs_post_init__(self) -> None:
+        cap = self.max_retry_timeout
+        if cap is not None and cap < self.retry_timeout:
+            msg = (
+                f"max_retry_timeout must be >= retry_timeout ({self.retry_timeout!r}),"
+                f" got {cap!r}"
+            )
+            raise ValueError(msg)
+
+    def counts_as_failure(self, error: Exception) -> bool:
+        """Whether ``error``, passed to ``request.fail()``, counts one failure."""
+        kinds = self.failure_exceptions
+        if isinstance(kinds, tuple | type):
+            return isinstance(error, kinds)
+        return bool(kinds(error))

@@ -45,6 +45,8 @@ class Request(Generic[MessageT, ReplyT]):
     _answered: bool = False  # by the resource: a second answer is a bug
     _value: Any = None
     _error: BaseException | None = None
+    # When the call was made, if its timing matters (a timeout, slow calls).
+    _sent_at: float = 0.0
 
     def __repr__(self) -> str:
         kind = "call" if self._caller is not None else "cast"
@@ -59,7 +61,7 @@ class Request(Generic[MessageT, ReplyT]):
         """
         self._mark_answered()
         if self._phase is TAKEN:
-            self._settle(value)
+            self._inbox._answer(self, value, None)
 
     def fail(self, exception: Exception) -> None:
         """Answer the caller by raising ``exception`` in it.
@@ -77,7 +79,7 @@ class Request(Generic[MessageT, ReplyT]):
             raise TypeError(msg)
         self._mark_answered()
         if self._phase is TAKEN:
-            self._settle(None, exception)
+            self._inbox._answer(self, None, exception)
 
     def _mark_answered(self) -> None:
         if self._answered:
@@ -108,6 +110,7 @@ class Request(Generic[MessageT, ReplyT]):
         """
         self._phase = SETTLED
         self._inbox._forget(self)
+        self._inbox._totals.cancelled += 1
         self._caller = None
         return trio.lowlevel.Abort.SUCCEEDED
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import inspect
 import sys
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, cast, final
 
 import attrs
 import trio
 
-from ._breaker import CircuitBreaker
-from ._policy import Policy, check_seconds
+from ._breaker import FROM_POLICY, CircuitBreaker, FromPolicy
+from ._events import Publisher, StateChanges
+from ._policy import Policy, check_count, check_seconds
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
     from exceptiongroup import BaseExceptionGroup
@@ -39,6 +40,7 @@ class Supervisor:
         init=False, factory=dict[str, CircuitBreaker[Any, Any]]
     )
     _closed: bool = attrs.field(init=False, default=False)
+    _publisher: Publisher = attrs.field(init=False, factory=Publisher)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -60,14 +62,15 @@ class Supervisor:
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._breakers))
 
-    async def start_circuit_breaker(
+    async def start_circuit_breaker(  # noqa: PLR0913 - the options are the API
         self,
         name: str,
         fn: Callable[Concatenate[Inbox[MessageT, ReplyT], ...], Awaitable[object]],
         *args: object,
-        failure_threshold: int = 10,
-        retry_timeout: float = 10.0,
-        call_timeout: float | None = 5.0,
+        policy: Policy | None = None,
+        failure_threshold: int | FromPolicy = FROM_POLICY,
+        retry_timeout: float | FromPolicy = FROM_POLICY,
+        call_timeout: float | FromPolicy | None = FROM_POLICY,
     ) -> CircuitBreaker[MessageT, ReplyT]:
         """Start a circuit breaker that supervises ``fn(inbox, *args)``.
 
@@ -81,24 +84,30 @@ class Supervisor:
             name: a name unique in this supervisor, used in logs and lookups.
             fn: the resource function, ``async def fn(inbox, *args, task_status)``.
             args: positional arguments for ``fn`` after the inbox.
+            policy: the breaker's :class:`~breaky.Policy` (by default
+                ``Policy()``: the Erlang seed's defaults); the keyword options
+                below override its fields.
             failure_threshold: failures counted since the breaker last turned
-                ON that turn it OFF; an int >= 1.
-            retry_timeout: seconds between start attempts while OFF; > 0.
-            call_timeout: seconds a call waits by default; > 0, or None.
+                ON that turn it OFF; an int >= 1 (default 10).
+            retry_timeout: seconds between start attempts while OFF; > 0
+                (default 10).
+            call_timeout: seconds a call waits by default; > 0, or None
+                (default 5).
 
         Raises:
             TypeError, ValueError: a bad argument; nothing was started.
             RuntimeError: the supervisor is closed.
 
         """
-        policy = Policy(
+        policy = _policy_with(
+            policy,
             failure_threshold=failure_threshold,
             retry_timeout=retry_timeout,
             call_timeout=call_timeout,
         )
         self._check_new(name, fn, args)
         breaker: CircuitBreaker[MessageT, ReplyT] = CircuitBreaker(
-            name, fn, args, policy, self._shutdown_timeout
+            name, fn, args, policy, self._shutdown_timeout, self._publisher
         )
         self._breakers[name] = breaker
         # The breaker lives in the supervisor's nursery, not the caller's.
@@ -112,6 +121,19 @@ class Supervisor:
             breaker._stop(grace=0)
             raise
         return breaker
+
+    def subscribe(self, *, max_buffer: int = 1000) -> StateChanges:
+        """Return a channel of every breaker's later state changes, in order.
+
+        Breakers started later are included. It never slows a breaker: beyond
+        ``max_buffer`` unread changes the oldest is dropped and counted in
+        ``missed``. It ends when the supervisor closes.
+        """
+        check_count("max_buffer", max_buffer, minimum=1)
+        channel = self._publisher.subscribe(max_buffer)
+        if self._closed:
+            channel._end()
+        return channel
 
     async def stop_circuit_breaker(self, name: str) -> None:
         """Stop the breaker ``name`` and wait until its resource has ended.
@@ -152,6 +174,21 @@ class Supervisor:
         self._breakers.clear()
         for breaker in breakers:
             breaker._stop(grace=grace)
+        # Every breaker is STOPPED now: there will be no more changes.
+        self._publisher.end()
+
+
+def _policy_with(policy: Policy | None, **options: object) -> Policy:
+    """``policy`` (or the default) with the options that were given."""
+    if policy is None:
+        policy = Policy()
+    elif not isinstance(cast("object", policy), Policy):
+        msg = f"policy must be a breaky.Policy or None, got {policy!r}"
+        raise TypeError(msg)
+    given: dict[str, Any] = {
+        key: value for key, value in options.items() if value is not FROM_POLICY
+    }
+    return attrs.evolve(policy, **given) if given else policy
 
 
 def _check_resource_function(fn: object, args: tuple[object, ...]) -> None:

@@ -1011,5 +1011,5 @@ async def test_reprs_say_what_they_are(autojump_clock: Clock, world: World) -> N
         assert repr(db) == "<breaky.CircuitBreaker 'db' ON>"
         assert repr(sup) == "<breaky.Supervisor open, breakers: ['db']>"
         assert repr(db._inbox) == "<breaky.Inbox of 'db': 0 queued>"
-        assert "<the breaker's call_timeout>" in repr(inspect.signature(db.call))
+        assert "<from the policy>" in repr(inspect.signature(db.call))
     assert repr(sup) == "<breaky.Supervisor closed, breakers: []>"

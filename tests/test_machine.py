@@ -8,10 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from breaky._machine import Machine, State
+from breaky._policy import Policy
 
 
 def machine(threshold: int = 3, retry_timeout: float = 10.0) -> Machine:
-    return Machine(failure_threshold=threshold, retry_timeout=retry_timeout)
+    return Machine(Policy(failure_threshold=threshold, retry_timeout=retry_timeout))
 
 
 def tripped(threshold: int = 3, at: float = 5.0) -> Machine:
