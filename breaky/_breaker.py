@@ -198,10 +198,7 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         stops.
         """
         check_count("max_buffer", max_buffer, minimum=1)
-        channel = self._publisher.subscribe(max_buffer)
-        if self._machine.state is State.STOPPED:
-            channel._end()
-        return channel
+        return self._publisher.subscribe(max_buffer)
 
     def statistics(self) -> BreakerStatistics:
         """Return a snapshot of the state, the failures and the totals."""
@@ -322,15 +319,15 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             self._changed(StateChange(self._name, old, machine.state, reason, now))
 
     def _rearm_wait(self) -> None:
-        """Make the wait for the next attempt match the machine's deadline."""
-        waiting = self._waiting
-        if waiting is None:
-            return
+        """End the wait for the next attempt if the machine no longer waits."""
+        # Only the wait's end can come sooner (reset, stop); FORCED_OFF waits on.
         machine = self._machine
-        if machine.retry_at is not None:
-            waiting.deadline = machine.retry_at
-        elif machine.state is not State.FORCED_OFF:
-            waiting.cancel()  # start now, or stop
+        if (
+            self._waiting is not None
+            and machine.retry_at is None
+            and machine.state is not State.FORCED_OFF
+        ):
+            self._waiting.cancel()
 
     def _changed(self, change: StateChange) -> None:
         old, new = change.old, change.new

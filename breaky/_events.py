@@ -59,8 +59,6 @@ class StateChanges(trio.abc.ReceiveChannel[StateChange]):
         )
 
     def _send(self, change: StateChange) -> None:
-        if self._ended:
-            return
         if len(self._buffer) >= self._max_buffer:
             self._buffer.popleft()
             self.missed += 1
@@ -104,11 +102,15 @@ class Publisher:
     """The subscribers of one breaker or supervisor."""
 
     _channels: list[StateChanges] = attrs.field(factory=list[StateChanges])
+    _ended: bool = False
 
     def subscribe(self, max_buffer: int) -> StateChanges:
         """Return a new channel that receives every later change."""
         channel = StateChanges(max_buffer)
-        self._channels.append(channel)
+        if self._ended:
+            channel._end()
+        else:
+            self._channels.append(channel)
         return channel
 
     def publish(self, change: StateChange) -> None:
@@ -121,6 +123,7 @@ class Publisher:
 
     def end(self) -> None:
         """End every subscriber's channel: nothing more will be published."""
+        self._ended = True
         for channel in self._channels:
             channel._end()
         self._channels.clear()

@@ -130,10 +130,7 @@ class Supervisor:
         ``missed``. It ends when the supervisor closes.
         """
         check_count("max_buffer", max_buffer, minimum=1)
-        channel = self._publisher.subscribe(max_buffer)
-        if self._closed:
-            channel._end()
-        return channel
+        return self._publisher.subscribe(max_buffer)
 
     async def stop_circuit_breaker(self, name: str) -> None:
         """Stop the breaker ``name`` and wait until its resource has ended.
