@@ -18,6 +18,7 @@ nox.options.sessions = [
     "lint",
     "typing",
     "docs",
+    "bench_quick",
     "coverage",
 ]
 
@@ -121,6 +122,20 @@ def docs(session: nox.Session) -> None:
             "docs",
             f"docs/_build/{builder}",
         )
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """The benchmarks, targets enforced (not in the default run: timings)."""
+    session.install(".")
+    session.run("python", "benchmarks/run.py", "--json", "bench.json", *session.posargs)
+
+
+@nox.session(python="3.11")
+def bench_quick(session: nox.Session) -> None:
+    """A smoke run of the benchmarks, so that they cannot rot."""
+    session.install(".")
+    session.run("python", "benchmarks/run.py", "--quick", *session.posargs)
 
 
 @nox.session(python=PYTHONS[-1])

@@ -1,0 +1,515 @@
+"""breaky's benchmarks: breaky against a hand-written Trio floor, same run.
+
+Each benchmark times breaky and its floor in turns, for several rounds, and
+reports the medians and their ratio; a ratio that misses its target makes the
+run exit 1 and says which. Memory figures come from fresh subprocesses.
+
+    python benchmarks/run.py [--quick] [--json results.json]
+
+``--quick`` is a smoke run: tiny sizes, targets reported but not enforced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import contextlib
+
+import breaky
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+logging.getLogger("breaky").setLevel(logging.CRITICAL)
+
+
+@attrs.frozen
+class Result:
+    """One benchmark's medians, ratio and target."""
+
+    name: str
+    unit: str
+    breaky: float
+    floor: float
+    floor_name: str
+    # "max": breaky / floor must be <= target; "min": >= target; None: report.
+    target: float | None = None
+    sense: str = "max"
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.breaky / self.floor
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None:
+            return None
+        if self.sense == "max":
+            return self.ratio <= self.target
+        return self.ratio >= self.target
+
+
+def rss_bytes() -> int:
+    """The resident set size of this process, from /proc."""
+    with Path("/proc/self/statm").open() as statm:
+        pages = int(statm.read().split()[1])
+    return pages * 4096
+
+
+# Resources and floors.
+
+
+async def echo(inbox: breaky.Inbox[Any, Any], *, task_status: Any) -> None:
+    task_status.started()
+    async for request in inbox:
+        request.reply(request.message)
+
+
+async def crashy(inbox: breaky.Inbox[Any, Any], *, task_status: Any) -> None:
+    task_status.started()
+    async for request in inbox:
+        if request.message == "crash":
+            raise ValueError
+        request.reply(request.message)
+
+
+async def dead(inbox: breaky.Inbox[Any, Any], *, task_status: Any) -> None:
+    raise ConnectionRefusedError
+
+
+@attrs.define
+class FloorRequest:
+    """The hand-written request: a message, an Event, and a reply slot."""
+
+    message: Any
+    done: trio.Event = attrs.Factory(trio.Event)
+    reply: Any = None
+
+
+async def floor_server(
+    receive: trio.MemoryReceiveChannel[FloorRequest],
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    task_status.started()
+    async for request in receive:
+        request.reply = request.message
+        request.done.set()
+
+
+async def floor_call(send: trio.MemorySendChannel[FloorRequest], message: Any) -> Any:
+    request = FloorRequest(message)
+    await send.send(request)
+    await request.done.wait()
+    return request.reply
+
+
+# The measurements: each returns seconds per operation for one round.
+
+
+async def per_op(n: int, op: Callable[[int], Awaitable[object]]) -> float:
+    start = time.perf_counter()
+    for i in range(n):
+        await op(i)
+    return (time.perf_counter() - start) / n
+
+
+async def rounds(
+    n: int, count: int, pairs: dict[str, Callable[[int], Awaitable[float]]]
+) -> dict[str, float]:
+    """Run each measurement ``count`` times, in turns; return the medians."""
+    samples: dict[str, list[float]] = {name: [] for name in pairs}
+    for _ in range(count):
+        for name, measure in pairs.items():
+            gc.collect()
+            samples[name].append(await measure(n))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+async def bench_call(n: int, count: int) -> list[Result]:
+    async with breaky.open_supervisor() as sup, trio.open_nursery() as nursery:
+        db = await sup.start_circuit_breaker("echo", echo)
+        send, receive = trio.open_memory_channel[FloorRequest](math.inf)
+        await nursery.start(floor_server, receive)
+
+        async def plain(i: int) -> object:
+            return i
+
+        async def breaky_call(m: int) -> float:
+            return await per_op(m, db.call)
+
+        async def floor(m: int) -> float:
+            return await per_op(m, lambda i: floor_call(send, i))
+
+        async def plain_await(m: int) -> float:
+            return await per_op(m, plain)
+
+        medians = await rounds(
+            n,
+            count,
+            {"breaky": breaky_call, "floor": floor, "plain": plain_await},
+        )
+        nursery.cancel_scope.cancel()
+    return [
+        Result(
+            "call round trip",
+            "us",
+            medians["breaky"] * 1e6,
+            medians["floor"] * 1e6,
+            "memory channel + Event, no timeout",
+            target=1.25,
+            note="breaky with its default 5 s call timeout on",
+        ),
+        Result(
+            "call vs a plain await",
+            "us",
+            medians["breaky"] * 1e6,
+            medians["plain"] * 1e6,
+            "await of the same function",
+        ),
+    ]
+
+
+async def bench_off(n: int, count: int) -> Result:
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker(
+            "dead", dead, failure_threshold=1, retry_timeout=1e9
+        )
+        if db.state is not breaky.State.OFF:
+            msg = f"the dead resource's breaker should be OFF, is {db.state}"
+            raise RuntimeError(msg)
+
+        async def off(m: int) -> float:
+            return await per_op(m, db.call)
+
+        async def one_checkpoint(_: int) -> None:
+            await trio.lowlevel.checkpoint()
+
+        async def checkpoint(m: int) -> float:
+            return await per_op(m, one_checkpoint)
+
+        medians = await rounds(n, count, {"breaky": off, "floor": checkpoint})
+    return Result(
+        "OFF answer",
+        "us",
+        medians["breaky"] * 1e6,
+        medians["floor"] * 1e6,
+        "trio.lowlevel.checkpoint()",
+        target=1.5,
+    )
+
+
+async def bench_cast(n: int, count: int) -> Result:
+    async with breaky.open_supervisor() as sup, trio.open_nursery() as nursery:
+        db = await sup.start_circuit_breaker("echo", echo)
+        send, receive = trio.open_memory_channel[Any](math.inf)
+
+        async def drain() -> None:
+            async for _ in receive:
+                pass
+
+        nursery.start_soon(drain)
+
+        async def cast(m: int) -> float:
+            return await per_op(m, db.cast)
+
+        async def channel_send(m: int) -> float:
+            return await per_op(m, send.send)
+
+        medians = await rounds(n, count, {"breaky": cast, "floor": channel_send})
+        nursery.cancel_scope.cancel()
+    return Result(
+        "cast",
+        "us",
+        medians["breaky"] * 1e6,
+        medians["floor"] * 1e6,
+        "send on a memory channel",
+    )
+
+
+async def bench_throughput(callers: int, per_caller: int, count: int) -> Result:
+    async with breaky.open_supervisor() as sup, trio.open_nursery() as nursery:
+        db = await sup.start_circuit_breaker("echo", echo)
+        send, receive = trio.open_memory_channel[FloorRequest](math.inf)
+        await nursery.start(floor_server, receive)
+
+        async def load(call: Callable[[int], Awaitable[object]]) -> float:
+            async def caller() -> None:
+                for i in range(per_caller):
+                    await call(i)
+
+            start = time.perf_counter()
+            async with trio.open_nursery() as crowd:
+                for _ in range(callers):
+                    crowd.start_soon(caller)
+            return callers * per_caller / (time.perf_counter() - start)
+
+        async def breaky_load(_: int) -> float:
+            return await load(db.call)
+
+        async def floor_load(_: int) -> float:
+            return await load(lambda i: floor_call(send, i))
+
+        medians = await rounds(0, count, {"breaky": breaky_load, "floor": floor_load})
+        nursery.cancel_scope.cancel()
+    return Result(
+        f"throughput, {callers} concurrent callers",
+        "calls/s",
+        medians["breaky"],
+        medians["floor"],
+        "the same load on the hand-written floor",
+        target=0.8,
+        sense="min",
+    )
+
+
+async def floor_restart_loop(receive: trio.MemoryReceiveChannel[FloorRequest]) -> None:
+    """The hand-written floor: restart the server whenever it raises.
+
+    It answers the request it held, so that its caller is not left waiting.
+    """
+    while True:
+        held: list[FloorRequest] = []
+        try:
+            async for request in receive:
+                if request.message == "crash":
+                    held.append(request)
+                    raise ValueError  # noqa: TRY301 - the simulated crash
+                request.reply = request.message
+                request.done.set()
+        except ValueError:
+            for request in held:
+                request.done.set()
+
+
+async def bench_restart(n: int, count: int) -> Result:
+    async with breaky.open_supervisor() as sup, trio.open_nursery() as nursery:
+        db = await sup.start_circuit_breaker("crashy", crashy, failure_threshold=10**9)
+        send, receive = trio.open_memory_channel[FloorRequest](math.inf)
+
+        nursery.start_soon(floor_restart_loop, receive)
+
+        async def breaky_restart(m: int) -> float:
+            async def once(i: int) -> None:
+                with contextlib.suppress(breaky.ResourceLost):
+                    await db.call("crash")
+                await db.call(i)
+
+            return await per_op(m, once)
+
+        async def floor_restart(m: int) -> float:
+            async def once(i: int) -> None:
+                await floor_call(send, "crash")
+                await floor_call(send, i)
+
+            return await per_op(m, once)
+
+        medians = await rounds(
+            n, count, {"breaky": breaky_restart, "floor": floor_restart}
+        )
+        nursery.cancel_scope.cancel()
+    return Result(
+        "restart: crash to serving again",
+        "us",
+        medians["breaky"] * 1e6,
+        medians["floor"] * 1e6,
+        "a hand-written restart loop",
+        target=2.0,
+    )
+
+
+async def bench_leak(n: int) -> list[Result]:
+    results = []
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker("echo", echo)
+        off = await sup.start_circuit_breaker(
+            "dead", dead, failure_threshold=1, retry_timeout=1e9
+        )
+        for name, breaker in (("calls", db), ("OFF answers", off)):
+            for i in range(10_000):  # warm up: caches, free lists, the heap
+                await breaker.call(i)
+            gc.collect()
+            before = rss_bytes()
+            for i in range(n):
+                await breaker.call(i)
+            gc.collect()
+            grown = (rss_bytes() - before) / 2**20
+            results.append(
+                Result(
+                    f"RSS growth over {n:,} {name}",
+                    "MiB",
+                    grown,
+                    5.0,
+                    "the 5 MiB budget",
+                    target=1.0,
+                )
+            )
+    return results
+
+
+# Scale: each side in a fresh interpreter, so RSS is its own.
+
+SCALE_CHILD = """
+import gc, math, sys, time
+sys.path.insert(0, {root!r})
+import trio
+import benchmarks.run as run
+
+async def breaky_side(n):
+    async with run.breaky.open_supervisor() as sup:
+        gc.collect(); before = run.rss_bytes(); start = time.perf_counter()
+        for i in range(n):
+            await sup.start_circuit_breaker(f"b{{i}}", run.echo)
+        took = time.perf_counter() - start; gc.collect()
+        grown = run.rss_bytes() - before
+        sup._nursery.cancel_scope.cancel()
+    return took, grown
+
+async def floor_side(n):
+    async def watcher(receive, task_status=trio.TASK_STATUS_IGNORED):
+        # Restart the resource whenever it fails: the hand-written supervisor.
+        first = True
+        while True:
+            try:
+                async with trio.open_nursery() as inner:
+                    await inner.start(run.floor_server, receive)
+                    if first:
+                        first = False
+                        task_status.started()
+            except Exception:
+                pass
+
+    async with trio.open_nursery() as nursery:
+        gc.collect(); before = run.rss_bytes(); start = time.perf_counter()
+        for _ in range(n):
+            send, receive = trio.open_memory_channel(math.inf)
+            await nursery.start(watcher, receive)
+        took = time.perf_counter() - start; gc.collect()
+        grown = run.rss_bytes() - before
+        nursery.cancel_scope.cancel()
+    return took, grown
+
+side = {{"breaky": breaky_side, "floor": floor_side}}[sys.argv[1]]
+took, grown = trio.run(side, int(sys.argv[2]))
+print(took, grown)
+"""
+
+
+def scale_side(side: str, n: int) -> tuple[float, float]:
+    root = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", SCALE_CHILD.format(root=root), side, str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def bench_scale(n: int, count: int) -> list[Result]:
+    samples: dict[str, list[tuple[float, float]]] = {"breaky": [], "floor": []}
+    for _ in range(count):
+        for side, values in samples.items():
+            values.append(scale_side(side, n))
+    took = {s: statistics.median(v[0] for v in vs) for s, vs in samples.items()}
+    grown = {s: statistics.median(v[1] for v in vs) for s, vs in samples.items()}
+    return [
+        Result(
+            f"scale: start {n:,} breakers, time each",
+            "us",
+            took["breaky"] / n * 1e6,
+            took["floor"] / n * 1e6,
+            "resource task + channel + restarting watcher",
+            target=2.0,
+        ),
+        Result(
+            f"scale: start {n:,} breakers, RSS each",
+            "KiB",
+            grown["breaky"] / n / 1024,
+            grown["floor"] / n / 1024,
+            "resource task + channel + restarting watcher",
+            target=2.0,
+        ),
+    ]
+
+
+# The run.
+
+
+def report(results: list[Result], *, enforce: bool) -> int:
+    """Print the table; return 1 if an enforced target was missed."""
+    print(
+        f"{'benchmark':42} {'breaky':>10} {'floor':>10} {'unit':8}"
+        f" {'ratio':>6} {'target':>8}"
+    )
+    missed = []
+    for r in results:
+        if r.target is None:
+            target = "report"
+        else:
+            target = f"{'<=' if r.sense == 'max' else '>='} {r.target:g}"
+        verdict = {True: "ok", False: "MISSED", None: ""}[r.met]
+        print(
+            f"{r.name:42} {r.breaky:10.2f} {r.floor:10.2f} {r.unit:8}"
+            f" {r.ratio:6.2f} {target:>8} {verdict}"
+        )
+        if r.met is False:
+            missed.append(r)
+    for r in missed:
+        print(
+            f"missed: {r.name}: ratio {r.ratio:.2f} against a target of "
+            f"{'at most' if r.sense == 'max' else 'at least'} {r.target:g} "
+            f"(floor: {r.floor_name})"
+        )
+    if missed and not enforce:
+        print("(--quick: targets are not enforced)")
+    return 1 if missed and enforce else 0
+
+
+async def run_all(quick: bool) -> list[Result]:
+    n, count = (2_000, 3) if quick else (20_000, 7)
+    results = [*await bench_call(n, count), await bench_off(n, count)]
+    results.append(await bench_cast(n, count))
+    callers, per_caller = (100, 5) if quick else (1_000, 20)
+    results.append(await bench_throughput(callers, per_caller, count))
+    results.append(await bench_restart(n // 10, count))
+    results.extend(await bench_leak(10_000 if quick else 1_000_000))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    results = trio.run(run_all, args.quick)
+    results.extend(bench_scale(1_000 if args.quick else 10_000, 1 if args.quick else 3))
+    status = report(results, enforce=not args.quick)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                [{**attrs.asdict(r), "ratio": r.ratio, "met": r.met} for r in results],
+                indent=2,
+            )
+        )
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
