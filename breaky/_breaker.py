@@ -51,6 +51,9 @@ class _ResourceStatus(trio.TaskStatus[Any]):
         if self.called:
             msg = "task_status.started() was already called by this resource"
             raise RuntimeError(msg)
+        if self._breaker._status is not self:
+            msg = "task_status.started() of a resource instance that has ended"
+            raise RuntimeError(msg)
         self.called = True
         self._breaker._on_started(value)
 
@@ -142,10 +145,15 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             seconds = self._policy.call_timeout
         else:
             seconds = check_seconds("timeout", timeout, allow_none=True)
-        self._totals.calls += 1
+        totals = self._totals
+        totals.calls += 1
         if not self._machine.accepting:
-            self._totals.off += 1
-            await trio.lowlevel.checkpoint()
+            try:
+                await trio.lowlevel.checkpoint()
+            except BaseException:
+                totals.cancelled += 1  # the caller got Cancelled, not OFF
+                raise
+            totals.off += 1
             return OFF
         request = self._inbox._put(message, trio.lowlevel.current_task(), seconds)
         await trio.lowlevel.wait_task_rescheduled(request._abort)
@@ -266,6 +274,9 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
                     if rest is exc:
                         raise
                     if rest is not None:
+                        # Leaving through a cancellation (or worse) from
+                        # outside; the error is still worth a log record.
+                        self._log_end(error, started=status.called, dismissed=False)
                         raise rest from None
         finally:
             self._instance = self._status = None

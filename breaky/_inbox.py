@@ -99,6 +99,14 @@ class Inbox(Generic[MessageT, ReplyT]):
                 return trio.lowlevel.Abort.SUCCEEDED
 
             await trio.lowlevel.wait_task_rescheduled(abort)
+            try:
+                # Woken, but cancelled since (say, a sibling task crashed the
+                # instance): take nothing, and pass the wake-up on.
+                await trio.lowlevel.checkpoint_if_cancelled()
+            except BaseException:
+                if self._queue and self._receivers:
+                    trio.lowlevel.reschedule(self._receivers.popleft())
+                raise
 
     def _take(self) -> Request[MessageT, ReplyT] | None:
         queue = self._queue

@@ -116,9 +116,12 @@ class Supervisor:
         try:
             await breaker._settled.wait()
         except BaseException:
-            # Cancelled while starting: as nursery.start would, leave nothing.
-            self._forget(name, breaker)
-            breaker._stop(grace=0)
+            # Cancelled while starting: as nursery.start would, leave nothing;
+            # once the start has settled, the breaker stays.
+            if not breaker._settled.is_set():
+                # Unsettled, so neither stopped nor closed: still registered.
+                del self._breakers[name]
+                breaker._stop(grace=0)
             raise
         return breaker
 
@@ -145,7 +148,7 @@ class Supervisor:
 
         """
         breaker = self[name]
-        self._forget(name, breaker)
+        del self._breakers[name]
         breaker._stop(grace=self._shutdown_timeout)
         await breaker._finished.wait()
 
@@ -160,10 +163,6 @@ class Supervisor:
             msg = f"a circuit breaker named {name!r} is already running here"
             raise ValueError(msg)
         _check_resource_function(fn, args)
-
-    def _forget(self, name: str, breaker: CircuitBreaker[Any, Any]) -> None:
-        if self._breakers.get(name) is breaker:
-            del self._breakers[name]
 
     def _close(self, grace: float) -> None:
         self._closed = True

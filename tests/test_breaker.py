@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from typing import TYPE_CHECKING, Any
@@ -948,10 +949,14 @@ async def test_answered_deadlines_do_not_pile_up(
 
 
 async def test_a_breaker_stopped_before_its_tasks_ran(autojump_clock: Clock) -> None:
+    async def slow(inbox: Any, *, task_status: Any) -> None:
+        await trio.sleep(1)
+        task_status.started()
+
     async with breaky.open_supervisor() as sup:
         with trio.CancelScope() as scope:
             scope.cancel()
-            await sup.start_circuit_breaker("db", service, World())
+            await sup.start_circuit_breaker("db", slow)
         assert "db" not in sup
     assert scope.cancelled_caught
 
@@ -1013,3 +1018,150 @@ async def test_reprs_say_what_they_are(autojump_clock: Clock, world: World) -> N
         assert repr(db._inbox) == "<breaky.Inbox of 'db': 0 queued>"
         assert "<from the policy>" in repr(inspect.signature(db.call))
     assert repr(sup) == "<breaky.Supervisor closed, breakers: []>"
+
+
+async def test_a_woken_task_of_a_crashing_instance_leaves_the_request_queued(
+    autojump_clock: Clock,
+) -> None:
+    # Found in review: a receiver woken for a request, then cancelled by its
+    # instance's crash before it ran, took the request anyway. Which of the
+    # two runs first is random in Trio, hence the rounds.
+    for _ in range(20):
+        taken_while_crashing = 0
+        instances = 0
+        go = trio.Event()
+
+        async def resource(inbox: Any, *, task_status: Any) -> None:
+            nonlocal instances
+            instances += 1
+            first = instances == 1
+            crashing = False
+
+            async def worker() -> None:
+                nonlocal taken_while_crashing
+                async for request in inbox:
+                    taken_while_crashing += crashing
+                    await trio.sleep(0.1)
+                    request.reply("ok")
+
+            async def crasher() -> None:
+                nonlocal crashing
+                if first:
+                    await go.wait()  # noqa: B023 - this round's event
+                    crashing = True
+                    raise ValueError
+
+            task_status.started()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(worker)
+                nursery.start_soon(crasher)
+
+        async with breaky.open_supervisor() as sup:
+            db = await sup.start_circuit_breaker("db", resource, failure_threshold=5)
+            await trio.sleep(1)
+            go.set()
+            # Taken before the crash (lost with it), or served by the next
+            # instance; never taken by the crashing one.
+            with contextlib.suppress(breaky.ResourceLost):
+                assert await db.call("x") == "ok"
+        assert taken_while_crashing == 0
+
+
+async def test_a_stale_task_status_cannot_turn_the_breaker_on(
+    autojump_clock: Clock,
+) -> None:
+    stash: list[Any] = []
+
+    async def resource(inbox: Any, *, task_status: Any) -> None:
+        if not stash:
+            stash.append(task_status)
+            raise ConnectionError  # the first start fails
+        await trio.sleep_forever()
+
+    async with breaky.open_supervisor() as sup, trio.open_nursery() as nursery:
+        nursery.start_soon(sup.start_circuit_breaker, "db", resource)
+        await trio.sleep(1)
+        db = sup["db"]
+        with pytest.raises(RuntimeError, match="has ended"):
+            stash[0].started("stale")
+        assert db.state is State.STARTING
+        assert db.resource is OFF
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_start_cancelled_as_it_settled_keeps_the_breaker(
+    autojump_clock: Clock,
+) -> None:
+    async with breaky.open_supervisor() as sup:
+        with trio.CancelScope() as scope:
+
+            async def ready_as_cancelled(inbox: Any, *, task_status: Any) -> None:
+                scope.cancel()  # the waiting caller is cancelled, and then
+                task_status.started()  # the start settles, in the same step
+                async for request in inbox:
+                    request.reply(request.message)
+
+            await sup.start_circuit_breaker("db", ready_as_cancelled)
+        # Like nursery.start: a task that called started() keeps running.
+        assert scope.cancelled_caught
+        assert await sup["db"].call("still here") == "still here"
+
+
+async def test_an_error_beside_an_outside_cancellation_is_logged(
+    autojump_clock: Clock, log_records: Any
+) -> None:
+    async def messy(inbox: Any, *, task_status: Any) -> None:
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+            try:
+                await trio.sleep_forever()
+            finally:
+                raise ValueError("while being cancelled")
+
+    with trio.move_on_after(1):
+        async with breaky.open_supervisor() as sup:
+            await sup.start_circuit_breaker("db", messy)
+            await trio.sleep_forever()
+    assert "breaker 'db': the resource crashed" in log_records()
+
+
+async def test_a_call_cancelled_while_answered_off_counts_as_cancelled(
+    autojump_clock: Clock,
+) -> None:
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker("db", service, World(down=True))
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await db.call("x")
+        stats = db.statistics()
+        assert (stats.calls, stats.cancelled, stats.off) == (1, 1, 0)
+
+
+async def test_a_woken_worker_cancelled_alone_passes_the_request_on(
+    autojump_clock: Clock,
+) -> None:
+    served_by: list[str] = []
+    scopes: dict[str, trio.CancelScope] = {}
+
+    async def two_workers(inbox: Any, *, task_status: Any) -> None:
+        async def worker(name: str) -> None:
+            with trio.CancelScope() as scopes[name]:
+                async for request in inbox:
+                    served_by.append(name)
+                    request.reply(name)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker, "a")
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(worker, "b")
+            task_status.started()
+
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker("db", two_workers)
+        await trio.testing.wait_all_tasks_blocked()
+        await db.cast("x")  # wakes worker a, the first to park...
+        scopes["a"].cancel()  # ...which is cancelled before it runs
+        await trio.testing.wait_all_tasks_blocked()
+        assert served_by == ["b"]
+        assert db.state is State.ON

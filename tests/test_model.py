@@ -1,0 +1,352 @@
+"""The breaker against a small model of its policy, step by step (fuse-style).
+
+Hypothesis drives a real breaker through random rules from a worker thread,
+each step run in Trio with ``trio.from_thread``. Time moves only in the
+``advance`` rule: the mock clock auto-jumps then, and stays still otherwise.
+After every step the breaker's state, failure count and retry deadline must
+equal the model's, its one retry timer must be the model's, and its
+statistics must add up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import os
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+import breaky
+from breaky import OFF, Policy, State
+
+POLICIES = {
+    "seed rule": Policy(failure_threshold=3, retry_timeout=10, call_timeout=5),
+    "window and backoff": Policy(
+        failure_threshold=3,
+        retry_timeout=10,
+        call_timeout=5,
+        failure_window=20,
+        retry_backoff=2,
+        max_retry_timeout=20,
+        failure_exceptions=(LookupError,),
+    ),
+}
+EXAMPLES = {"default": 150, "long": 3000}[
+    os.environ.get("HYPOTHESIS_PROFILE", "default")
+]
+
+
+@attrs.define
+class Model:
+    """What the policy says must happen: obviously right, and nothing more."""
+
+    policy: Policy
+    state: State = State.ON
+    now: float = 0.0
+    failure_times: list[float] = attrs.Factory(list)
+    retry_at: float | None = None
+    wait: float = 0.0
+    starts_fail: bool = False
+    # Deadlines of the calls the running instance holds and never answers.
+    hanging: list[float] = attrs.Factory(list)
+
+    def __attrs_post_init__(self) -> None:
+        self.wait = self.policy.retry_timeout
+
+    @property
+    def accepting(self) -> bool:
+        return self.state is State.ON
+
+    def count(self, at: float) -> int:
+        window = self.policy.failure_window
+        if window is not None:
+            self.failure_times = [t for t in self.failure_times if t > at - window]
+        return len(self.failure_times)
+
+    def fail(self, at: float) -> None:
+        if not self.accepting:
+            return
+        self.failure_times.append(at)
+        if self.count(at) >= self.policy.failure_threshold:
+            self.state = State.OFF
+            self.hanging.clear()  # the instance is cancelled: they are lost
+            self.wait = self.policy.retry_timeout
+            self.retry_at = at + self.wait
+
+    def instance_ended(self, at: float) -> None:
+        self.hanging.clear()
+        self.fail(at)
+        while self.accepting and self.starts_fail:
+            self.fail(at)  # each immediate restart fails too
+
+    def attempt(self, at: float) -> None:
+        self.retry_at = None
+        if self.starts_fail:
+            cap = self.policy.max_retry_timeout
+            self.wait *= self.policy.retry_backoff
+            self.wait = self.wait if cap is None else min(self.wait, cap)
+            self.retry_at = at + self.wait
+        else:
+            self.state = State.ON
+            self.failure_times.clear()
+            self.wait = self.policy.retry_timeout
+
+    def advance(self, to: float) -> None:
+        while True:
+            due = [t for t in (self.retry_at, *self.hanging) if t is not None]
+            if not due or min(due) > to:
+                break
+            at = min(due)
+            if self.retry_at == at:
+                self.attempt(at)
+            else:
+                self.hanging.remove(at)
+                self.fail(at)
+        self.now = to
+
+    def force_off(self) -> None:
+        if self.state is not State.STOPPED:
+            self.state = State.FORCED_OFF
+            self.retry_at = None
+            self.hanging.clear()
+
+    def reset(self) -> None:
+        if self.state is State.STOPPED:
+            return
+        self.failure_times.clear()
+        self.wait = self.policy.retry_timeout
+        if self.state in (State.OFF, State.FORCED_OFF):
+            self.state = State.OFF
+            self.attempt(self.now)
+
+
+@attrs.define
+class Script:
+    """What the scripted resource is told to do."""
+
+    starts_fail: bool = False
+
+
+async def scripted(
+    inbox: breaky.Inbox[tuple[str, ...], str],
+    script: Script,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    if script.starts_fail:
+        raise ConnectionRefusedError
+    task_status.started()
+    async with trio.open_nursery() as nursery:
+        async for request in inbox:
+            match request.message:
+                case ("crash",):
+                    raise ValueError
+                case ("return",):
+                    nursery.cancel_scope.cancel()
+                    return
+                case ("hang",):
+                    nursery.start_soon(trio.sleep_forever)
+                case ("error", counted):
+                    request.fail(LookupError() if counted else ValueError())
+                case _:
+                    request.reply("ok")
+
+
+def run_model_test(policy: Policy) -> None:
+    clock = trio.testing.MockClock(autojump_threshold=math.inf)
+    names = itertools.count()
+
+    def in_trio(fn: Any, *args: Any) -> Any:
+        async def step() -> Any:
+            result = await fn(*args)
+            await trio.testing.wait_all_tasks_blocked()
+            return result
+
+        return trio.from_thread.run(step)
+
+    async def main() -> None:
+        # No grace at stop: time moves only in the advance rule.
+        async with (
+            breaky.open_supervisor(shutdown_timeout=0) as sup,
+            trio.open_nursery() as background,
+        ):
+
+            class BreakerMatchesModel(RuleBasedStateMachine):
+                def __init__(self) -> None:
+                    super().__init__()
+                    self.model = Model(policy)
+                    self.script = Script()
+                    self.name = f"b{next(names)}"
+
+                    async def start() -> breaky.CircuitBreaker[Any, Any]:
+                        return await sup.start_circuit_breaker(
+                            self.name, scripted, self.script, policy=policy
+                        )
+
+                    self.breaker = in_trio(start)
+                    self.model.now = trio.from_thread.run_sync(trio.current_time)
+
+                def teardown(self) -> None:
+                    if self.name in sup:
+                        in_trio(sup.stop_circuit_breaker, self.name)
+
+                def send(self, message: tuple[object, ...]) -> None:
+                    """A cast that makes the running resource end."""
+                    result = in_trio(self.breaker.cast, message)
+                    assert result is (None if self.model.accepting else OFF)
+                    if self.model.accepting:
+                        self.model.instance_ended(self.model.now)
+
+                @rule()
+                def crash(self) -> None:
+                    self.send(("crash",))
+
+                @rule()
+                def normal_return(self) -> None:
+                    self.send(("return",))
+
+                @rule(fail=st.booleans())
+                def starts(self, fail: bool) -> None:
+                    self.script.starts_fail = self.model.starts_fail = fail
+
+                @rule()
+                def report_failure(self) -> None:
+                    async def failure() -> None:
+                        self.breaker.failure()
+
+                    in_trio(failure)
+                    self.model.fail(self.model.now)
+
+                @rule()
+                def call_replies(self) -> None:
+                    result = in_trio(self.breaker.call, ("reply",))
+                    assert result == ("ok" if self.model.accepting else OFF)
+
+                @rule(counted=st.booleans())
+                def call_fails(self, counted: bool) -> None:
+                    async def call() -> object:
+                        try:
+                            return await self.breaker.call(("error", counted))
+                        except (LookupError, ValueError) as exc:
+                            return type(exc)
+
+                    result = in_trio(call)
+                    if not self.model.accepting:
+                        assert result is OFF
+                        return
+                    assert result is (LookupError if counted else ValueError)
+                    if counted and policy.counts_as_failure(LookupError()):
+                        self.model.fail(self.model.now)
+
+                @rule()
+                def call_hangs(self) -> None:
+                    async def hang() -> None:
+                        async def caller() -> None:
+                            with contextlib.suppress(
+                                breaky.CallTimeout, breaky.ResourceLost
+                            ):
+                                await self.breaker.call(("hang",))
+
+                        background.start_soon(caller)
+
+                    in_trio(hang)
+                    if self.model.accepting:
+                        assert policy.call_timeout is not None
+                        self.model.hanging.append(self.model.now + policy.call_timeout)
+
+                @rule(dt=st.sampled_from([0.5, 1.0, 5.0, 10.0, 20.0, 40.0]))
+                def advance(self, dt: float) -> None:
+                    async def sleep() -> None:
+                        clock.autojump_threshold = 0
+                        await trio.sleep(dt)
+                        clock.autojump_threshold = math.inf
+
+                    in_trio(sleep)
+                    self.model.advance(self.model.now + dt)
+
+                @rule()
+                def force_off(self) -> None:
+                    async def force_off() -> None:
+                        self.breaker.force_off()
+
+                    in_trio(force_off)
+                    self.model.force_off()
+
+                @rule()
+                def reset(self) -> None:
+                    async def reset() -> None:
+                        self.breaker.reset()
+
+                    in_trio(reset)
+                    self.model.reset()
+
+                @rule()
+                def stop(self) -> None:
+                    if self.name in sup:
+                        in_trio(sup.stop_circuit_breaker, self.name)
+                    self.model.state = State.STOPPED
+                    self.model.retry_at = None
+                    self.model.hanging.clear()
+
+                @invariant()
+                def matches_the_model(self) -> None:
+                    trio.from_thread.run_sync(self.check)
+
+                def check(self) -> None:
+                    model, breaker = self.model, self.breaker
+                    machine = breaker._machine
+                    assert trio.current_time() == model.now
+                    assert breaker.state is model.state
+                    if model.state is not State.STOPPED:
+                        assert machine.count(model.now) == model.count(model.now)
+                    assert machine.retry_at == pytest.approx(model.retry_at)
+                    # Exactly one retry timer while OFF and waiting, none else.
+                    waiting = breaker._waiting
+                    if model.retry_at is None:
+                        assert waiting is None or model.state is State.FORCED_OFF
+                    else:
+                        assert waiting is not None
+                        assert waiting.deadline == pytest.approx(model.retry_at)
+                    stats = breaker.statistics()
+                    assert stats.calls == (
+                        stats.replies
+                        + stats.errors
+                        + stats.off
+                        + stats.timeouts
+                        + stats.lost
+                        + stats.cancelled
+                        + stats.pending
+                    )
+
+            await trio.to_thread.run_sync(
+                lambda: run_state_machine_as_test(
+                    BreakerMatchesModel,
+                    settings=settings(
+                        max_examples=EXAMPLES,
+                        stateful_step_count=40,
+                        deadline=None,
+                        suppress_health_check=list(HealthCheck),
+                    ),
+                )
+            )
+            background.cancel_scope.cancel()
+
+    trio.run(main, clock=clock)
+
+
+@pytest.mark.parametrize("policy", POLICIES.values(), ids=POLICIES.keys())
+def test_the_breaker_matches_its_model(policy: Policy) -> None:
+    run_model_test(policy)
