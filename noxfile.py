@@ -125,6 +125,31 @@ def docs(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def soak(session: nox.Session) -> None:
+    """The full chaos soak: 50 breakers, 200 callers, one simulated hour."""
+    session.install(".", *_group("tests"))
+    session.run(
+        "pytest",
+        "tests/test_soak.py",
+        "-s",
+        *session.posargs,
+        env={"BREAKY_SOAK": "full"},
+    )
+
+
+@nox.session(python="3.11")
+def model(session: nox.Session) -> None:
+    """The model-based test with thousands of examples per policy."""
+    session.install(".", *_group("tests"))
+    session.run(
+        "pytest",
+        "tests/test_model.py",
+        *session.posargs,
+        env={"HYPOTHESIS_PROFILE": "long"},
+    )
+
+
+@nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """The benchmarks, targets enforced (not in the default run: timings)."""
     session.install(".")

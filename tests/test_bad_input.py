@@ -247,3 +247,110 @@ async def test_fail_needs_an_exception_instance(bad):
     assert len(errors) == 1
     assert isinstance(errors[0], TypeError)
     assert re.search(names("Exception instance", bad), str(errors[0]))
+
+
+# Everything else the API can be handed, in one table. Each entry makes the
+# bad call on a supervisor ``sup`` holding a running breaker ``db``; after it,
+# nothing new is registered and ``db`` still answers.
+
+
+async def _start(sup, **options):
+    await sup.start_circuit_breaker("new", echo, **options)
+
+
+BAD_CALLS = [
+    (
+        "policy of the wrong type",
+        lambda sup, db: _start(sup, policy={"failure_threshold": 3}),
+        TypeError,
+        r"policy must be a breaky\.Policy or None, got \{",
+    ),
+    (
+        "an option overriding a policy badly",
+        lambda sup, db: _start(sup, policy=breaky.Policy(), retry_timeout=-1),
+        ValueError,
+        names("retry_timeout", -1),
+    ),
+    (
+        "a policy option out of range",
+        lambda sup, db: _start(sup, policy=breaky.Policy(retry_backoff=0.5)),
+        ValueError,
+        names("retry_backoff", 0.5),
+    ),
+    (
+        "a subscriber's buffer of 0",
+        lambda sup, db: _async(db.subscribe, max_buffer=0),
+        ValueError,
+        names("max_buffer", 0),
+    ),
+    (
+        "a supervisor subscriber's buffer of a float",
+        lambda sup, db: _async(sup.subscribe, max_buffer=1.5),
+        TypeError,
+        names("max_buffer", 1.5),
+    ),
+    (
+        "an unknown breaker",
+        lambda sup, db: sup.stop_circuit_breaker("nope"),
+        KeyError,
+        r"no circuit breaker named 'nope'; known: \['db'\]",
+    ),
+    (
+        "a call's timeout as a string",
+        lambda sup, db: db.call("x", timeout="5"),
+        TypeError,
+        names("timeout", "5"),
+    ),
+    (
+        "a resource function that is not callable",
+        lambda sup, db: sup.start_circuit_breaker("new", 42),
+        TypeError,
+        r"fn must be an async function",
+    ),
+]
+
+
+async def _async(fn, *args, **kwargs):
+    return fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "match"),
+    [entry[1:] for entry in BAD_CALLS],
+    ids=[entry[0] for entry in BAD_CALLS],
+)
+async def test_every_other_bad_input_is_refused_cleanly(bad, error, match):
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker("db", echo)
+        with pytest.raises(error, match=match):
+            await bad(sup, db)
+        assert list(sup) == ["db"]
+        assert await db.call("still") == "still"
+
+
+async def test_use_after_stop_answers_off_and_outside_trio_is_an_error():
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker("db", echo)
+    # A stopped breaker is not an error to call: it answers OFF, as the seed.
+    assert await db.call("late") is breaky.OFF
+    assert await db.cast("late") is breaky.OFF
+    db.failure()
+    db.force_off()
+    db.reset()
+    assert db.state is breaky.State.STOPPED
+    with pytest.raises(RuntimeError, match="closed"):
+        await sup.start_circuit_breaker("db", echo)
+    with pytest.raises(trio.EndOfChannel):
+        await sup.subscribe().receive()
+
+
+def test_a_breaker_used_outside_trio_says_so():
+    async def main():
+        async with breaky.open_supervisor() as sup:
+            return await sup.start_circuit_breaker("db", echo)
+
+    db = trio.run(main)
+    with pytest.raises(RuntimeError, match="must be called from async context"):
+        db.failure()
+    with pytest.raises(RuntimeError, match="must be called from async context"):
+        db.statistics()
