@@ -1,122 +1,204 @@
-"""``python -m breaky demo``: a flaky resource trips the breaker OFF and recovers."""
+"""``python -m breaky demo``: a real TCP service goes down and comes back.
+
+The demo starts the key-value server of :mod:`breaky._kv` in a subprocess on a
+free port of 127.0.0.1, supervises a client connection to it with a breaker,
+and keeps a few callers calling. Every ``outage_every`` seconds it kills the
+server; the breaker trips OFF and backs off; after ``outage_length`` seconds
+it starts the server again and the breaker recovers. It prints each state
+change, a status line each second, and a summary at the end.
+"""
 
 from __future__ import annotations
 
+import collections
 import logging
+import subprocess
 import sys
 from typing import TYPE_CHECKING, TextIO
 
-import attrs
 import trio
 
+from ._kv import KVError, kv_connection
 from ._off import OFF
+from ._policy import Policy
 from ._supervisor import open_supervisor
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._breaker import CircuitBreaker
-    from ._inbox import Inbox
+    from ._events import StateChanges
+
+POLICY = Policy(
+    failure_threshold=3,
+    retry_timeout=0.5,
+    retry_backoff=2,
+    max_retry_timeout=2,
+    call_timeout=1,
+)
 
 
-@attrs.define
-class _Outside:
-    """The world the resource depends on, and what the callers saw."""
+class Server:
+    """The key-value server in a subprocess, which the demo kills and revives."""
 
-    down: bool = False
+    def __init__(self) -> None:
+        self.port = 0
+        self._process: trio.Process | None = None
 
-    def check(self, what: type[OSError]) -> None:
-        """Raise ``what`` while the outside is down."""
-        if self.down:
-            raise what
+    async def start(self) -> None:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "breaky._kv", str(self.port)],
+            stdout=subprocess.PIPE,
+        )
+        assert process.stdout is not None  # noqa: S101 - asked for above
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = await process.stdout.receive_some(100)
+            if not chunk:
+                msg = "the demo server exited before it listened"
+                raise RuntimeError(msg)
+            line += chunk
+        self.port = int(line.split()[1])
+        self._process = process
 
-    calls: int = 0
-    replies: int = 0
-    off: int = 0
-    errors: int = 0
+    async def kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            await self._process.wait()
+            self._process = None
 
 
-class _Narrator(logging.Handler):
-    """Print breaky's log records and the demo's own news, one line each."""
+class _OneLine(logging.Handler):
+    """Show breaky's log records as one line each, without tracebacks."""
 
-    def __init__(self, out: TextIO, start: float) -> None:
+    def __init__(self, say: Callable[[str], None]) -> None:
         super().__init__()
-        self.out = out
-        self.start = start
-
-    def say(self, text: str) -> None:
-        elapsed = trio.current_time() - self.start
-        print(f"{elapsed:5.2f}s  {text}", file=self.out)
+        self._say = say
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.say(record.getMessage())
-
-
-async def _database(
-    inbox: Inbox[str, str],
-    outside: _Outside,
-    *,
-    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """A pretend database connection: it fails whenever the outside is down."""
-    await trio.sleep(0.01)  # connecting
-    outside.check(ConnectionRefusedError)
-    task_status.started("connection #1")
-    async for request in inbox:
-        outside.check(ConnectionResetError)
-        await trio.sleep(0.001)  # the query
-        request.reply(f"rows for {request.message!r}")
+        self._say(f"log: {record.getMessage()}")
 
 
 async def _caller(
-    db: CircuitBreaker[str, str], outside: _Outside, stop: trio.Event
+    db: CircuitBreaker[str, str | None],
+    n: int,
+    answers: collections.Counter[str],
+    stop: trio.Event,
 ) -> None:
-    n = 0
+    i = 0
     while not stop.is_set():
-        n += 1
-        outside.calls += 1
+        i += 1
+        command = f"SET k{n} {i}" if i % 2 else f"GET k{n}"
         try:
-            answer = await db.call(f"select {n}")
-        except Exception:  # noqa: BLE001 - the demo counts every kind of answer
-            outside.errors += 1
+            answer = await db.call(command)
+        except KVError:
+            answers["error"] += 1
+        except trio.TooSlowError:
+            answers["timeout"] += 1
+        except Exception:  # noqa: BLE001 - ResourceLost: the demo counts it
+            answers["lost"] += 1
         else:
-            if answer is OFF:
-                outside.off += 1
-            else:
-                outside.replies += 1
+            answers["OFF" if answer is OFF else "reply"] += 1
         await trio.sleep(0.02)
 
 
-async def demo(out: TextIO | None = None) -> int:
+async def _narrate(changes: StateChanges, start: float, out: TextIO) -> None:
+    async for change in changes:
+        print(  # noqa: T201
+            f"{change.time - start:6.2f}s  breaker {change.breaker!r}: "
+            f"{change.old.name} -> {change.new.name} ({change.reason})",
+            file=out,
+        )
+
+
+async def _run_outages(  # noqa: PLR0913 - the demo's knobs
+    db: CircuitBreaker[str, str | None],
+    server: Server,
+    say: Callable[[str], None],
+    start: float,
+    duration: float,
+    outage_every: float,
+    outage_length: float,
+) -> None:
+    """Print a status line each second; kill and revive the server in turn."""
+    last_calls = 0
+    down_since: float | None = None
+    for second in range(1, int(duration) + 1):
+        await trio.sleep_until(start + second)
+        s = db.statistics()
+        say(
+            f"[{s.state.name:>10}] {s.calls - last_calls:4} calls/s, "
+            f"replies {s.replies}, OFF {s.off}, restarts {s.restarts + s.retries}"
+        )
+        last_calls = s.calls
+        if down_since is None and second % outage_every == outage_every // 2:
+            await server.kill()
+            down_since = second
+            say("killed the server")
+        elif down_since is not None and second - down_since >= outage_length:
+            await server.start()
+            down_since = None
+            say("restarted the server")
+
+
+async def demo(
+    out: TextIO | None = None,
+    *,
+    duration: float = 30.0,
+    outage_every: float = 10.0,
+    outage_length: float = 4.0,
+) -> int:
     """Run the demo, printing to ``out`` (stdout); return the exit status."""
     stream = sys.stdout if out is None else out
-    outside = _Outside()
-    handler = _Narrator(stream, trio.current_time())
+    start = trio.current_time()
+
+    def say(text: str) -> None:
+        print(f"{trio.current_time() - start:6.2f}s  {text}", file=stream)  # noqa: T201
+
+    # breaky logs each crash with its traceback; here one line each will do.
     logger = logging.getLogger("breaky")
+    handler = _OneLine(say)
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    server = Server()
+    await server.start()
+    say(f"key-value server listening on 127.0.0.1:{server.port}")
+    answers: collections.Counter[str] = collections.Counter()
+    stop = trio.Event()
     try:
-        print("a database goes down for 1.5 s and comes back", file=stream)
-        async with open_supervisor(shutdown_timeout=1.0) as sup:
-            db = await sup.start_circuit_breaker(
-                "db", _database, outside, failure_threshold=3, retry_timeout=0.5
-            )
-            stop = trio.Event()
-            async with trio.open_nursery() as callers:
-                for _ in range(3):
-                    callers.start_soon(_caller, db, outside, stop)
-                await trio.sleep(1.0)
-                handler.say("the database goes down")
-                outside.down = True
-                await trio.sleep(1.5)
-                handler.say("the database is back")
-                outside.down = False
-                await trio.sleep(1.0)
-                stop.set()
+        # The narration outlives the supervisor: its channel ends when the
+        # supervisor closes, after the last change (STOPPED) is told.
+        async with trio.open_nursery() as narration:
+            async with open_supervisor(shutdown_timeout=1) as sup:
+                narration.start_soon(_narrate, sup.subscribe(), start, stream)
+                db = await sup.start_circuit_breaker(
+                    "kv", kv_connection, server.port, policy=POLICY
+                )
+                async with trio.open_nursery() as callers:
+                    for n in range(3):
+                        callers.start_soon(_caller, db, n, answers, stop)
+                    await _run_outages(
+                        db, server, say, start, duration, outage_every, outage_length
+                    )
+                    stop.set()
+                stats = db.statistics()
     finally:
         logger.removeHandler(handler)
-    answered = outside.replies + outside.off + outside.errors
-    print(
-        f"calls: {outside.calls}, replies: {outside.replies}, OFF: {outside.off}, "
-        f"errors: {outside.errors}, unanswered: {outside.calls - answered}",
+        logger.setLevel(level)
+        with trio.CancelScope(shield=True):
+            await server.kill()
+    unanswered = stats.calls - sum(answers.values())
+    print(  # noqa: T201
+        f"calls: {stats.calls}, answers: "
+        + ", ".join(f"{kind} {n}" for kind, n in sorted(answers.items()))
+        + f"; unanswered: {unanswered}",
         file=stream,
     )
-    return 0 if answered == outside.calls and outside.off > 0 else 1
+    print(  # noqa: T201
+        "every call got exactly one answer"
+        if unanswered == 0
+        else "SOME CALLS WERE NOT ANSWERED",
+        file=stream,
+    )
+    return 0 if unanswered == 0 and answers["OFF"] and answers["reply"] else 1
