@@ -104,7 +104,7 @@ async def _caller(
 
 async def _narrate(changes: StateChanges, start: float, out: TextIO) -> None:
     async for change in changes:
-        print(  # noqa: T201
+        print(
             f"{change.time - start:6.2f}s  breaker {change.breaker!r}: "
             f"{change.old.name} -> {change.new.name} ({change.reason})",
             file=out,
@@ -112,6 +112,7 @@ async def _narrate(changes: StateChanges, start: float, out: TextIO) -> None:
 
 
 async def _run_outages(  # noqa: PLR0913 - the demo's knobs
+    *,
     db: CircuitBreaker[str, str | None],
     server: Server,
     say: Callable[[str], None],
@@ -153,7 +154,7 @@ async def demo(
     start = trio.current_time()
 
     def say(text: str) -> None:
-        print(f"{trio.current_time() - start:6.2f}s  {text}", file=stream)  # noqa: T201
+        print(f"{trio.current_time() - start:6.2f}s  {text}", file=stream)
 
     # breaky logs each crash with its traceback; here one line each will do.
     logger = logging.getLogger("breaky")
@@ -169,33 +170,41 @@ async def demo(
     try:
         # The narration outlives the supervisor: its channel ends when the
         # supervisor closes, after the last change (STOPPED) is told.
-        async with trio.open_nursery() as narration:
-            async with open_supervisor(shutdown_timeout=1) as sup:
-                narration.start_soon(_narrate, sup.subscribe(), start, stream)
-                db = await sup.start_circuit_breaker(
-                    "kv", kv_connection, server.port, policy=POLICY
+        async with (
+            trio.open_nursery() as narration,
+            open_supervisor(shutdown_timeout=1) as sup,
+        ):
+            narration.start_soon(_narrate, sup.subscribe(), start, stream)
+            db = await sup.start_circuit_breaker(
+                "kv", kv_connection, server.port, policy=POLICY
+            )
+            async with trio.open_nursery() as callers:
+                for n in range(3):
+                    callers.start_soon(_caller, db, n, answers, stop)
+                await _run_outages(
+                    db=db,
+                    server=server,
+                    say=say,
+                    start=start,
+                    duration=duration,
+                    outage_every=outage_every,
+                    outage_length=outage_length,
                 )
-                async with trio.open_nursery() as callers:
-                    for n in range(3):
-                        callers.start_soon(_caller, db, n, answers, stop)
-                    await _run_outages(
-                        db, server, say, start, duration, outage_every, outage_length
-                    )
-                    stop.set()
-                stats = db.statistics()
+                stop.set()
+            stats = db.statistics()
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
         with trio.CancelScope(shield=True):
             await server.kill()
     unanswered = stats.calls - sum(answers.values())
-    print(  # noqa: T201
+    print(
         f"calls: {stats.calls}, answers: "
         + ", ".join(f"{kind} {n}" for kind, n in sorted(answers.items()))
         + f"; unanswered: {unanswered}",
         file=stream,
     )
-    print(  # noqa: T201
+    print(
         "every call got exactly one answer"
         if unanswered == 0
         else "SOME CALLS WERE NOT ANSWERED",

@@ -1,5 +1,6 @@
-"""The demo's real service: a line-protocol key-value server over TCP, and a
-client connection to supervise.
+"""The demo's real service: a key-value server over TCP, and its client.
+
+The client connection is the resource that the demo's breaker supervises.
 
 The protocol, one line each way: ``SET key value`` answers ``OK``, ``GET key``
 answers ``VALUE value`` or ``NONE``; anything else answers ``ERROR ...``.
@@ -60,8 +61,8 @@ async def serve(
                     data[key] = value
                     await lines.send_line("OK")
                 elif command == "GET":
-                    value = data.get(rest)
-                    await lines.send_line("NONE" if value is None else f"VALUE {value}")
+                    found = data.get(rest)
+                    await lines.send_line("NONE" if found is None else f"VALUE {found}")
                 else:
                     await lines.send_line(f"ERROR unknown command {command!r}")
         except (ConnectionResetError, trio.BrokenResourceError):
