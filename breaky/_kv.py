@@ -102,7 +102,7 @@ async def kv_connection(
                 request.fail(KVError(answer))
 
 
-def main(port: int) -> None:
+def main(port: int) -> None:  # pragma: no cover - runs in the demo's subprocess
     """Run the server; print ``PORT n`` once it listens (for the parent)."""
 
     async def announce_and_serve() -> None:
