@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import trio
 
+from ._errors import CallTimeout, ResourceLost
 from ._kv import KVError, kv_connection
 from ._off import OFF
 from ._policy import Policy
@@ -38,6 +39,13 @@ POLICY = Policy(
 )
 
 
+async def _reap(process: trio.Process) -> None:
+    """Wait for an ended (or killed) process and close its output pipe."""
+    await process.wait()
+    if process.stdout is not None:
+        await process.stdout.aclose()
+
+
 class Server:
     """The key-value server in a subprocess, which the demo kills and revives."""
 
@@ -55,6 +63,7 @@ class Server:
         while not line.endswith(b"\n"):
             chunk = await process.stdout.receive_some(100)
             if not chunk:
+                await _reap(process)
                 msg = "the demo server exited before it listened"
                 raise RuntimeError(msg)
             line += chunk
@@ -64,8 +73,11 @@ class Server:
     async def kill(self) -> None:
         if self._process is not None:
             self._process.kill()
-            await self._process.wait()
+            await _reap(self._process)
             self._process = None
+
+
+_ANSWER_KINDS = {ResourceLost: "lost", CallTimeout: "timeout", KVError: "error"}
 
 
 class _OneLine(logging.Handler):
@@ -91,12 +103,8 @@ async def _caller(
         command = f"SET k{n} {i}" if i % 2 else f"GET k{n}"
         try:
             answer = await db.call(command)
-        except KVError:
-            answers["error"] += 1
-        except trio.TooSlowError:
-            answers["timeout"] += 1
-        except Exception:  # noqa: BLE001 - ResourceLost: the demo counts it
-            answers["lost"] += 1
+        except Exception as exc:  # noqa: BLE001 - the demo counts every kind
+            answers[_ANSWER_KINDS.get(type(exc), type(exc).__name__)] += 1
         else:
             answers["OFF" if answer is OFF else "reply"] += 1
         await trio.sleep(0.02)

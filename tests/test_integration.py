@@ -133,10 +133,25 @@ async def test_a_killed_tcp_server_trips_the_breaker_and_its_return_heals_it(
     finally:
         with trio.CancelScope(shield=True):
             await server.kill()
+            await server.kill()  # killing a dead server is harmless
     assert tally.answered == tally.calls == stats.calls
     assert tally.answers["reply"] == stats.replies > 0
     assert tally.answers["off"] == stats.off > 0
     assert stats.trips == 2
+
+
+async def test_a_server_that_cannot_listen_is_reported(
+    clock: trio.testing.MockClock,
+) -> None:
+    first = Server()
+    await first.start()
+    second = Server()
+    second.port = first.port  # taken: the second server cannot bind it
+    try:
+        with pytest.raises(RuntimeError, match="exited before it listened"):
+            await second.start()
+    finally:
+        await first.kill()
 
 
 @attrs.define
