@@ -42,8 +42,8 @@ POLICY = Policy(
 async def _reap(process: trio.Process) -> None:
     """Wait for an ended (or killed) process and close its output pipe."""
     await process.wait()
-    if process.stdout is not None:
-        await process.stdout.aclose()
+    assert process.stdout is not None  # noqa: S101 - the Server asks for a pipe
+    await process.stdout.aclose()
 
 
 class Server:
@@ -77,7 +77,11 @@ class Server:
             self._process = None
 
 
-_ANSWER_KINDS = {ResourceLost: "lost", CallTimeout: "timeout", KVError: "error"}
+_ANSWER_KINDS: dict[type[Exception], str] = {
+    ResourceLost: "lost",
+    CallTimeout: "timeout",
+    KVError: "error",
+}
 
 
 class _OneLine(logging.Handler):
