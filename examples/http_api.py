@@ -56,7 +56,10 @@ async def http_api(
     task_status: trio.TaskStatus[httpx.AsyncClient] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The resource: an httpx client that proved it can reach the API."""
-    async with httpx.AsyncClient(base_url=base_url) as client:
+    # Two timeouts, two jobs: httpx's bounds how long this resource waits on
+    # the network (then it raises, and the resource crashes); the breaker's
+    # call_timeout bounds how long a caller waits for its answer.
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
         (await client.get("/")).raise_for_status()  # unhealthy: a failed start
         task_status.started(client)
         async for request in inbox:
