@@ -54,3 +54,16 @@ async def service(
                     request.reply(message)
     finally:
         world.finally_ran += 1
+
+
+def answered_calls(stats: breaky.BreakerStatistics) -> int:
+    """Every kind of answer a call can get, plus the calls still pending."""
+    return (
+        stats.replies
+        + stats.errors
+        + stats.off
+        + stats.timeouts
+        + stats.lost
+        + stats.cancelled
+        + stats.pending
+    )

@@ -20,20 +20,12 @@ import trio
 import trio.testing
 
 import breaky
-from breaky import OFF, Policy, State
-from breaky._demo import Server
+from breaky import OFF, State
+from breaky._demo import POLICY, Server
 from breaky._kv import KVError, kv_connection, serve
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
-
-POLICY = Policy(
-    failure_threshold=3,
-    retry_timeout=0.5,
-    retry_backoff=2,
-    max_retry_timeout=2,
-    call_timeout=1,
-)
 
 
 @pytest.fixture

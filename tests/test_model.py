@@ -28,6 +28,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from support import answered_calls
 
 import breaky
 from breaky import OFF, Policy, State
@@ -321,15 +322,7 @@ def run_model_test(policy: Policy) -> None:
                         assert waiting is not None
                         assert waiting.deadline == pytest.approx(model.retry_at)
                     stats = breaker.statistics()
-                    assert stats.calls == (
-                        stats.replies
-                        + stats.errors
-                        + stats.off
-                        + stats.timeouts
-                        + stats.lost
-                        + stats.cancelled
-                        + stats.pending
-                    )
+                    assert stats.calls == answered_calls(stats)
 
             await trio.to_thread.run_sync(
                 lambda: run_state_machine_as_test(
