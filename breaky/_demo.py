@@ -144,7 +144,13 @@ async def _run_outages(  # noqa: PLR0913 - the demo's knobs
             f"replies {s.replies}, OFF {s.off}, restarts {s.restarts + s.retries}"
         )
         last_calls = s.calls
-        if down_since is None and second % outage_every == outage_every // 2:
+        # An outage starts only if there is time left to watch the recovery.
+        recovers_in_time = second + outage_length + 3 <= duration
+        if (
+            down_since is None
+            and recovers_in_time
+            and second % outage_every == outage_every // 2
+        ):
             await server.kill()
             down_since = second
             say("killed the server")
