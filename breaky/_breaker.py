@@ -325,20 +325,17 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         old = machine.state
         now = trio.current_time()
         event(machine, now)
-        self._rearm_wait()
+        self._end_wait_if_due()
         if machine.state is not old:
             self._changed(StateChange(self._name, old, machine.state, reason, now))
 
-    def _rearm_wait(self) -> None:
-        """End the wait for the next attempt if the machine no longer waits."""
-        # Only the wait's end can come sooner (reset, stop); FORCED_OFF waits on.
+    def _end_wait_if_due(self) -> None:
+        """Wake the runner from its wait once there is something to do."""
         machine = self._machine
-        if (
-            self._waiting is not None
-            and machine.retry_at is None
-            and machine.state is not State.FORCED_OFF
+        if self._waiting is not None and (
+            machine.wants_start or machine.state is State.STOPPED
         ):
-            self._waiting.cancel()
+            self._waiting.cancel()  # reset() wants a start now, or stop()
 
     def _changed(self, change: StateChange) -> None:
         old, new = change.old, change.new
@@ -352,7 +349,7 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             self._resource = OFF
             self._inbox._close()
             logger.info("breaker %r stopped", self._name, extra=self._extra())
-        elif new is State.OFF and (old is State.FORCED_OFF):
+        elif new is State.OFF and old is State.FORCED_OFF:
             logger.info("breaker %r was reset", self._name, extra=self._extra())
         else:
             # Turned OFF, or forced OFF: nothing more is served.
