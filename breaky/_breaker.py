@@ -14,7 +14,7 @@ import trio
 from ._errors import split_errors
 from ._events import Publisher, StateChange, StateChanges
 from ._inbox import Inbox
-from ._machine import Machine, State
+from ._machine import Hold, Machine, State
 from ._off import OFF, Off
 from ._policy import Policy, check_count, check_seconds
 from ._request import QUEUED, MessageT, ReplyT
@@ -84,6 +84,8 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
     # The scope of the wait for the next attempt while OFF.
     _waiting: trio.CancelScope | None = attrs.field(init=False, default=None)
     _settled: trio.Event = attrs.field(init=False, factory=trio.Event)
+    # Why the next start is made, when a fleet turning ON asked for it.
+    _fleet_on_reason: str | None = attrs.field(init=False, default=None)
     _finished: trio.Event = attrs.field(init=False, factory=trio.Event)
 
     def __attrs_post_init__(self) -> None:
@@ -311,12 +313,24 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             )
 
     def _on_started(self, value: object) -> None:
-        self._feed(Machine.started, "the resource started")
+        reason, self._fleet_on_reason = self._fleet_on_reason, None
+        self._feed(
+            Machine.started,
+            "the resource started" + ("" if reason is None else f" ({reason})"),
+        )
         if self._machine.state is State.ON:
             self._resource = value
 
     def _failed(self, reason: str) -> None:
         self._feed(Machine.failure, reason)
+
+    def _fleet_says(
+        self, event: Callable[[Machine, float], None], reason: str
+    ) -> None:
+        """What the fleet says (see :mod:`breaky._fleet`): one more input."""
+        if event is Machine.fleet_on and self._machine.hold is not Hold.NONE:
+            self._fleet_on_reason = reason  # the next start's reason says so
+        self._feed(event, reason)
 
     # State changes: the one place where the machine is fed.
 
@@ -330,12 +344,22 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             self._changed(StateChange(self._name, old, machine.state, reason, now))
 
     def _end_wait_if_due(self) -> None:
-        """Wake the runner from its wait once there is something to do."""
+        """Wake the runner once there is something to do; keep it to its timer."""
         machine = self._machine
-        if self._waiting is not None and (
-            machine.wants_start or machine.state is State.STOPPED
+        waiting = self._waiting
+        if waiting is not None:
+            if machine.wants_start or machine.state is State.STOPPED:
+                waiting.cancel()  # reset() wants a start now, or stop()
+            else:
+                # A fleet may arm, move or drop the one retry timer.
+                retry_at = machine.retry_at
+                waiting.deadline = math.inf if retry_at is None else retry_at
+        elif (
+            self._instance is not None
+            and machine.state is State.OFF
+            and not machine.wants_start
         ):
-            self._waiting.cancel()  # reset() wants a start now, or stop()
+            self._instance.cancel()  # an attempt the fleet no longer wants
 
     def _changed(self, change: StateChange) -> None:
         old, new = change.old, change.new
@@ -370,6 +394,15 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             logger.warning("breaker %r forced OFF", self._name, extra=self._extra())
             return
         retry_at = self._machine.retry_at
+        if self._machine.hold is not Hold.NONE:
+            logger.error(
+                "breaker %r turned OFF (%s)%s",
+                self._name,
+                change.reason,
+                "" if retry_at is None else f"; next start in {retry_at - change.time:g} s",
+                extra=self._extra(),
+            )
+            return
         assert retry_at is not None  # noqa: S101 - a trip arms the retry
         logger.error(
             "breaker %r turned OFF after %d failures (last: %s); next start in %g s",

@@ -42,6 +42,27 @@ class State(enum.Enum):
     STOPPED = "stopped"
 
 
+class Hold(enum.Enum):
+    """What a fleet says of this instance's breaker (see :mod:`breaky._fleet`).
+
+    - ``NONE``: no fleet holds it; the local rules alone apply.
+    - ``HELD``: the fleet holds it OFF and another instance probes: no timer,
+      no attempt.
+    - ``PROBER``: the fleet holds it OFF and this instance probes, at the
+      policy's retry rate.
+    """
+
+    NONE = "none"
+    HELD = "held"
+    PROBER = "prober"
+
+
+# The longest random delay before the start that fleet ON asks of each held
+# instance: the fleet's instances reconnect within half a second, not all in
+# the same millisecond.
+FLEET_ON_SPREAD = 0.5
+
+
 @final
 @attrs.define
 class Machine:
@@ -50,12 +71,18 @@ class Machine:
     Every input takes ``now`` (seconds on Trio's clock) and returns nothing:
     the caller compares :attr:`state` before and after to see a transition.
     ``retry_at`` is not ``None`` exactly when the breaker is OFF and waiting to
-    retry, so there is never more than one retry timer.
+    retry, so there is never more than one retry timer. While a fleet holds it
+    OFF (``hold`` is ``HELD``) there is no timer and nothing is tried.
     """
 
     policy: Policy
     state: State = State.STARTING
     retry_at: float | None = None
+    # What the fleet, if any, says of this breaker.
+    hold: Hold = Hold.NONE
+    # OFF by its own failures (a trip, or a failed attempt while no fleet
+    # held it), not only because a fleet holds it: what a fleet reports.
+    sees_off: bool = False
     # The wait before the next attempt while OFF, before jitter.
     retry_wait: float = attrs.field(init=False)
     # The jitter's random source: the policy's, or the breaker's own.
@@ -80,7 +107,11 @@ class Machine:
     @property
     def wants_start(self) -> bool:
         """Whether a resource instance should be started now."""
-        return self.accepting or (self.state is State.OFF and self.retry_at is None)
+        return self.accepting or (
+            self.state is State.OFF
+            and self.retry_at is None
+            and self.hold is not Hold.HELD
+        )
 
     def count(self, now: float) -> int:
         """Return the failures that count at ``now`` (a window forgets)."""
@@ -100,6 +131,7 @@ class Machine:
             self._failure_times.clear()
             self.retry_wait = self.policy.retry_timeout
             self.state = State.ON
+            self.sees_off = False
 
     def start_failed(self, now: float) -> None:
         """A resource instance ended before calling ``started()``."""
@@ -109,6 +141,8 @@ class Machine:
             wait = self.retry_wait * self.policy.retry_backoff
             self.retry_wait = wait if cap is None else min(wait, cap)
             self._arm(now)
+            if self.hold is Hold.NONE:
+                self.sees_off = True  # still failing, as seen from here
         else:
             self._count(now)
 
@@ -130,6 +164,7 @@ class Machine:
         if self.state is not State.STOPPED:
             self.state = State.FORCED_OFF
             self.retry_at = None
+            self.sees_off = False
 
     def reset(self, now: float) -> None:  # noqa: ARG002
         """Forget the failures; when OFF (forced or not), want a start now."""
@@ -137,6 +172,10 @@ class Machine:
             return
         self._failure_times.clear()
         self.retry_wait = self.policy.retry_timeout
+        # A manual override: this instance tries now, whatever its fleet says
+        # (until the fleet's state next changes).
+        self.hold = Hold.NONE
+        self.sees_off = False
         if self.state is State.OFF or self.state is State.FORCED_OFF:
             self.state = State.OFF
             self.retry_at = None
@@ -145,6 +184,55 @@ class Machine:
         """The breaker was asked to stop; nothing is started after this."""
         self.state = State.STOPPED
         self.retry_at = None
+        self.hold = Hold.NONE
+        self.sees_off = False
+
+    # What a fleet says. Each is idempotent: saying it again changes nothing.
+
+    def fleet_off(self, now: float) -> None:
+        """The fleet holds the breaker OFF and another instance probes."""
+        self._held(now, Hold.HELD)
+
+    def fleet_probe(self, now: float) -> None:
+        """The fleet holds the breaker OFF and this instance probes."""
+        self._held(now, Hold.PROBER)
+
+    def fleet_on(self, now: float) -> None:
+        """The fleet no longer holds it OFF: start soon, at a random moment."""
+        old, self.hold = self.hold, Hold.NONE
+        if old is Hold.NONE or self.state is not State.OFF:
+            return
+        self.sees_off = False
+        soon = now + FLEET_ON_SPREAD * self.rng.random()
+        if self.retry_at is not None:
+            self.retry_at = min(self.retry_at, soon)
+        elif old is Hold.HELD:
+            self.retry_at = soon
+        # else: the prober's attempt is under way.
+
+    def fleet_lost(self, now: float) -> None:
+        """The fleet cannot be reached: the local rules alone apply again."""
+        old, self.hold = self.hold, Hold.NONE
+        if old is Hold.HELD and self.state is State.OFF:
+            self._arm(now)  # retry at the policy's rate, as if never held
+
+    def _held(self, now: float, hold: Hold) -> None:
+        if self.state is State.STOPPED:
+            return  # out of the fleet for good
+        old, self.hold = self.hold, hold
+        if self.state is State.FORCED_OFF:
+            return  # until reset(), which overrides the hold
+        self.sees_off = False  # the fleet knows; no report while held
+        if self.accepting:
+            self.state = State.OFF
+            self.retry_wait = self.policy.retry_timeout
+            self.retry_at = None
+            if hold is Hold.PROBER:
+                self._arm(now)
+        elif hold is Hold.HELD:
+            self.retry_at = None  # an attempt under way is dismissed
+        elif old is Hold.HELD:
+            self._arm(now)  # the new prober waits one retry period first
 
     def _count(self, now: float) -> None:
         if not self.accepting:
@@ -154,6 +242,7 @@ class Machine:
             self.state = State.OFF
             self.retry_wait = self.policy.retry_timeout
             self._arm(now)
+            self.sees_off = True
 
     def _arm(self, now: float) -> None:
         wait = self.retry_wait

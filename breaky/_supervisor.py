@@ -12,6 +12,7 @@ import trio
 
 from ._breaker import FROM_POLICY, CircuitBreaker, FromPolicy
 from ._events import Publisher, StateChanges
+from ._fleet import Fleet, Link
 from ._policy import Policy, check_count, check_seconds
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
@@ -216,7 +217,7 @@ def _check_resource_function(fn: object, args: tuple[object, ...]) -> None:
 
 @asynccontextmanager
 async def open_supervisor(
-    *, shutdown_timeout: float = 5.0
+    *, shutdown_timeout: float = 5.0, fleet: Fleet | None = None
 ) -> AsyncGenerator[Supervisor, None]:
     """Open a supervisor for circuit breakers; use with ``async with``.
 
@@ -225,16 +226,29 @@ async def open_supervisor(
     in the block cancels them at once and comes out as itself. Resource errors
     never come out; ``KeyboardInterrupt`` and ``SystemExit`` do.
 
+    Args:
+        shutdown_timeout: seconds resources get to return at the end.
+        fleet: a fleet that every breaker of this supervisor joins under its
+            name, such as :class:`breaky.redis.RedisFleet`; ``None`` (the
+            default): each breaker is on its own. Opening never waits for the
+            fleet's store.
+
     Raises:
-        TypeError, ValueError: ``shutdown_timeout`` is not a finite number >= 0.
+        TypeError, ValueError: ``shutdown_timeout`` is not a finite number >= 0,
+            or ``fleet`` is not a fleet.
 
     """
     grace = check_seconds("shutdown_timeout", shutdown_timeout, allow_zero=True)
     assert grace is not None  # noqa: S101 - None is not allowed above
+    if fleet is not None and not isinstance(cast("object", fleet), Fleet):
+        msg = f"fleet must be a breaky fleet (breaky.redis.RedisFleet) or None, got {fleet!r}"
+        raise TypeError(msg)
     body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
             supervisor = Supervisor(nursery, grace)
+            if fleet is not None:
+                await nursery.start(fleet._serve, Link(supervisor))
             try:
                 yield supervisor
             except BaseException as exc:  # noqa: BLE001 - re-raised below

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from breaky._machine import Machine, State
+from breaky._machine import FLEET_ON_SPREAD, Hold, Machine, State
 from breaky._policy import Policy
 
 
@@ -267,3 +267,129 @@ def test_random_inputs_follow_the_model_and_keep_the_invariants(
             assert m.failures < threshold
         if was_stopped:
             assert m.state is State.STOPPED
+
+
+# What a fleet says: new inputs of the same machine.
+
+
+def held(prober: bool = False) -> Machine:
+    m = machine()
+    m.started(0.0)
+    (m.fleet_probe if prober else m.fleet_off)(1.0)
+    return m
+
+
+def test_fleet_off_turns_an_on_machine_off_with_no_timer():
+    m = held()
+    assert (m.state, m.hold, m.retry_at, m.wants_start) == (
+        State.OFF,
+        Hold.HELD,
+        None,
+        False,
+    )
+    assert not m.sees_off
+
+
+def test_fleet_off_drops_a_tripped_machines_timer_and_its_report():
+    m = tripped()
+    assert m.sees_off
+    m.fleet_off(6.0)
+    assert (m.retry_at, m.wants_start, m.sees_off) == (None, False, False)
+
+
+def test_the_prober_retries_at_the_policys_rate():
+    m = held(prober=True)
+    assert (m.state, m.hold, m.retry_at) == (State.OFF, Hold.PROBER, 11.0)
+    m.retry_due(11.0)
+    assert m.wants_start
+    m.start_failed(11.5)
+    assert (m.retry_at, m.sees_off) == (21.5, False)  # held: no report
+
+
+def test_a_tripped_machine_keeps_its_timer_as_the_prober():
+    m = tripped(at=5.0)
+    m.fleet_probe(6.0)
+    assert m.retry_at == 15.0
+
+
+def test_a_held_machine_that_becomes_the_prober_waits_one_period():
+    m = held()
+    m.fleet_probe(4.0)
+    assert m.retry_at == 14.0
+    m.retry_due(14.0)
+    m.fleet_probe(14.0)  # said again while the attempt is under way
+    assert (m.retry_at, m.wants_start) == (None, True)
+
+
+def test_the_prober_told_held_stops_trying():
+    m = held(prober=True)
+    m.fleet_off(2.0)
+    assert (m.retry_at, m.wants_start) == (None, False)
+
+
+def test_fleet_on_asks_a_held_machine_for_a_start_within_the_spread():
+    m = held()
+    m.fleet_on(5.0)
+    assert m.hold is Hold.NONE
+    assert m.retry_at is not None
+    assert 5.0 <= m.retry_at <= 5.0 + FLEET_ON_SPREAD
+
+
+def test_fleet_on_brings_the_probers_next_start_forward_never_back():
+    m = held(prober=True)
+    m.fleet_on(2.0)
+    assert m.retry_at is not None
+    assert m.retry_at <= 2.0 + FLEET_ON_SPREAD
+    m = held(prober=True)
+    m.retry_due(11.0)  # the probe is under way: left alone
+    m.fleet_on(11.0)
+    assert (m.retry_at, m.wants_start) == (None, True)
+
+
+def test_fleet_on_changes_nothing_unless_held_and_off():
+    m = tripped()
+    m.fleet_on(6.0)  # never held: its own trip stands
+    assert m.retry_at == 15.0
+    m = held()
+    m.started(2.0)  # not wanted: ignored
+    m.reset(2.0)
+    m.started(2.0)
+    m.fleet_probe(3.0)
+    m.reset(3.0)
+    assert m.hold is Hold.NONE
+    m.fleet_off(4.0)
+    m.force_off(5.0)
+    m.fleet_on(6.0)
+    assert (m.state, m.hold, m.retry_at) == (State.FORCED_OFF, Hold.NONE, None)
+
+
+def test_fleet_lost_puts_a_held_machine_back_on_local_retries():
+    m = held()
+    m.fleet_lost(3.0)
+    assert (m.hold, m.retry_at) == (Hold.NONE, 13.0)
+    m = held(prober=True)
+    m.fleet_lost(3.0)
+    assert m.retry_at == 11.0  # the prober's timer stands
+
+
+def test_a_stopped_or_forced_off_machine_ignores_the_fleet():
+    m = machine()
+    m.stop()
+    m.fleet_off(1.0)
+    assert (m.state, m.hold) == (State.STOPPED, Hold.NONE)
+    m = machine()
+    m.force_off(1.0)
+    m.fleet_off(2.0)
+    assert (m.state, m.hold, m.retry_at) == (State.FORCED_OFF, Hold.HELD, None)
+    m.reset(3.0)  # the manual override: start now
+    assert (m.hold, m.wants_start) == (Hold.NONE, True)
+
+
+def test_a_failed_attempt_while_not_held_reports_off_again():
+    m = held()
+    m.fleet_on(2.0)
+    assert not m.sees_off
+    assert m.retry_at is not None
+    m.retry_due(m.retry_at)
+    m.start_failed(3.0)
+    assert m.sees_off

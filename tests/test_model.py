@@ -5,7 +5,8 @@ each step run in Trio with ``trio.from_thread``. Time moves only in the
 ``advance`` rule: the mock clock auto-jumps then, and stays still otherwise.
 After every step the breaker's state, failure count and retry deadline must
 equal the model's, its one retry timer must be the model's, and its
-statistics must add up.
+statistics must add up. What a fleet says (OFF, you probe, ON, lost) is fed
+through the fleet seam, as a fleet would.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from support import answered_calls
 
 import breaky
 from breaky import OFF, Policy, State
+from breaky._fleet import Member, View
+from breaky._machine import FLEET_ON_SPREAD, Hold
 
 POLICIES = {
     "seed rule": Policy(failure_threshold=3, retry_timeout=10, call_timeout=5),
@@ -63,6 +66,9 @@ class Model:
     starts_fail: bool = False
     # Deadlines of the calls the running instance holds and never answers.
     hanging: list[float] = attrs.Factory(list)
+    hold: Hold = Hold.NONE
+    sees_off: bool = False
+    retries: int = 0
 
     def __attrs_post_init__(self) -> None:
         self.wait = self.policy.retry_timeout
@@ -86,6 +92,7 @@ class Model:
             self.hanging.clear()  # the instance is cancelled: they are lost
             self.wait = self.policy.retry_timeout
             self.retry_at = at + self.wait
+            self.sees_off = True
 
     def instance_ended(self, at: float) -> None:
         self.hanging.clear()
@@ -95,15 +102,19 @@ class Model:
 
     def attempt(self, at: float) -> None:
         self.retry_at = None
+        self.retries += 1
         if self.starts_fail:
             cap = self.policy.max_retry_timeout
             self.wait *= self.policy.retry_backoff
             self.wait = self.wait if cap is None else min(self.wait, cap)
             self.retry_at = at + self.wait
+            if self.hold is Hold.NONE:
+                self.sees_off = True
         else:
             self.state = State.ON
             self.failure_times.clear()
             self.wait = self.policy.retry_timeout
+            self.sees_off = False
 
     def advance(self, to: float) -> None:
         while True:
@@ -123,14 +134,56 @@ class Model:
             self.state = State.FORCED_OFF
             self.retry_at = None
             self.hanging.clear()
+            self.sees_off = False
 
     def reset(self) -> None:
         if self.state is State.STOPPED:
             return
         self.failure_times.clear()
         self.wait = self.policy.retry_timeout
+        self.hold = Hold.NONE  # a manual override of the fleet
+        self.sees_off = False
         if self.state in (State.OFF, State.FORCED_OFF):
             self.state = State.OFF
+            self.attempt(self.now)
+
+    def fleet_holds(self, hold: Hold) -> None:
+        """Fleet OFF: held with no timer, or the prober at the policy's rate."""
+        if self.state is State.STOPPED:
+            return
+        old, self.hold = self.hold, hold
+        if self.state is State.FORCED_OFF:
+            return
+        self.sees_off = False
+        if self.state is State.ON:
+            self.state = State.OFF
+            self.hanging.clear()
+            self.wait = self.policy.retry_timeout
+            self.retry_at = None
+            if hold is Hold.PROBER:
+                self.retry_at = self.now + self.wait
+        elif hold is Hold.HELD:
+            self.retry_at = None
+        elif old is Hold.HELD:
+            self.retry_at = self.now + self.wait
+
+    def fleet_lost(self) -> None:
+        """Held instances go back to retrying at the policy's rate."""
+        old, self.hold = self.hold, Hold.NONE
+        if old is Hold.HELD and self.state is State.OFF:
+            self.retry_at = self.now + self.wait
+
+    def fleet_on(self, chosen: float | None) -> None:
+        """Released: one start within FLEET_ON_SPREAD (the machine's draw)."""
+        old, self.hold = self.hold, Hold.NONE
+        if old is Hold.NONE or self.state is not State.OFF:
+            return
+        self.sees_off = False
+        soon = self.now + FLEET_ON_SPREAD
+        assert chosen is not None
+        assert self.now <= chosen <= min(soon, self.retry_at or soon)
+        self.retry_at = chosen
+        if chosen <= self.now:
             self.attempt(self.now)
 
 
@@ -301,6 +354,34 @@ def run_model_test(policy: Policy) -> None:
                     self.model.state = State.STOPPED
                     self.model.retry_at = None
                     self.model.hanging.clear()
+                    self.model.hold = Hold.NONE
+                    self.model.sees_off = False
+
+                def tell(self, view: View) -> float | None:
+                    async def tell() -> float | None:
+                        Member(self.breaker).tell(view, f"fleet {view.name}")
+                        return self.breaker._machine.retry_at
+
+                    return in_trio(tell)  # type: ignore[no-any-return]
+
+                @rule()
+                def fleet_off(self) -> None:
+                    self.tell(View.OFF)
+                    self.model.fleet_holds(Hold.HELD)
+
+                @rule()
+                def fleet_probe(self) -> None:
+                    self.tell(View.PROBE)
+                    self.model.fleet_holds(Hold.PROBER)
+
+                @rule()
+                def fleet_on(self) -> None:
+                    self.model.fleet_on(self.tell(View.ON))
+
+                @rule()
+                def fleet_lost(self) -> None:
+                    self.tell(View.LOST)
+                    self.model.fleet_lost()
 
                 @invariant()
                 def matches_the_model(self) -> None:
@@ -314,15 +395,23 @@ def run_model_test(policy: Policy) -> None:
                     if model.state is not State.STOPPED:
                         assert machine.count(model.now) == model.count(model.now)
                     assert machine.retry_at == pytest.approx(model.retry_at)
-                    # Exactly one retry timer while OFF and waiting, none else.
+                    assert machine.hold is model.hold
+                    assert machine.sees_off is model.sees_off
+                    # Exactly one retry timer while OFF and waiting, none else;
+                    # none at all while held OFF by the fleet.
                     waiting = breaker._waiting
                     if model.retry_at is None:
-                        assert waiting is None or model.state is State.FORCED_OFF
+                        assert waiting is None or model.state is State.FORCED_OFF or (
+                            model.hold is Hold.HELD and model.state is State.OFF
+                        )
+                        assert waiting is None or waiting.deadline == math.inf
                     else:
                         assert waiting is not None
                         assert waiting.deadline == pytest.approx(model.retry_at)
                     stats = breaker.statistics()
                     assert stats.calls == answered_calls(stats)
+                    # Held instances try nothing: every attempt is the model's.
+                    assert stats.retries == model.retries
 
             await trio.to_thread.run_sync(
                 lambda: run_state_machine_as_test(
