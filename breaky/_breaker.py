@@ -316,7 +316,7 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         reason, self._fleet_on_reason = self._fleet_on_reason, None
         self._feed(
             Machine.started,
-            "the resource started" + ("" if reason is None else f" ({reason})"),
+            "the resource started" + ("" if reason is None else f" after {reason}"),
         )
         if self._machine.state is State.ON:
             self._resource = value
