@@ -105,6 +105,14 @@ class Fleet(abc.ABC):
     __slots__ = ()
 
     @abc.abstractmethod
+    def _claim(self) -> None:
+        """Reserve the fleet for one supervisor, or raise ``RuntimeError``.
+
+        Called by :func:`breaky.open_supervisor` before anything starts; the
+        fleet is free again when :meth:`_serve` ends.
+        """
+
+    @abc.abstractmethod
     async def _serve(
         self, link: Link, *, task_status: trio.TaskStatus[None]
     ) -> None:

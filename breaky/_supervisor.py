@@ -236,6 +236,7 @@ async def open_supervisor(
     Raises:
         TypeError, ValueError: ``shutdown_timeout`` is not a finite number >= 0,
             or ``fleet`` is not a fleet.
+        RuntimeError: ``fleet`` already serves another supervisor.
 
     """
     grace = check_seconds("shutdown_timeout", shutdown_timeout, allow_zero=True)
@@ -243,6 +244,8 @@ async def open_supervisor(
     if fleet is not None and not isinstance(cast("object", fleet), Fleet):
         msg = f"fleet must be a breaky fleet (breaky.redis.RedisFleet) or None, got {fleet!r}"
         raise TypeError(msg)
+    if fleet is not None:
+        fleet._claim()  # one supervisor at a time; freed when it is served
     body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:

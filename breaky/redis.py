@@ -236,17 +236,19 @@ class RedisFleet(Fleet):
 
     # The fleet's task, in the supervisor's nursery.
 
-    async def _serve(
-        self, link: Link, *, task_status: trio.TaskStatus[None]
-    ) -> None:
+    def _claim(self) -> None:
         if self._serving:
             msg = f"{self!r} already serves a supervisor"
             raise RuntimeError(msg)
         self._serving = True
-        tracker = _Tracker()
-        changes = link.subscribe()
-        task_status.started()
+
+    async def _serve(
+        self, link: Link, *, task_status: trio.TaskStatus[None]
+    ) -> None:
         try:
+            tracker = _Tracker()
+            changes = link.subscribe()
+            task_status.started()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch, changes, tracker)
                 await self._keep_joined(link, tracker)

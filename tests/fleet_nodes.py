@@ -1,0 +1,117 @@
+"""Instances of a fleet for the tests: each its own supervisor and RedisFleet.
+
+Run as a script, one instance is one OS process: ``python fleet_nodes.py URL
+NAME QUORUM REPORT_TTL DOWN_FILE``. It starts the breaker ``db`` over a
+resource that fails while ``DOWN_FILE`` exists, prints each start attempt and
+each state change of its breaker as one line on stdout, and runs until killed
+or until its stdin closes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+import breaky
+from breaky.redis import RedisFleet
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+POLICY = breaky.Policy(failure_threshold=2, retry_timeout=0.2, call_timeout=1)
+
+
+@attrs.define
+class Node:
+    """One instance: its fleet, its supervisor, what its resource saw."""
+
+    name: str
+    fleet: RedisFleet
+    down: Callable[[], bool]
+    starts: int = 0
+    changes: list[breaky.StateChange] = attrs.Factory(list)
+    sup: breaky.Supervisor | None = None
+    breaker: breaky.CircuitBreaker[Any, Any] | None = None
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    on_change: Callable[[breaky.StateChange], None] | None = None
+
+    @property
+    def db(self) -> breaky.CircuitBreaker[Any, Any]:
+        assert self.breaker is not None
+        return self.breaker
+
+    async def resource(
+        self,
+        inbox: breaky.Inbox[Any, Any],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        self.starts += 1
+        if self.down():
+            raise ConnectionRefusedError(self.name)
+        task_status.started()
+        async for request in inbox:
+            if self.down():
+                request.fail(ConnectionResetError(self.name))
+                raise ConnectionResetError(self.name)
+            request.reply(self.name)
+
+    async def run(
+        self,
+        policy: breaky.Policy = POLICY,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        with self.scope:
+            async with breaky.open_supervisor(fleet=self.fleet) as sup:
+                changes = sup.subscribe()
+                self.sup = sup
+                self.breaker = await sup.start_circuit_breaker(
+                    "db", self.resource, policy=policy
+                )
+                task_status.started()
+                async for change in changes:
+                    self.changes.append(change)
+                    if self.on_change is not None:
+                        self.on_change(change)
+
+
+def main(argv: list[str]) -> None:
+    url, name, quorum, ttl, down_file = argv
+    path = Path(down_file)
+
+    def say(what: str) -> None:
+        print(f"{trio.current_time():.3f} {name} {what}", flush=True)  # noqa: T201
+
+    node = Node(
+        name,
+        RedisFleet(url, instance=name, quorum=int(quorum), report_ttl=float(ttl)),
+        path.exists,
+    )
+    node.on_change = lambda c: say(f"{c.old.name}->{c.new.name} {c.reason}")
+    resource = node.resource
+
+    async def counted(inbox: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:  # noqa: ANN401
+        say("start")
+        await resource(inbox, task_status=task_status)
+
+    node.resource = counted  # type: ignore[method-assign]
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            say("ready")
+            stdin = trio.lowlevel.FdStream(0)
+            while await stdin.receive_some():
+                pass
+            nursery.cancel_scope.cancel()
+
+    trio.run(run)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

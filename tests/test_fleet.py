@@ -1,0 +1,307 @@
+"""Fleets against a real redis-server: several instances, faults on purpose.
+
+Each instance is its own supervisor and RedisFleet in this process (one test
+runs them as OS processes). Real I/O, so the real clock; limits are generous
+except the targets the issue sets (OFF everywhere within 0.5 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import trio
+from fleet_nodes import POLICY, Node
+
+import breaky
+from breaky import OFF, State
+from breaky.redis import RedisFleet
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from servers import ServerProcess
+
+TTL = 1.5  # report_ttl: short, so that leases and reports expire in a test
+
+
+def url_of(server: ServerProcess, password: str = "") -> str:
+    auth = f":{password}@" if password else ""
+    return f"redis://{auth}127.0.0.1:{server.port}/0"
+
+
+async def until(condition: Callable[[], bool], within: float = 5.0) -> float:
+    """Poll ``condition`` (real I/O drives it); return how long it took."""
+    start = trio.current_time()
+    with trio.fail_after(within):
+        while not condition():
+            await trio.sleep(0.005)
+    return trio.current_time() - start
+
+
+@contextlib.asynccontextmanager
+async def fleet_of(
+    server: ServerProcess,
+    count: int,
+    *,
+    quorum: int = 2,
+    policy: breaky.Policy = POLICY,
+    password: str = "",
+) -> AsyncIterator[tuple[list[Node], dict[str, bool]]]:
+    """``count`` instances sharing one resource, whose outage a dict switches."""
+    down = {"all": False}
+    for i in range(count):
+        down[f"n{i}"] = False
+    nodes = [
+        Node(
+            f"n{i}",
+            RedisFleet(
+                url_of(server, password),
+                instance=f"n{i}",
+                quorum=quorum,
+                report_ttl=TTL,
+            ),
+            lambda i=i: down["all"] or down[f"n{i}"],
+        )
+        for i in range(count)
+    ]
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+            await nursery.start(node.run, policy)
+        # Every instance has joined: a report from each names it a member.
+        await trio.sleep(0.2)
+        yield nodes, down
+        nursery.cancel_scope.cancel()
+
+
+def trip(node: Node) -> None:
+    for _ in range(POLICY.failure_threshold):
+        node.db.failure()
+
+
+async def test_below_quorum_the_others_are_untouched(
+    redis_server: ServerProcess,
+) -> None:
+    async with fleet_of(redis_server, 3, quorum=2) as (nodes, down):
+        down["n0"] = True
+        trip(nodes[0])
+        assert nodes[0].db.state is State.OFF
+        await trio.sleep(0.5)
+        assert [n.db.state for n in nodes[1:]] == [State.ON, State.ON]
+        assert await nodes[1].db.call("x") == "n1"
+        # The lone instance keeps retrying on its own, and recovers alone.
+        assert nodes[0].starts >= 3
+        down["n0"] = False
+        await until(lambda: nodes[0].db.state is State.ON)
+        assert all(n.db.state is State.ON for n in nodes)
+
+
+async def test_at_quorum_every_instance_turns_off_within_half_a_second(
+    redis_server: ServerProcess,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="breaky")
+    async with fleet_of(redis_server, 4, quorum=2) as (nodes, down):
+        down["all"] = True
+        trip(nodes[0])
+        await trio.sleep(0.1)
+        assert [n.db.state for n in nodes] == [State.OFF] + [State.ON] * 3
+        trip(nodes[1])
+        took = await until(lambda: all(n.db.state is State.OFF for n in nodes))
+        assert took < 0.5
+        for node in nodes[2:]:
+            assert await node.db.call("x") is OFF
+            (change,) = [c for c in node.changes if c.new is State.OFF]
+            assert change.reason == "fleet OFF: 2 of 4 instances report OFF"
+            assert node.db.statistics().trips == 1
+        assert "breaker 'db' turned OFF (fleet OFF: 2 of 4 instances report OFF)" in [
+            r.getMessage() for r in caplog.records
+        ]
+
+
+async def test_one_prober_while_off_then_every_instance_recovers(
+    redis_server: ServerProcess,
+) -> None:
+    async with fleet_of(redis_server, 3, quorum=2) as (nodes, down):
+        down["all"] = True
+        trip(nodes[0])
+        trip(nodes[1])
+        await until(lambda: all(n.db.state is State.OFF for n in nodes))
+        before = [n.starts for n in nodes]
+        await trio.sleep(1.5)
+        tries = [n.starts - b for n, b in zip(nodes, before, strict=True)]
+        # One instance tries at the policy's rate (every 0.2 s); the others
+        # try nothing at all.
+        assert sorted(tries)[:2] == [0, 0]
+        assert 4 <= max(tries) <= 9
+        prober = nodes[tries.index(max(tries))]
+        down["all"] = False
+        await until(lambda: prober.db.state is State.ON)
+        took = await until(lambda: all(n.db.state is State.ON for n in nodes))
+        assert took < 1.0
+        for node in nodes:
+            if node is not prober:
+                (change,) = [c for c in node.changes if c.new is State.ON][-1:]
+                assert change.reason == (
+                    f"the resource started after fleet ON: {prober.name} "
+                    "started the resource"
+                )
+        # The reports are gone with the outage: one more trip is below quorum.
+        trip(nodes[2])
+        await trio.sleep(0.3)
+        assert [n.db.state for n in nodes[:2]] == [State.ON, State.ON]
+
+
+async def prober_of(nodes: list[Node]) -> Node:
+    """Wait until one instance is the fleet's prober, and return it."""
+    await until(lambda: any(n.db._machine.hold.name == "PROBER" for n in nodes))
+    (prober,) = [n for n in nodes if n.db._machine.hold.name == "PROBER"]
+    return prober
+
+
+@pytest.mark.parametrize("how", ["closed", "cancelled"])
+async def test_the_lease_passes_on_when_the_prober_goes(
+    redis_server: ServerProcess, how: str
+) -> None:
+    async with fleet_of(redis_server, 3, quorum=2) as (nodes, down):
+        down["all"] = True
+        trip(nodes[0])
+        trip(nodes[1])
+        prober = await prober_of(nodes)
+        if how == "cancelled":
+            prober.scope.cancel()  # no goodbye: its lease expires
+        else:
+            # Its supervisor closes: the lease is released at once.
+            assert prober.sup is not None
+            prober.sup._close(grace=0)
+        rest = [n for n in nodes if n is not prober]
+        took = await until(lambda: any(n.db._machine.hold.name == "PROBER" for n in rest))
+        assert took < (0.5 if how == "closed" else TTL)
+        down["all"] = False
+        await until(lambda: all(n.db.state is State.ON for n in rest))
+
+
+async def test_calls_are_answered_while_redis_is_killed_frozen_and_back(
+    redis_server: ServerProcess,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="breaky")
+    answers: dict[str, int] = {}
+    calls = 0
+
+    async def caller(node: Node) -> None:
+        nonlocal calls
+        while True:
+            calls += 1
+            try:
+                reply: Any = await node.db.call("x")
+            except Exception as exc:  # noqa: BLE001 - counted as answers
+                reply = type(exc).__name__
+            answers[str(reply)] = answers.get(str(reply), 0) + 1
+            await trio.sleep(0.001)
+
+    async with (
+        fleet_of(redis_server, 3, quorum=2) as (nodes, down),
+        trio.open_nursery() as callers,
+    ):
+        for node in nodes:
+            callers.start_soon(caller, node)
+        # The fleet holds the breaker OFF; then Redis dies.
+        down["all"] = True
+        trip(nodes[0])
+        trip(nodes[1])
+        await until(lambda: all(n.db.state is State.OFF for n in nodes))
+        held = [n for n in nodes if n.db._machine.hold.name == "HELD"]
+        await redis_server.kill()
+        # The held instances notice and go back to their own retries.
+        await until(lambda: all(n.db._machine.retry_at is not None for n in held))
+        down["all"] = False
+        await until(lambda: all(n.db.state is State.ON for n in nodes))
+        # Back: they re-join, and a fleet trip works again.
+        await redis_server.start()
+        await until(
+            lambda: sum("Redis answers again" in r.getMessage() for r in caplog.records)
+            == 3
+        )
+        down["all"] = True
+        trip(nodes[0])
+        trip(nodes[1])
+        await until(lambda: all(n.db.state is State.OFF for n in nodes))
+        # Frozen: connections stay open and nothing answers.
+        redis_server.freeze()
+        down["all"] = False
+        await until(lambda: all(n.db.state is State.ON for n in nodes), within=10)
+        redis_server.thaw()
+        await until(
+            lambda: sum("Redis answers again" in r.getMessage() for r in caplog.records)
+            == 6,
+            within=10,
+        )
+        callers.cancel_scope.cancel()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # One warning per instance per outage, not one per call or per retry.
+    assert sum("does not answer" in r.getMessage() for r in warnings) == 6
+    assert answers.get("n0", 0) > 0
+    assert answers.get("OFF", 0) > 0
+    # Every call got exactly one answer (the last ones were cancelled).
+    assert calls - sum(answers.values()) <= 3
+    stats = [n.db.statistics() for n in nodes]
+    assert all(s.calls == s.replies + s.errors + s.off + s.cancelled for s in stats)
+
+
+async def test_a_block_that_raises_comes_out_as_itself(
+    redis_server: ServerProcess,
+) -> None:
+    # Cancelling coredis's pub/sub under Trio may raise ClosedResourceError
+    # from its clean-up next to the Cancelled: only the block's error leaves.
+    fleet = RedisFleet(url_of(redis_server), instance="a", report_ttl=TTL)
+    with pytest.raises(KeyError) as raised:
+        async with breaky.open_supervisor(fleet=fleet) as sup:
+            await sup.start_circuit_breaker("db", Node("a", fleet, bool).resource)
+            await trio.sleep(0.3)  # connected, subscribed
+            raise KeyError("mine")
+    assert raised.type is KeyError
+    # Cancelled from outside: nothing comes out at all.
+    with trio.move_on_after(0.3):
+        async with breaky.open_supervisor(fleet=fleet) as sup:
+            await sup.start_circuit_breaker("db", Node("a", fleet, bool).resource)
+            await trio.sleep_forever()
+
+
+async def test_the_password_reaches_redis_and_no_log_record(
+    redis_server: ServerProcess,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    await redis_server.kill()
+    redis_server.argv += ["--requirepass", "s3cret-pw"]
+    await redis_server.start()
+    async with fleet_of(redis_server, 2, quorum=1, password="s3cret-pw") as (
+        nodes,
+        down,
+    ):
+        down["all"] = True
+        trip(nodes[0])
+        await until(lambda: nodes[1].db.state is State.OFF)
+    wrong = RedisFleet(url_of(redis_server, "wrong-pw"), instance="w")
+    async with breaky.open_supervisor(fleet=wrong):
+        await until(lambda: any("does not answer" in r.getMessage() for r in caplog.records))
+    assert "wrong-pw" not in repr(wrong)
+    for record in caplog.records:
+        text = record.getMessage() + str(record.exc_info or "")
+        assert "s3cret-pw" not in text
+        assert "wrong-pw" not in text
+
+
+async def test_a_fleet_serves_one_supervisor_at_a_time(
+    redis_server: ServerProcess,
+) -> None:
+    fleet = RedisFleet(url_of(redis_server), instance="a")
+    async with breaky.open_supervisor(fleet=fleet):
+        with pytest.raises(RuntimeError, match="already serves a supervisor"):
+            async with breaky.open_supervisor(fleet=fleet):
+                pass  # pragma: no cover
+    async with breaky.open_supervisor(fleet=fleet):
+        pass  # and again, once the first has closed
