@@ -59,11 +59,6 @@ class Member:
     _breaker: CircuitBreaker[Any, Any]
 
     @property
-    def name(self) -> str:
-        """The breaker's name: the same name joins the same fleet breaker."""
-        return self._breaker.name
-
-    @property
     def state(self) -> State:
         """The breaker's state here."""
         return self._breaker.state

@@ -6,9 +6,10 @@ live instances see a breaker OFF, the fleet holds it OFF everywhere, one
 instance (the holder of a lease) probes the resource, and when that probe
 starts it the fleet turns ON again. See the how-to "Fleet-wide breakers".
 
-Where the fleet notices that Redis is gone: every command runs under a
-timeout of its own (``min(1, report_ttl / 3)`` seconds), coredis's own
-retries are off, and its pub/sub does not reconnect by itself. The first
+Where the fleet notices that Redis is gone: connecting and every command run
+under a Trio timeout of the fleet's own (``min(1, report_ttl / 3)`` seconds),
+coredis's own retries are off, and its pub/sub does not reconnect by itself
+(a lost subscription ends the session). The first
 command that fails or times out ends the session: one warning is logged,
 every breaker the fleet held OFF goes back to its local retries, and the
 fleet reconnects every ``min(1, report_ttl / 3)`` seconds until Redis
@@ -225,13 +226,16 @@ class RedisFleet(Fleet):
         return min(1.0, self.report_ttl / 3)
 
     def _client(self) -> coredis.Redis[str]:
-        """A client for one session; coredis's own retries are off."""
+        """A client for one session.
+
+        coredis's own retries are off, and its timeouts are left alone: the
+        fleet's Trio timeouts (around connecting, and around each command)
+        are the one place where it decides that Redis is gone.
+        """
         return coredis.Redis.from_url(
             self.url,
             decode_responses=True,
             retry_policy=coredis.retry.NoRetryPolicy(),
-            stream_timeout=self._timeout,
-            connect_timeout=self._timeout,
         )
 
     # The fleet's task, in the supervisor's nursery.
@@ -258,10 +262,11 @@ class RedisFleet(Fleet):
             # errors of its own (anyio.ClosedResourceError) next to the
             # Cancelled. Only the cancellation is the supervisor's business.
             errors, rest = split_errors(exc)
+            if rest is None:
+                raise  # not a cancellation: a bug of the fleet's, shown as is
             if errors is not None:
                 logger.debug("fleet: clean-up errors dropped", exc_info=errors)
-            if rest is not None:
-                raise rest from None
+            raise rest from None
         finally:
             self._serving = False
 
@@ -282,6 +287,8 @@ class RedisFleet(Fleet):
         """Run sessions with Redis until the supervisor closes."""
         while not tracker.closing:
             try:
+                if self._warned:
+                    await self._knock()
                 await self._session(link, tracker)
             except Exception as exc:  # noqa: BLE001 - any failure: Redis is gone
                 self._gone(link, tracker, exc)
@@ -307,6 +314,27 @@ class RedisFleet(Fleet):
             if member is not None and view is not View.ON:
                 member.tell(View.LOST, "fleet lost: Redis does not answer")
         tracker.told.clear()
+
+    async def _knock(self) -> None:
+        """While Redis is gone, ask it for a PING over a bare connection first.
+
+        coredis logs an error for each connection that fails; an outage
+        should cost one warning, not an error a second. (Over TLS, a TCP
+        connection is all that is tried.)
+        """
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme == "unix":
+            return
+        with trio.move_on_after(self._timeout):
+            stream = await trio.open_tcp_stream(parts.hostname or "", parts.port or 6379)
+            async with stream:
+                if parts.scheme == "rediss":
+                    return
+                await stream.send_all(b"PING\r\n")
+                if await stream.receive_some():  # +PONG, or -NOAUTH: it answers
+                    return
+        msg = "no answer to a PING"
+        raise _StoreGoneError(msg)
 
     async def _session(self, link: Link, tracker: _Tracker) -> None:
         """Join, then keep every breaker in step with Redis, until closing."""
@@ -344,7 +372,8 @@ class RedisFleet(Fleet):
                     nursery.cancel_scope.cancel()
                     return
                 await tracker.wait()
-        if setup.cancelled_caught:
+        # coredis usually turns this cancellation into a ConnectionError.
+        if setup.cancelled_caught:  # pragma: no cover - but not always
             msg = "no answer while connecting"
             raise _StoreGoneError(msg)
 

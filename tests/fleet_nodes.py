@@ -2,13 +2,14 @@
 
 Run as a script, one instance is one OS process: ``python fleet_nodes.py URL
 NAME QUORUM REPORT_TTL DOWN_FILE``. It starts the breaker ``db`` over a
-resource that fails while ``DOWN_FILE`` exists, prints each start attempt and
-each state change of its breaker as one line on stdout, and runs until killed
-or until its stdin closes.
+resource that fails while ``DOWN_FILE`` exists, calls it every 10 ms, prints
+each start attempt and each state change of its breaker as one line on
+stdout, and runs until killed or until its stdin closes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ class Node:
     breaker: breaky.CircuitBreaker[Any, Any] | None = None
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     on_change: Callable[[breaky.StateChange], None] | None = None
+    on_start: Callable[[], None] | None = None
 
     @property
     def db(self) -> breaky.CircuitBreaker[Any, Any]:
@@ -51,6 +53,8 @@ class Node:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         self.starts += 1
+        if self.on_start is not None:
+            self.on_start()
         if self.down():
             raise ConnectionRefusedError(self.name)
         task_status.started()
@@ -93,17 +97,19 @@ def main(argv: list[str]) -> None:
         path.exists,
     )
     node.on_change = lambda c: say(f"{c.old.name}->{c.new.name} {c.reason}")
-    resource = node.resource
+    node.on_start = lambda: say("start")
 
-    async def counted(inbox: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:  # noqa: ANN401
-        say("start")
-        await resource(inbox, task_status=task_status)
-
-    node.resource = counted  # type: ignore[method-assign]
+    async def calls() -> None:
+        # Traffic, so that the resource notices the outage by itself.
+        while True:
+            with contextlib.suppress(Exception):
+                await node.db.call("x")
+            await trio.sleep(0.01)
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
+            nursery.start_soon(calls)
             say("ready")
             stdin = trio.lowlevel.FdStream(0)
             while await stdin.receive_some():

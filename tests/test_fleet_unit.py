@@ -1,0 +1,201 @@
+"""The fleet's pure parts: arguments, URLs, the seam, no import of coredis."""
+
+from __future__ import annotations
+
+import functools
+import math
+import ssl
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import trio
+
+import breaky
+from breaky import State, StateChange
+from breaky._events import Publisher
+from breaky._fleet import View
+from breaky.redis import RedisFleet, _describe, _Tracker, redact
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import ExceptionGroup
+
+URL = "redis://127.0.0.1:6379/0"
+
+BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
+    ({"url": 6379}, TypeError, "url must be a redis://, rediss:// or unix:// URL"),
+    ({"url": "http://127.0.0.1"}, ValueError, "got 'http://127.0.0.1'"),
+    ({"url": "redis://:pw@"}, ValueError, "got 'redis://:***@'"),
+    ({"url": "redis://host:port"}, ValueError, "url must be"),
+    ({"instance": ""}, ValueError, "instance must be a non-empty str, got ''"),
+    ({"instance": 3}, TypeError, "instance must be a non-empty str, got 3"),
+    ({"quorum": 0}, ValueError, "quorum must be an int >= 1, got 0"),
+    ({"quorum": True}, TypeError, "quorum must be an int >= 1, got True"),
+    ({"quorum": 1.5}, TypeError, "quorum must be an int >= 1, got 1.5"),
+    ({"prefix": ""}, ValueError, "prefix must be a non-empty str"),
+    ({"prefix": None}, TypeError, "prefix must be a non-empty str, got None"),
+    ({"report_ttl": 0.1}, ValueError, "report_ttl must be a finite number of seconds >= 0.5"),
+    ({"report_ttl": math.nan}, ValueError, "report_ttl must be"),
+    ({"report_ttl": "30"}, TypeError, "report_ttl must be"),
+]
+
+
+@pytest.mark.parametrize(("given", "error", "message"), BAD)
+def test_bad_arguments_are_refused_before_anything_connects(
+    given: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    arguments: dict[str, Any] = {"url": URL, **given}
+    url = arguments.pop("url")
+    with pytest.raises(error, match=None) as raised:
+        RedisFleet(url, **arguments)
+    assert message in str(raised.value)
+    assert "pw@" not in str(raised.value)
+
+
+async def test_a_supervisor_refuses_what_is_not_a_fleet() -> None:
+    with pytest.raises(TypeError, match=r"fleet must be a breaky fleet .* got 'redis://"):
+        async with breaky.open_supervisor(fleet=URL):  # type: ignore[arg-type]
+            pass  # pragma: no cover
+
+
+def test_defaults_and_names() -> None:
+    fleet = RedisFleet(URL)
+    assert (fleet.quorum, fleet.prefix, fleet.report_ttl) == (2, "breaky", 30.0)
+    assert fleet.instance.count(":") == 2  # host, pid, random suffix
+    assert RedisFleet(URL).instance != fleet.instance
+    assert fleet.channel == "breaky:fleet"
+    assert RedisFleet(URL, prefix="app").keys("db") == [
+        "app:db:members",
+        "app:db:reports",
+        "app:db:fleet",
+        "app:db:probe",
+    ]
+
+
+def test_the_password_and_tls_reach_the_client_not_the_repr() -> None:
+    fleet = RedisFleet("rediss://user:s3cret@example.com:6380/1", instance="a")
+    assert "s3cret" not in repr(fleet)
+    assert "rediss://user:***@example.com:6380/1" in repr(fleet)
+    options = fleet._client().connection_pool.connection_kwargs
+    assert options["password"] == "s3cret"
+    assert isinstance(options["ssl_context"], ssl.SSLContext)
+    assert redact(URL) == URL
+
+
+def test_errors_are_described_in_one_line() -> None:
+    group = ExceptionGroup("outer", [ExceptionGroup("inner", [OSError("refused")])])
+    assert _describe(group) == "OSError: refused"
+    assert _describe(TimeoutError()) == "TimeoutError"
+
+
+async def test_lost_changes_make_the_fleet_look_at_every_breaker() -> None:
+    publisher = Publisher()
+    changes = publisher.subscribe(1)
+    for old, new in [(State.ON, State.OFF), (State.OFF, State.ON)]:
+        publisher.publish(StateChange("db", old, new, "test", 0.0))
+    publisher.end()
+    tracker = _Tracker()
+    tracker.told["other"] = View.OFF
+    await RedisFleet(URL)._watch(changes, tracker)
+    assert changes.missed == 1
+    assert list(tracker.dirty) == ["db", "other"]
+    assert tracker.recovered == {"db"}
+    assert tracker.closing
+
+
+def test_the_core_never_imports_coredis() -> None:
+    code = (
+        "import sys, breaky, breaky.testing\n"
+        "assert 'coredis' not in sys.modules, 'coredis'\n"
+        "assert 'breaky.redis' not in sys.modules, 'breaky.redis'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_an_unreachable_redis_slows_nothing(
+    log_records: Any,
+) -> None:
+    # Nothing listens on port 1: the fleet warns once and the breaker serves.
+    fleet = RedisFleet("redis://127.0.0.1:1/0", instance="a", report_ttl=0.5)
+
+    async def echo(inbox: breaky.Inbox[str, str], *, task_status: Any) -> None:
+        task_status.started()
+        async for request in inbox:
+            request.reply(request.message)
+
+    async with breaky.open_supervisor(fleet=fleet) as sup:
+        db = await sup.start_circuit_breaker("db", echo)
+        for _ in range(100):
+            assert await db.call("x") == "x"
+        await trio.sleep(0.6)  # a few reconnection attempts
+    warnings = [m for m in log_records() if "does not answer" in m]
+    assert len(warnings) == 1
+
+
+async def test_a_server_that_never_answers_is_given_up_on(log_records: Any) -> None:
+    async def silent(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        serve = functools.partial(trio.serve_tcp, silent, 0, host="127.0.0.1")
+        (listener,) = await nursery.start(serve)
+        port = listener.socket.getsockname()[1]
+        fleet = RedisFleet(f"redis://127.0.0.1:{port}/0", instance="a", report_ttl=0.6)
+        async with breaky.open_supervisor(fleet=fleet):
+            await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    (warning,) = [m for m in log_records() if "does not answer" in m]
+    assert "ConnectionError" in warning
+
+
+async def test_knocking_before_coredis_tries() -> None:
+    await RedisFleet("unix:///nowhere/redis.sock", instance="a")._knock()
+    with pytest.raises(OSError, match="connect"):
+        await RedisFleet("redis://127.0.0.1:1", instance="a")._knock()
+
+    async def hang_up(stream: trio.SocketStream) -> None:
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        serve = functools.partial(trio.serve_tcp, hang_up, 0, host="127.0.0.1")
+        (listener,) = await nursery.start(serve)
+        port = listener.socket.getsockname()[1]
+        # Over TLS, a connection is enough; else it must answer a PING.
+        await RedisFleet(f"rediss://127.0.0.1:{port}", instance="a")._knock()
+        with pytest.raises(Exception, match="no answer to a PING"):
+            await RedisFleet(f"redis://127.0.0.1:{port}", instance="a")._knock()
+        nursery.cancel_scope.cancel()
+
+
+class BrokenChanges:
+    """A subscription that fails: a bug, which must not pass for a cancel."""
+
+    async def __aenter__(self) -> BrokenChanges:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        pass
+
+    def __aiter__(self) -> BrokenChanges:
+        return self
+
+    async def __anext__(self) -> StateChange:
+        raise ZeroDivisionError
+
+
+class BrokenLink:
+    def subscribe(self) -> BrokenChanges:
+        return BrokenChanges()
+
+    def names(self) -> list[str]:
+        return []
+
+
+async def test_a_bug_in_the_fleet_is_not_swallowed() -> None:
+    fleet = RedisFleet("redis://127.0.0.1:1/0", instance="a")
+    fleet._claim()
+    with pytest.RaisesGroup(ZeroDivisionError, flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(fleet._serve, BrokenLink())
+    fleet._claim()  # free again
