@@ -324,9 +324,7 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
     def _failed(self, reason: str) -> None:
         self._feed(Machine.failure, reason)
 
-    def _fleet_says(
-        self, event: Callable[[Machine, float], None], reason: str
-    ) -> None:
+    def _fleet_says(self, event: Callable[[Machine, float], None], reason: str) -> None:
         """What the fleet says (see :mod:`breaky._fleet`): one more input."""
         if event is Machine.fleet_on and self._machine.hold is not Hold.NONE:
             self._fleet_on_reason = reason  # the next start's reason says so
@@ -399,7 +397,9 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
                 "breaker %r turned OFF (%s)%s",
                 self._name,
                 change.reason,
-                "" if retry_at is None else f"; next start in {retry_at - change.time:g} s",
+                ""
+                if retry_at is None
+                else f"; next start in {retry_at - change.time:g} s",
                 extra=self._extra(),
             )
             return

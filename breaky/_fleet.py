@@ -16,12 +16,13 @@ import enum
 from typing import TYPE_CHECKING, Any, final
 
 import attrs
-import trio
 
 from ._machine import Machine, State
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    import trio
 
     from ._breaker import CircuitBreaker
     from ._events import StateChanges
@@ -108,9 +109,7 @@ class Fleet(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def _serve(
-        self, link: Link, *, task_status: trio.TaskStatus[None]
-    ) -> None:
+    async def _serve(self, link: Link, *, task_status: trio.TaskStatus[None]) -> None:
         """Serve one supervisor until its subscription ends.
 
         Called in the supervisor's nursery; ``task_status.started()`` must

@@ -242,7 +242,10 @@ async def open_supervisor(
     grace = check_seconds("shutdown_timeout", shutdown_timeout, allow_zero=True)
     assert grace is not None  # noqa: S101 - None is not allowed above
     if fleet is not None and not isinstance(cast("object", fleet), Fleet):
-        msg = f"fleet must be a breaky fleet (breaky.redis.RedisFleet) or None, got {fleet!r}"
+        msg = (
+            "fleet must be a breaky fleet (breaky.redis.RedisFleet) or None, "
+            f"got {fleet!r}"
+        )
         raise TypeError(msg)
     if fleet is not None:
         fleet._claim()  # one supervisor at a time; freed when it is served

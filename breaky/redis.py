@@ -56,6 +56,8 @@ __all__ = ["RedisFleet"]
 logger = logging.getLogger("breaky")
 
 _SCHEMES = ("redis", "rediss", "unix")
+# Renewals come every report_ttl / 3 seconds: they need some room.
+_MIN_TTL = 0.5
 # The lease lasts two renewal periods: one late renewal does not lose it, and
 # a dead prober's lease is free within report_ttl * 2 / 3.
 _LEASE_SHARE = 2 / 3
@@ -87,8 +89,10 @@ def _check_url(url: object) -> str:
         _ = parts.port  # raises on a port that is not a number
     except ValueError:
         parts = None
-    if parts is None or parts.scheme not in _SCHEMES or not (
-        parts.hostname or (parts.scheme == "unix" and parts.path)
+    if (
+        parts is None
+        or parts.scheme not in _SCHEMES
+        or not (parts.hostname or (parts.scheme == "unix" and parts.path))
     ):
         msg = f"url must be {expected}, got {redact(url)!r}"
         raise ValueError(msg)
@@ -186,24 +190,27 @@ class RedisFleet(Fleet):
     ) -> None:
         ttl = check_seconds("report_ttl", report_ttl)
         assert ttl is not None  # noqa: S101 - None is not allowed above
-        if ttl < 0.5:  # noqa: PLR2004 - renewals every ttl/3 need some room
-            msg = f"report_ttl must be a finite number of seconds >= 0.5, got {report_ttl!r}"
+        if ttl < _MIN_TTL:
+            msg = (
+                f"report_ttl must be a finite number of seconds >= {_MIN_TTL}, "
+                f"got {report_ttl!r}"
+            )
             raise ValueError(msg)
         url = _check_url(url)
         name = (
-            _default_instance() if instance is None else _check_name("instance", instance)
+            _default_instance()
+            if instance is None
+            else _check_name("instance", instance)
         )
-        self.__attrs_init__(  # type: ignore[attr-defined]
-            url=url,
-            instance=name,
-            quorum=check_count("quorum", quorum, minimum=1),
-            prefix=_check_name("prefix", prefix),
-            report_ttl=ttl,
-            # The lease's token: unique even if two processes share a name.
-            token=f"{name}:{secrets.token_hex(8)}",
-            serving=False,
-            warned=False,
-        )
+        self.url = url
+        self.instance = name
+        self.quorum = check_count("quorum", quorum, minimum=1)
+        self.prefix = _check_name("prefix", prefix)
+        self.report_ttl = ttl
+        # The lease's token: unique even if two processes share a name.
+        self._token = f"{name}:{secrets.token_hex(8)}"
+        self._serving = False
+        self._warned = False
 
     def __repr__(self) -> str:
         return (
@@ -246,9 +253,7 @@ class RedisFleet(Fleet):
             raise RuntimeError(msg)
         self._serving = True
 
-    async def _serve(
-        self, link: Link, *, task_status: trio.TaskStatus[None]
-    ) -> None:
+    async def _serve(self, link: Link, *, task_status: trio.TaskStatus[None]) -> None:
         try:
             tracker = _Tracker()
             changes = link.subscribe()
@@ -257,7 +262,7 @@ class RedisFleet(Fleet):
                 nursery.start_soon(self._watch, changes, tracker)
                 await self._keep_joined(link, tracker)
                 nursery.cancel_scope.cancel()
-        except BaseException as exc:  # noqa: BLE001 - sorted below
+        except BaseException as exc:
             # Cancelled from outside: coredis's clean-up under Trio may raise
             # errors of its own (anyio.ClosedResourceError) next to the
             # Cancelled. Only the cancellation is the supervisor's business.
@@ -326,7 +331,9 @@ class RedisFleet(Fleet):
         if parts.scheme == "unix":
             return
         with trio.move_on_after(self._timeout):
-            stream = await trio.open_tcp_stream(parts.hostname or "", parts.port or 6379)
+            stream = await trio.open_tcp_stream(
+                parts.hostname or "", parts.port or 6379
+            )
             async with stream:
                 if parts.scheme == "rediss":
                     return
@@ -338,44 +345,50 @@ class RedisFleet(Fleet):
 
     async def _session(self, link: Link, tracker: _Tracker) -> None:
         """Join, then keep every breaker in step with Redis, until closing."""
-        async with AsyncExitStack() as stack:
-            # Connecting and subscribing must not hang on a frozen server.
-            setup = stack.enter_context(
-                trio.CancelScope(deadline=trio.current_time() + self._timeout)
-            )
-            client = await stack.enter_async_context(self._client())
-            pubsub = await stack.enter_async_context(
-                client.pubsub(
-                    channels=[self.channel],
-                    ignore_subscribe_messages=True,
-                    retry_policy=None,
+        # Connecting and subscribing must not hang on a frozen server.
+        setup = trio.CancelScope(deadline=trio.current_time() + self._timeout)
+        with setup:
+            async with AsyncExitStack() as stack:
+                client = await stack.enter_async_context(self._client())
+                pubsub = await stack.enter_async_context(
+                    client.pubsub(
+                        channels=[self.channel],
+                        ignore_subscribe_messages=True,
+                        retry_policy=None,
+                    )
                 )
-            )
-            script = client.register_script(SYNC)
-            setup.deadline = math.inf
-            nursery = await stack.enter_async_context(trio.open_nursery())
-            nursery.start_soon(self._listen, pubsub, link, tracker)
-            nursery.start_soon(self._tick, link, tracker)
-            tracker.mark(*link.names(), *tracker.told)
-            joined = False
-            while True:
-                while tracker.dirty:
-                    name = next(iter(tracker.dirty))
-                    del tracker.dirty[name]
-                    await self._sync(script, link, tracker, name)
-                if not joined:
-                    joined = True
-                    if self._warned:
-                        self._warned = False
-                        logger.info("fleet %s: Redis answers again", self.instance)
-                if tracker.closing:
-                    nursery.cancel_scope.cancel()
-                    return
-                await tracker.wait()
-        # coredis usually turns this cancellation into a ConnectionError.
-        if setup.cancelled_caught:  # pragma: no cover - but not always
-            msg = "no answer while connecting"
-            raise _StoreGoneError(msg)
+                script = client.register_script(SYNC)
+                setup.deadline = math.inf
+                nursery = await stack.enter_async_context(trio.open_nursery())
+                nursery.start_soon(self._listen, pubsub, link, tracker)
+                nursery.start_soon(self._tick, link, tracker)
+                await self._in_step(script, link, tracker)
+                nursery.cancel_scope.cancel()
+                return
+        # Reached only when the setup timed out, and coredis did not turn
+        # that cancellation into a ConnectionError (as it usually does).
+        msg = "no answer while connecting"  # pragma: no cover
+        raise _StoreGoneError(msg)  # pragma: no cover
+
+    async def _in_step(
+        self, script: Script[str], link: Link, tracker: _Tracker
+    ) -> None:
+        """Sync each breaker that needs it, as it comes, until closing."""
+        tracker.mark(*link.names(), *tracker.told)
+        joined = False
+        while True:
+            while tracker.dirty:
+                name = next(iter(tracker.dirty))
+                del tracker.dirty[name]
+                await self._sync(script, link, tracker, name)
+            if not joined:
+                joined = True
+                if self._warned:
+                    self._warned = False
+                    logger.info("fleet %s: Redis answers again", self.instance)
+            if tracker.closing:
+                return
+            await tracker.wait()
 
     async def _tick(self, link: Link, tracker: _Tracker) -> None:
         """Renew reports, membership and lease, and notice a silent Redis."""
@@ -383,9 +396,7 @@ class RedisFleet(Fleet):
             await trio.sleep(self.report_ttl / 3)
             tracker.mark(*link.names(), *tracker.told)
 
-    async def _listen(
-        self, pubsub: PubSub[str], link: Link, tracker: _Tracker
-    ) -> None:
+    async def _listen(self, pubsub: PubSub[str], link: Link, tracker: _Tracker) -> None:
         """Turn each announcement into a sync of that breaker."""
         # A lost connection ends the session: the pub/sub's own task raises.
         while True:
@@ -415,7 +426,7 @@ class RedisFleet(Fleet):
         else:
             mode = "withdraw"
         ttl_ms = round(self.report_ttl * 1000)
-        args = [
+        args: list[str | int] = [
             self.instance,
             self._token,
             mode,
@@ -425,8 +436,10 @@ class RedisFleet(Fleet):
             self.channel,
             name,
         ]
+        reply: list[Any] = []
         with trio.move_on_after(self._timeout) as scope:
-            reply = await script(keys=self.keys(name), args=args)
+            raw = await script.execute(keys=self.keys(name), args=args)
+            reply = cast("list[Any]", raw)
         if scope.cancelled_caught:
             msg = f"no answer within {self._timeout:g} s"
             raise _StoreGoneError(msg)
@@ -434,7 +447,7 @@ class RedisFleet(Fleet):
         if member is None or mode == "leave":
             tracker.told.pop(name, None)
             return
-        off, prober, why = cast("list[Any]", reply)[:3]
+        off, prober, why = reply[:3]
         if off and prober:
             view, reason = View.PROBE, f"fleet OFF: {why}; this instance probes"
         elif off:

@@ -37,7 +37,7 @@ async def until(condition: Callable[[], bool], within: float = 5.0) -> float:
     """Poll ``condition`` (real I/O drives it); return how long it took."""
     start = trio.current_time()
     with trio.move_on_after(within):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - real I/O changes it
             await trio.sleep(0.005)
         return trio.current_time() - start
     msg = f"not within {within} s: {condition.__doc__ or condition}"
@@ -180,7 +180,9 @@ async def test_the_lease_passes_on_when_the_prober_goes(
             assert prober.sup is not None
             prober.sup._close(grace=0)
         rest = [n for n in nodes if n is not prober]
-        took = await until(lambda: any(n.db._machine.hold.name == "PROBER" for n in rest))
+        took = await until(
+            lambda: any(n.db._machine.hold.name == "PROBER" for n in rest)
+        )
         assert took < (0.5 if how == "closed" else TTL)
         down["all"] = False
         await until(lambda: all(n.db.state is State.ON for n in rest))
@@ -200,7 +202,7 @@ async def test_calls_are_answered_while_redis_is_killed_frozen_and_back(
             calls += 1
             try:
                 reply: Any = await node.db.call("x")
-            except Exception as exc:  # noqa: BLE001 - counted as answers
+            except Exception as exc:
                 reply = type(exc).__name__
             answers[str(reply)] = answers.get(str(reply), 0) + 1
             await trio.sleep(0.001)
@@ -215,7 +217,7 @@ async def test_calls_are_answered_while_redis_is_killed_frozen_and_back(
         for node in nodes:
             callers.start_soon(caller, node)
         healthy = nodes[2]
-        for outage in (1, 2):
+        for outage in (1, 2):  # killed, then frozen
             # n0 and n1 fail; the fleet holds n2, which is healthy, OFF too.
             down["n0"] = down["n1"] = True
             trip(nodes[0])
@@ -227,7 +229,7 @@ async def test_calls_are_answered_while_redis_is_killed_frozen_and_back(
                 redis_server.freeze()  # connections stay open, no answer
             # Each instance notices once, and n2 goes back to its own
             # retries: its resource is fine, so it turns ON alone.
-            await until(lambda: logged("does not answer") == 3 * outage)
+            await until(lambda n=3 * outage: logged("does not answer") == n)
             await until(lambda: healthy.db.state is State.ON)
             down["n0"] = down["n1"] = False
             await until(lambda: all(n.db.state is State.ON for n in nodes))
@@ -236,7 +238,7 @@ async def test_calls_are_answered_while_redis_is_killed_frozen_and_back(
                 await redis_server.start()
             else:
                 redis_server.thaw()
-            await until(lambda: logged("Redis answers again") == 3 * outage)
+            await until(lambda n=3 * outage: logged("Redis answers again") == n)
         callers.cancel_scope.cancel()
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     # One warning per instance per outage, not one per call or per retry.
@@ -256,7 +258,7 @@ async def test_a_block_that_raises_comes_out_as_itself(
     # Cancelling coredis's pub/sub under Trio may raise ClosedResourceError
     # from its clean-up next to the Cancelled: only the block's error leaves.
     fleet = RedisFleet(url_of(redis_server), instance="a", report_ttl=TTL)
-    with pytest.raises(KeyError) as raised:
+    with pytest.raises(KeyError) as raised:  # noqa: PT012
         async with breaky.open_supervisor(fleet=fleet) as sup:
             await sup.start_circuit_breaker("db", Node("a", fleet, bool).resource)
             await trio.sleep(0.3)  # connected, subscribed
@@ -277,7 +279,7 @@ async def test_the_password_reaches_redis_and_no_log_record(
     await redis_server.kill()
     redis_server.argv += ["--requirepass", "s3cret-pw"]
     await redis_server.start()
-    async with fleet_of(redis_server, 2, quorum=1, password="s3cret-pw") as (
+    async with fleet_of(redis_server, 2, quorum=1, password="s3cret-pw") as (  # noqa: S106
         nodes,
         down,
     ):
@@ -286,7 +288,9 @@ async def test_the_password_reaches_redis_and_no_log_record(
         await until(lambda: nodes[1].db.state is State.OFF)
     wrong = RedisFleet(url_of(redis_server, "wrong-pw"), instance="w")
     async with breaky.open_supervisor(fleet=wrong):
-        await until(lambda: any("does not answer" in r.getMessage() for r in caplog.records))
+        await until(
+            lambda: any("does not answer" in r.getMessage() for r in caplog.records)
+        )
     assert "wrong-pw" not in repr(wrong)
     for record in caplog.records:
         text = record.getMessage() + str(record.exc_info or "")

@@ -47,7 +47,7 @@ class Child:
 async def until(condition: object, within: float = 10.0) -> None:
     assert callable(condition)
     with trio.fail_after(within):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - children's output changes it
             await trio.sleep(0.01)
 
 
@@ -77,7 +77,9 @@ async def test_three_processes_trip_probe_hand_over_and_recover(
             await trio.sleep(0.5)  # the fleet settles: one prober
             before = [c.count("start") for c in children]
             await trio.sleep(1.5)
-            tries = [c.count("start") - b for c, b in zip(children, before, strict=True)]
+            tries = [
+                c.count("start") - b for c, b in zip(children, before, strict=True)
+            ]
             assert sorted(tries)[:2] == [0, 0], tries
             prober = children[tries.index(max(tries))]
             assert max(tries) >= 4
@@ -86,7 +88,9 @@ async def test_three_processes_trip_probe_hand_over_and_recover(
             rest = [c for c in children if c is not prober]
             before = [c.count("start") for c in rest]
             await until(
-                lambda: any(c.count("start") > b for c, b in zip(rest, before, strict=True)),
+                lambda: any(
+                    c.count("start") > b for c, b in zip(rest, before, strict=True)
+                ),
                 within=TTL + 1,
             )
             down.unlink()

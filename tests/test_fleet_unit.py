@@ -35,7 +35,11 @@ BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"quorum": 1.5}, TypeError, "quorum must be an int >= 1, got 1.5"),
     ({"prefix": ""}, ValueError, "prefix must be a non-empty str"),
     ({"prefix": None}, TypeError, "prefix must be a non-empty str, got None"),
-    ({"report_ttl": 0.1}, ValueError, "report_ttl must be a finite number of seconds >= 0.5"),
+    (
+        {"report_ttl": 0.1},
+        ValueError,
+        "report_ttl must be a finite number of seconds >= 0.5",
+    ),
     ({"report_ttl": math.nan}, ValueError, "report_ttl must be"),
     ({"report_ttl": "30"}, TypeError, "report_ttl must be"),
 ]
@@ -54,7 +58,9 @@ def test_bad_arguments_are_refused_before_anything_connects(
 
 
 async def test_a_supervisor_refuses_what_is_not_a_fleet() -> None:
-    with pytest.raises(TypeError, match=r"fleet must be a breaky fleet .* got 'redis://"):
+    with pytest.raises(
+        TypeError, match=r"fleet must be a breaky fleet .* got 'redis://"
+    ):
         async with breaky.open_supervisor(fleet=URL):  # type: ignore[arg-type]
             pass  # pragma: no cover
 
@@ -78,7 +84,7 @@ def test_the_password_and_tls_reach_the_client_not_the_repr() -> None:
     assert "s3cret" not in repr(fleet)
     assert "rediss://user:***@example.com:6380/1" in repr(fleet)
     options = fleet._client().connection_pool.connection_kwargs
-    assert options["password"] == "s3cret"
+    assert options["password"] == "s3cret"  # noqa: S105
     assert isinstance(options["ssl_context"], ssl.SSLContext)
     assert redact(URL) == URL
 
@@ -110,7 +116,7 @@ def test_the_core_never_imports_coredis() -> None:
         "assert 'coredis' not in sys.modules, 'coredis'\n"
         "assert 'breaky.redis' not in sys.modules, 'breaky.redis'\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True)  # noqa: S603
 
 
 async def test_an_unreachable_redis_slows_nothing(
@@ -171,7 +177,7 @@ async def test_knocking_before_coredis_tries() -> None:
 class BrokenChanges:
     """A subscription that fails: a bug, which must not pass for a cancel."""
 
-    async def __aenter__(self) -> BrokenChanges:
+    async def __aenter__(self) -> BrokenChanges:  # noqa: PYI034
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -401,8 +401,10 @@ def run_model_test(policy: Policy) -> None:
                     # none at all while held OFF by the fleet.
                     waiting = breaker._waiting
                     if model.retry_at is None:
-                        assert waiting is None or model.state is State.FORCED_OFF or (
-                            model.hold is Hold.HELD and model.state is State.OFF
+                        assert (
+                            waiting is None
+                            or model.state is State.FORCED_OFF
+                            or (model.hold is Hold.HELD and model.state is State.OFF)
                         )
                         assert waiting is None or waiting.deadline == math.inf
                     else:
