@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 from fleet_nodes import POLICY, Node
-from support import answered_calls
+from support import answered_calls, requires_fleet
 
 import breaky
 from breaky import OFF, State
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     from servers import ServerProcess
+
+pytestmark = requires_fleet
 
 TTL = 1.5  # report_ttl: short, so that leases and reports expire in a test
 

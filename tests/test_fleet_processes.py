@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 import trio
+from support import requires_fleet
 
 import breaky
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from servers import ServerProcess
 
 TESTS = Path(__file__).parent
+pytestmark = requires_fleet
+
 TTL = 1.5
 # The children import the breaky under test: this checkout, or the wheel.
 ENV = {**os.environ, "PYTHONPATH": str(Path(breaky.__file__).parent.parent)}
