@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import contextlib
 
 import breaky
+from benchmarks import fleet
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -490,6 +491,7 @@ async def run_all(quick: bool) -> list[Result]:
     results.append(await bench_throughput(callers, per_caller, count))
     results.append(await bench_restart(n // 10, count))
     results.extend(await bench_leak(10_000 if quick else 1_000_000))
+    results.extend(await fleet.run_fleet(quick, Result, per_op, rounds))
     return results
 
 
