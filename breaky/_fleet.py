@@ -85,6 +85,10 @@ class Link:
         """The names of the breakers running now."""
         return list(self._supervisor)
 
+    def members(self) -> list[Member]:
+        """The breakers running now."""
+        return [Member(b) for b in self._supervisor._breakers.values()]
+
     def member(self, name: str) -> Member | None:
         """The breaker running under ``name``, or ``None``."""
         breaker = self._supervisor._breakers.get(name)

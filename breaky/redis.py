@@ -314,10 +314,9 @@ class RedisFleet(Fleet):
                 redact(self.url),
                 _describe(exc),
             )
-        for name, view in list(tracker.told.items()):
-            member = link.member(name)
-            if member is not None and view is not View.ON:
-                member.tell(View.LOST, "fleet lost: Redis does not answer")
+        # Said to every breaker: a breaker the fleet did not hold ignores it.
+        for member in link.members():
+            member.tell(View.LOST, "fleet lost: Redis does not answer")
         tracker.told.clear()
 
     async def _knock(self) -> None:

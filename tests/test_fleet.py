@@ -116,6 +116,9 @@ async def test_at_quorum_every_instance_turns_off_within_half_a_second(
         trip(nodes[1])
         took = await until(lambda: all(n.db.state is State.OFF for n in nodes))
         assert took < 0.5
+        await until(
+            lambda: all(c.new is State.OFF for n in nodes for c in n.changes[-1:])
+        )
         for node in nodes[2:]:
             assert await node.db.call("x") is OFF
             (change,) = [c for c in node.changes if c.new is State.OFF]
@@ -146,6 +149,10 @@ async def test_one_prober_while_off_then_every_instance_recovers(
         await until(lambda: prober.db.state is State.ON)
         took = await until(lambda: all(n.db.state is State.ON for n in nodes))
         assert took < 1.0
+        # The subscribers have seen it too (they run as tasks of their own).
+        await until(
+            lambda: all(sum(c.new is State.ON for c in n.changes) == 2 for n in nodes)
+        )
         for node in nodes:
             if node is not prober:
                 (change,) = [c for c in node.changes if c.new is State.ON][-1:]
