@@ -108,3 +108,7 @@ def test_the_summary_tells_a_missing_answer() -> None:
     assert _fleet_demo._report([good, good, bad], out) == 1
     assert out.getvalue().endswith("SOME CALLS WERE NOT ANSWERED\n")
     assert collections.Counter(out.getvalue().split("\n"))["summary:"] == 3
+
+
+async def test_killing_a_redis_that_never_started_is_harmless() -> None:
+    await _fleet_demo._Redis("redis-server").kill()
