@@ -345,8 +345,9 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             )
 
     def _on_started(self, value: object) -> None:
-        if self._instance is not None:
-            self._instance.deadline = math.inf  # no start_timeout any more
+        instance = self._instance
+        assert instance is not None  # noqa: S101 - a live status has an instance
+        instance.deadline = math.inf  # no start_timeout any more
         self._feed(Machine.started, "the resource started")
         if self._machine.state is State.ON:
             self._resource = value

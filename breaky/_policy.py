@@ -65,12 +65,12 @@ def _positive_or_none(
 
 
 def _count_or_none(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    msg = f"{attribute.name} must be an int >= 0 or None, got {value!r}"
+    msg = f"{attribute.name} must be an int >= 1 or None, got {value!r}"
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(msg)
-    if value < 0:
+    if value < 1:
         raise ValueError(msg)
 
 
@@ -151,7 +151,7 @@ class Policy:
             wait in the inbox, not yet taken by the resource, a new one is
             answered :data:`~breaky.OFF` at once and never reaches the
             resource; a shed call is not a failure and changes no state.
-            ``None`` (the default) queues without limit; an int >= 0.
+            ``None`` (the default) queues without limit; an int >= 1.
         start_timeout: seconds a start (the first, a restart or a retry) may
             take to call ``task_status.started()``; a start still pending then
             is cancelled and counts as a failed start. ``None`` (the default)
