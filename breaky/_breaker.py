@@ -151,12 +151,11 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             seconds = check_seconds("timeout", timeout, allow_none=True)
         totals = self._totals
         totals.calls += 1
-        mailbox = self._mailbox
         if not self._machine.accepting:
             return await self._refuse(shed=False)
-        if mailbox.full():
+        request = self._mailbox.put(message, trio.lowlevel.current_task(), seconds)
+        if request is None:
             return await self._refuse(shed=True)
-        request = mailbox.put(message, trio.lowlevel.current_task(), seconds)
         await trio.lowlevel.wait_task_rescheduled(request._abort)
         return request._outcome()  # type: ignore[no-any-return]
 
@@ -181,11 +180,12 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         the breaker is not ON (or starting).
         """
         await trio.lowlevel.checkpoint()
-        mailbox = self._mailbox
-        if not self._machine.accepting or mailbox.full():
+        if (
+            not self._machine.accepting
+            or self._mailbox.put(message, None, None) is None
+        ):
             return OFF
         self._totals.casts += 1
-        mailbox.put(message, None, None)
         return None
 
     def failure(self) -> None:

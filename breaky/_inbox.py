@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
     from ._mailbox import Mailbox
 
+_CLOSED = "this inbox was closed: use the inbox of a running instance"
+
 
 @final
 class Inbox(
@@ -43,14 +45,12 @@ class Inbox(
     served by the next instance, never lost.
     """
 
-    __slots__ = ("_closed", "_ended", "_mailbox", "_parked")
+    __slots__ = ("_closed", "_ended", "_mailbox")
 
     def __init__(self, mailbox: Mailbox[MessageT, ReplyT]) -> None:
         self._mailbox = mailbox
         self._closed = False  # aclose() was called
         self._ended = False  # its resource instance has ended
-        # Tasks parked in receive() on this handle.
-        self._parked: set[trio.lowlevel.Task] = set()
 
     def __repr__(self) -> str:
         mailbox = self._mailbox
@@ -81,28 +81,37 @@ class Inbox(
             trio.ClosedResourceError: this inbox was closed.
 
         """
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            raise trio.EndOfChannel from None
+
+    async def __anext__(self) -> Request[MessageT, ReplyT]:
+        # receive() is built on this rather than the other way round, as
+        # trio.abc.ReceiveChannel does: ``async for`` is the hot path.
         mailbox = self._mailbox
         if mailbox.queued:
             # Serving a backlog must still let other tasks run.
             await trio.lowlevel.checkpoint()
         while True:
-            self._check_open()
-            request = mailbox.take()
-            if request is not None:
-                return request
+            if self._closed or self._ended or mailbox.closed:
+                if self._closed:
+                    raise trio.ClosedResourceError(_CLOSED)
+                raise StopAsyncIteration
+            if mailbox.queued:
+                request = mailbox.take()
+                if request is not None:  # always, while something is queued
+                    return request
             task = trio.lowlevel.current_task()
             mailbox.receivers.append(task)
-            self._parked.add(task)
 
             def abort(
                 _: object, task: trio.lowlevel.Task = task
             ) -> trio.lowlevel.Abort:
                 mailbox.receivers.remove(task)
-                self._parked.discard(task)
                 return trio.lowlevel.Abort.SUCCEEDED
 
             await trio.lowlevel.wait_task_rescheduled(abort)
-            self._parked.discard(task)
             try:
                 # Woken, but cancelled since (say, a sibling task crashed the
                 # instance): take nothing, and pass the wake-up on.
@@ -167,28 +176,19 @@ class Inbox(
 
     def _check_open(self) -> None:
         if self._closed:
-            msg = "this inbox was closed"
-            raise trio.ClosedResourceError(msg)
+            raise trio.ClosedResourceError(_CLOSED)
         if self._ended or self._mailbox.closed:
             raise trio.EndOfChannel
 
     def _close(self) -> None:
         self._closed = True
-        self._wake_parked()
+        # Its parked tasks must see it; any others just park again.
+        self._mailbox.wake_all_receivers()
 
     def _end(self) -> None:
         """Its resource instance has ended: it takes no more requests."""
         self._ended = True
-        self._wake_parked()
-
-    def _wake_parked(self) -> None:
-        receivers = self._mailbox.receivers
-        for task in self._parked:
-            # A task the mailbox woke already will see the change by itself.
-            if task in receivers:
-                receivers.remove(task)
-                trio.lowlevel.reschedule(task)
-        self._parked.clear()
+        self._mailbox.wake_all_receivers()
 
 
 def _check_handler(handler: object) -> None:

@@ -67,8 +67,10 @@ class Mailbox(Generic[MessageT, ReplyT]):
         init=False, factory=list[tuple[float, int, Request[MessageT, ReplyT]]]
     )
     _tie: itertools.count[int] = attrs.field(init=False, factory=itertools.count)
-    # The deadline keeper's wait for the earliest deadline, while it waits.
+    # The deadline keeper's wait for the earliest deadline, while it waits,
+    # and that deadline (read here rather than from the scope: it is faster).
     _keeper: trio.CancelScope | None = attrs.field(init=False, default=None)
+    _keeper_deadline: float = attrs.field(init=False, default=math.inf)
     # Ends the keeper; cancellable before the keeper task has even started.
     _keeper_done: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
 
@@ -98,20 +100,28 @@ class Mailbox(Generic[MessageT, ReplyT]):
         if self.queued and self.receivers:
             trio.lowlevel.reschedule(self.receivers.popleft())
 
-    # The callers' side.
+    def wake_all_receivers(self) -> None:
+        """Wake every parked resource task, to look at its inbox again."""
+        receivers = self.receivers
+        while receivers:
+            trio.lowlevel.reschedule(receivers.popleft())
 
-    def full(self) -> bool:
-        """Whether a new request would exceed the policy's ``max_queued``."""
-        limit = self._policy.max_queued
-        return limit is not None and self.queued >= limit
+    # The callers' side.
 
     def put(
         self,
         message: MessageT,
         caller: trio.lowlevel.Task | None,
         timeout: float | None,
-    ) -> Request[MessageT, ReplyT]:
-        """Queue a request and wake a parked resource task to take it."""
+    ) -> Request[MessageT, ReplyT] | None:
+        """Queue a request and wake a parked resource task to take it.
+
+        Returns ``None``, queueing nothing, when ``max_queued`` requests wait
+        already: the request is shed.
+        """
+        limit = self._policy.max_queued
+        if limit is not None and self.queued >= limit:
+            return None
         request: Request[MessageT, ReplyT] = Request(message, self, caller)
         self._queue.append(request)
         self.queued += 1
@@ -136,6 +146,7 @@ class Mailbox(Generic[MessageT, ReplyT]):
         """The resource answered a request it took (reply or fail)."""
         slow = False
         if request._caller is not None:
+            self.held.discard(request)
             totals = self._totals
             if error is None:
                 totals.replies += 1
@@ -152,14 +163,12 @@ class Mailbox(Generic[MessageT, ReplyT]):
         if error is not None and self._policy.counts_as_failure(error):
             self._failed(f"a request failed with {type(error).__name__}")
 
-    def forget(self, request: Request[Any, Any]) -> None:
-        """Stop tracking a request that was answered or withdrawn."""
-        self.held.discard(request)
-
     def withdrawn(self, request: Request[Any, Any]) -> None:
         """A caller was cancelled; a queued request will be skipped."""
         if request._phase is QUEUED:
             self.queued -= 1
+        else:
+            self.held.discard(request)
         self._totals.cancelled += 1
 
     # The breaker's side.
@@ -179,8 +188,7 @@ class Mailbox(Generic[MessageT, ReplyT]):
         """No request will come any more; queued ones are answered OFF."""
         self.closed = True
         self.reject_queued()
-        while self.receivers:
-            trio.lowlevel.reschedule(self.receivers.popleft())
+        self.wake_all_receivers()
 
     def lose_held(self, cause: Exception | None) -> None:
         """The resource instance ended: its unanswered calls get ResourceLost."""
@@ -200,9 +208,8 @@ class Mailbox(Generic[MessageT, ReplyT]):
     def _watch(self, deadline: float, request: Request[MessageT, ReplyT]) -> None:
         heap = self._deadlines
         heapq.heappush(heap, (deadline, next(self._tie), request))
-        keeper = self._keeper
-        if keeper is not None and deadline < keeper.deadline:
-            keeper.deadline = deadline
+        if deadline < self._keeper_deadline and self._keeper is not None:
+            self._keeper.deadline = self._keeper_deadline = deadline
         if len(heap) > 2 * (len(self._queue) + len(self.held)) + _SLACK:
             self._deadlines = [e for e in heap if e[2]._phase is not SETTLED]
             heapq.heapify(self._deadlines)
@@ -215,12 +222,14 @@ class Mailbox(Generic[MessageT, ReplyT]):
         with self._keeper_done:
             while True:
                 heap = self._deadlines
-                with trio.CancelScope(
-                    deadline=heap[0][0] if heap else math.inf
-                ) as keeper:
-                    self._keeper = keeper
+                # Answered calls need no watching: wait for a pending one.
+                while heap and heap[0][2]._phase is SETTLED:
+                    heapq.heappop(heap)
+                deadline = heap[0][0] if heap else math.inf
+                with trio.CancelScope(deadline=deadline) as keeper:
+                    self._keeper, self._keeper_deadline = keeper, deadline
                     await trio.sleep_forever()
-                self._keeper = None
+                self._keeper, self._keeper_deadline = None, math.inf
                 self._expire(trio.current_time())
 
     def _expire(self, now: float) -> None:
@@ -230,6 +239,8 @@ class Mailbox(Generic[MessageT, ReplyT]):
             if request._phase is not SETTLED:
                 if request._phase is QUEUED:
                     self.queued -= 1
+                else:
+                    self.held.discard(request)
                 request._settle(
                     None,
                     CallTimeout(

@@ -7,7 +7,7 @@ A request knows nothing of the inbox it travels through: it reports to a
 from __future__ import annotations
 
 import enum
-from typing import Any, Generic, Protocol, TypeVar, cast, final
+from typing import Any, Generic, NoReturn, Protocol, TypeVar, cast, final
 
 import attrs
 import trio
@@ -35,11 +35,11 @@ class Ledger(Protocol):
     ) -> None:
         """The resource answered a request it took (reply or fail)."""
 
-    def forget(self, request: Request[Any, Any]) -> None:
-        """A request is settled: stop tracking it."""
-
     def withdrawn(self, request: Request[Any, Any]) -> None:
-        """A request's caller was cancelled before its answer came."""
+        """A request's caller was cancelled before its answer came.
+
+        Called before the request is settled, so its phase tells where it was.
+        """
 
 
 @final
@@ -75,7 +75,9 @@ class Request(Generic[MessageT, ReplyT]):
             RuntimeError: if this request was already answered.
 
         """
-        self._mark_answered()
+        if self._answered:
+            self._answered_twice()
+        self._answered = True
         if self._phase is TAKEN:
             self._ledger.answered(self, value, None)
 
@@ -93,25 +95,24 @@ class Request(Generic[MessageT, ReplyT]):
                 f"got {exception!r} of type {type(exception).__name__}"
             )
             raise TypeError(msg)
-        self._mark_answered()
+        if self._answered:
+            self._answered_twice()
+        self._answered = True
         if self._phase is TAKEN:
             self._ledger.answered(self, None, exception)
 
-    def _mark_answered(self) -> None:
-        if self._answered:
-            msg = f"{self!r} was already answered; a request takes one answer"
-            raise RuntimeError(msg)
-        self._answered = True
+    def _answered_twice(self) -> NoReturn:
+        msg = f"{self!r} was already answered; a request takes one answer"
+        raise RuntimeError(msg)
 
     # The rest is breaky's side of the request.
 
     def _settle(self, value: object, error: BaseException | None = None) -> None:
         """Give the caller its one answer and wake it.
 
-        Only called while the request is QUEUED or TAKEN.
+        Only called while the request is QUEUED or TAKEN, by its ledger.
         """
         self._phase = SETTLED
-        self._ledger.forget(self)
         if self._caller is not None:
             self._value = value
             self._error = error
