@@ -4,18 +4,18 @@ Every breaker of a supervisor opened with ``fleet=RedisFleet(...)`` joins the
 fleet under its name. Each instance still trips on its own; when ``quorum``
 live instances see a breaker OFF, the fleet holds it OFF everywhere, one
 instance (the holder of a lease) probes the resource, and when that probe
-starts it the fleet turns ON again. See the how-to "Fleet-wide breakers".
+starts it the fleet turns ON again. See the how-to on fleets in the docs.
 
 Where the fleet notices that Redis is gone: connecting and every command run
 under a Trio timeout of the fleet's own (``min(1, report_ttl / 3)`` seconds),
 coredis's own retries are off, and its pub/sub does not reconnect by itself
-(a lost subscription ends the session). The first
-command that fails or times out ends the session: one warning is logged,
-every breaker the fleet held OFF goes back to its local retries, and the
-fleet reconnects every ``min(1, report_ttl / 3)`` seconds until Redis
-answers; then it re-joins (reports again, reads the fleet's state). A session
-sends something at least every ``report_ttl / 3`` seconds, so a frozen or
-unreachable server is noticed within about that time.
+(a lost subscription ends the session). The first command that fails or
+times out ends the session: one warning is logged, every breaker the fleet
+held OFF goes back to its local retries, and the fleet tries again every
+``min(1, report_ttl / 3)`` seconds until Redis answers; then it re-joins
+(reports again, reads the fleet's state). A session sends something at least
+every ``report_ttl / 3`` seconds, so a frozen or unreachable server is
+noticed within about that time.
 """
 
 from __future__ import annotations
@@ -402,8 +402,11 @@ class RedisFleet(Fleet):
             message = await pubsub.get_message()
             if message is None:
                 continue  # a subscription's acknowledgement
-            event = json.loads(str(message["data"]))
-            name, by = str(event["breaker"]), str(event["by"])
+            try:
+                event = json.loads(str(message["data"]))
+                name, by = str(event["breaker"]), str(event["by"])
+            except (ValueError, TypeError, KeyError):
+                continue  # not the script's: someone else's on our channel
             if by == self.instance or link.member(name) is None:
                 continue  # our own news, or not our breaker
             if event["event"] == "on":

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+import coredis
 import pytest
 import trio
 from fleet_nodes import POLICY, Node
@@ -88,8 +89,13 @@ def trip(node: Node) -> None:
 
 async def test_below_quorum_the_others_are_untouched(
     redis_server: ServerProcess,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with fleet_of(redis_server, 3, quorum=2) as (nodes, down):
+        # Someone else's messages on the channel are ignored.
+        async with coredis.Redis.from_url(url_of(redis_server)) as client:
+            await client.publish("breaky:fleet", "not json")
+            await client.publish("breaky:fleet", '{"breaker": "db"}')
         down["n0"] = True
         trip(nodes[0])
         assert nodes[0].db.state is State.OFF
@@ -101,6 +107,7 @@ async def test_below_quorum_the_others_are_untouched(
         down["n0"] = False
         await until(lambda: nodes[0].db.state is State.ON)
         assert all(n.db.state is State.ON for n in nodes)
+    assert not [r for r in caplog.records if "does not answer" in r.getMessage()]
 
 
 async def test_at_quorum_every_instance_turns_off_within_half_a_second(
