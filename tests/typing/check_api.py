@@ -6,6 +6,7 @@ import trio
 from typing_extensions import assert_type
 
 import breaky
+from breaky.redis import RedisFleet
 
 
 async def database(
@@ -59,3 +60,12 @@ async def main() -> None:
         )
         assert_type(sized, breaky.CircuitBreaker[str, int])
         assert_type(sized.statistics().shed, int)
+
+
+async def fleet() -> None:
+    shared = RedisFleet("redis://127.0.0.1:6379/0", instance="web-1", quorum=2)
+    assert_type(shared.quorum, int)
+    assert_type(shared.keys("db"), list[str])
+    async with breaky.open_supervisor(shutdown_timeout=1, fleet=shared) as sup:
+        db = await sup.start_circuit_breaker("db", database, "me")
+        assert_type(db, breaky.CircuitBreaker[str, list[str]])
