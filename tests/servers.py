@@ -134,6 +134,10 @@ def hypercorn(port: int | None = None) -> ServerProcess:
         sys.executable,
         "-m",
         "hypercorn",
+        # Serve in this one process: with workers (one by default) a kill or a
+        # SIGSTOP would reach only the parent, while a worker kept serving.
+        "--workers",
+        "0",
         "--bind",
         f"127.0.0.1:{port}",
         "asgi_app:app",
