@@ -259,3 +259,177 @@ async def test_a_frozen_redis_at_start_is_given_up_then_served_once_thawed(
             while db.state is not State.ON:
                 await changes.receive()
         assert await db.call("k") == 1
+
+
+# HTTP, through httpx to Hypercorn, served concurrently.
+
+
+@attrs.define
+class Gauge:
+    """Requests in flight at once, now and at most."""
+
+    now: int = 0
+    most: int = 0
+
+    def __enter__(self) -> None:
+        self.now += 1
+        self.most = max(self.most, self.now)
+
+    def __exit__(self, *_: object) -> None:
+        self.now -= 1
+
+
+async def http_client(
+    inbox: breaky.Inbox[str, int],
+    base_url: str,
+    concurrency: int,
+    in_flight: Gauge,
+    *,
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """An httpx client that passed a health check; ``concurrency`` GETs at once."""
+    # No timeout of httpx's own: the breaker's call_timeout is the one.
+    async with httpx.AsyncClient(base_url=base_url, timeout=None) as client:  # noqa: S113
+        (await client.get("/")).raise_for_status()  # refused, or silent: a failed start
+        task_status.started(client)
+
+        async def get(request: breaky.Request[str, int]) -> None:
+            with in_flight:
+                response = await client.get(request.message)  # transport error: a crash
+            request.reply(response.status_code)
+
+        await inbox.serve(get, concurrency=concurrency)
+
+
+async def test_hypercorn_killed_restarted_frozen_and_thawed(
+    http_server: ServerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="breaky")
+    tally = Tally()
+    stop = trio.Event()
+    in_flight = Gauge()
+    async with breaky.open_supervisor() as sup:
+        api = await sup.start_circuit_breaker(
+            "api",
+            http_client,
+            f"http://127.0.0.1:{http_server.port}",
+            4,
+            in_flight,
+            policy=POLICY,
+        )
+        assert isinstance(api.resource, httpx.AsyncClient)
+        assert await api.call("/no-such-page") == 404
+        tally.calls += 1
+        tally.add("reply")
+        async with trio.open_nursery() as callers:
+            for _ in range(8):
+                callers.start_soon(
+                    keep_calling,
+                    lambda: api.call("/sleep/0.02"),
+                    lambda reply: reply == 200,
+                    tally,
+                    stop,
+                )
+            await tally.more("reply", 20)
+            # Several requests were on the wire at once, over one client.
+            assert in_flight.most > 1
+
+            # Killed: requests in flight break (a crash; the others held
+            # are lost), restarts are refused, OFF; it stays OFF.
+            await http_server.kill()
+            await tally.until(lambda: api.state is State.OFF)
+            retries = api.statistics().retries
+            await tally.until(lambda: api.statistics().retries >= retries + 2)
+            assert api.state is State.OFF
+            await tally.more("off")
+            # Back on the same port: ON at the next retry.
+            await http_server.start()
+            await tally.more("reply", 20)
+            assert api.statistics().trips == 1
+
+            # Frozen: the calls in flight time out and trip the breaker; each
+            # retry's health check is given up at start_timeout.
+            http_server.freeze()
+            await tally.until(lambda: api.state is State.OFF)
+            failed = api.statistics().failed_starts
+            await tally.until(lambda: api.statistics().failed_starts >= failed + 2)
+            assert api.state is State.OFF
+            assert starts_given_up(caplog) >= 2
+            # Thawed: Hypercorn answers its backlog, the next retry turns ON.
+            http_server.thaw()
+            await tally.more("reply", 20)
+            stop.set()
+    stats = api.statistics()
+    assert stats.trips >= 2
+    assert stats.lost >= 1  # at least the request whose GET broke
+    assert stats.timeouts >= POLICY.failure_threshold
+    assert tally.answers["off"] > 0
+    assert_statistics_add_up(stats, tally)
+
+
+async def test_a_frozen_hypercorn_at_start_is_given_up_then_served_once_thawed(
+    http_server: ServerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    http_server.freeze()
+    async with breaky.open_supervisor() as sup:
+        api = await sup.start_circuit_breaker(
+            "api",
+            http_client,
+            f"http://127.0.0.1:{http_server.port}",
+            2,
+            Gauge(),
+            policy=POLICY,
+        )
+        assert api.state is State.OFF
+        assert api.statistics().failed_starts == POLICY.failure_threshold
+        # httpx ends on Cancelled, as it should: breaky names the cause.
+        assert starts_given_up(caplog) == POLICY.failure_threshold
+        assert any(
+            "did not start within start_timeout" in r.getMessage()
+            for r in caplog.records
+        )
+        assert await api.call("/") is OFF
+        http_server.thaw()
+        changes = api.subscribe()
+        with trio.fail_after(PATIENCE):
+            while api.state is not State.ON:
+                await changes.receive()
+        assert await api.call("/") == 200
+
+
+async def test_hypercorn_under_overload_sheds_and_never_trips(
+    http_server: ServerProcess,
+) -> None:
+    # 4 at once, 0.1 s each: ~40 calls a second. 8 queued wait ~0.2 s, far
+    # below the call timeout; the rest of each burst is shed.
+    in_flight = Gauge()
+    tally = Tally()
+    policy = attrs.evolve(POLICY, call_timeout=5.0, max_queued=8)
+
+    async def one_call() -> None:
+        tally.calls += 1
+        answer = await api.call("/sleep/0.1")
+        tally.add("off" if answer is OFF else "reply")
+        assert answer is OFF or answer == 200
+
+    async with breaky.open_supervisor() as sup:
+        api = await sup.start_circuit_breaker(
+            "api",
+            http_client,
+            f"http://127.0.0.1:{http_server.port}",
+            4,
+            in_flight,
+            policy=policy,
+        )
+        for _ in range(3):
+            async with trio.open_nursery() as burst:
+                for _ in range(40):
+                    burst.start_soon(one_call)
+            assert api.state is State.ON
+        stats = api.statistics()
+    assert in_flight.most == 4
+    assert stats.shed > 0
+    assert stats.replies >= 3 * 8
+    assert stats.failures == stats.timeouts == stats.lost == stats.trips == 0
+    assert stats.crashes == stats.off == 0
+    assert_statistics_add_up(stats, tally, shed=True)
