@@ -23,16 +23,14 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import coredis
+import httpx
 import pytest
 import trio
+from coredis.retry import NoRetryPolicy
 
 import breaky
 from breaky import OFF, State
-
-coredis = pytest.importorskip("coredis")
-httpx = pytest.importorskip("httpx")
-
-from coredis.retry import NoRetryPolicy  # noqa: E402 - after the skip
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
     from exceptiongroup import BaseExceptionGroup
@@ -41,6 +39,14 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from servers import ServerProcess
+
+# coredis runs on anyio, whose Trio backend needs a newer trio than the oldest
+# that breaky supports (anyio 4.16 asks for trio >= 0.32). On trio 0.25 (nox's
+# tests_oldest) its cancel scopes get corrupted, so the Redis tests skip there.
+TRIO_VERSION = tuple(int(part) for part in trio.__version__.split(".")[:2])
+anyio_on_trio = pytest.mark.skipif(
+    TRIO_VERSION < (0, 32), reason="coredis needs trio >= 0.32 (through anyio)"
+)
 
 # Small values, so that an outage and its recovery take about a second.
 POLICY = breaky.Policy(
@@ -183,6 +189,7 @@ async def redis_connection(
             request.reply(await client.incr(request.message))
 
 
+@anyio_on_trio
 async def test_redis_killed_restarted_frozen_and_thawed(
     redis_server: ServerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -239,6 +246,7 @@ async def test_redis_killed_restarted_frozen_and_thawed(
     assert_statistics_add_up(stats, tally)
 
 
+@anyio_on_trio
 async def test_a_frozen_redis_at_start_is_given_up_then_served_once_thawed(
     redis_server: ServerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
