@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import coredis
 import httpx
-import pytest
+import servers
 import trio
 from coredis.retry import NoRetryPolicy
 
@@ -38,15 +38,8 @@ if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from servers import ServerProcess
+    import pytest
 
-# coredis runs on anyio, whose Trio backend needs a newer trio than the oldest
-# that breaky supports (anyio 4.16 asks for trio >= 0.32). On trio 0.25 (nox's
-# tests_oldest) its cancel scopes get corrupted, so the Redis tests skip there.
-TRIO_VERSION = tuple(int(part) for part in trio.__version__.split(".")[:2])
-anyio_on_trio = pytest.mark.skipif(
-    TRIO_VERSION < (0, 32), reason="coredis needs trio >= 0.32 (through anyio)"
-)
 
 # Small values, so that an outage and its recovery take about a second.
 POLICY = breaky.Policy(
@@ -189,9 +182,9 @@ async def redis_connection(
             request.reply(await client.incr(request.message))
 
 
-@anyio_on_trio
+@servers.coredis_runs_on_this_trio
 async def test_redis_killed_restarted_frozen_and_thawed(
-    redis_server: ServerProcess, caplog: pytest.LogCaptureFixture
+    redis_server: servers.ServerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="breaky")
     tally = Tally()
@@ -246,9 +239,9 @@ async def test_redis_killed_restarted_frozen_and_thawed(
     assert_statistics_add_up(stats, tally)
 
 
-@anyio_on_trio
+@servers.coredis_runs_on_this_trio
 async def test_a_frozen_redis_at_start_is_given_up_then_served_once_thawed(
-    redis_server: ServerProcess, caplog: pytest.LogCaptureFixture
+    redis_server: servers.ServerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     redis_server.freeze()
     async with breaky.open_supervisor() as sup:
@@ -310,7 +303,7 @@ async def http_client(
 
 
 async def test_hypercorn_killed_restarted_frozen_and_thawed(
-    http_server: ServerProcess, caplog: pytest.LogCaptureFixture
+    http_server: servers.ServerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="breaky")
     tally = Tally()
@@ -376,7 +369,7 @@ async def test_hypercorn_killed_restarted_frozen_and_thawed(
 
 
 async def test_a_frozen_hypercorn_at_start_is_given_up_then_served_once_thawed(
-    http_server: ServerProcess, caplog: pytest.LogCaptureFixture
+    http_server: servers.ServerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     http_server.freeze()
     async with breaky.open_supervisor() as sup:
@@ -406,7 +399,7 @@ async def test_a_frozen_hypercorn_at_start_is_given_up_then_served_once_thawed(
 
 
 async def test_hypercorn_under_overload_sheds_and_never_trips(
-    http_server: ServerProcess,
+    http_server: servers.ServerProcess,
 ) -> None:
     # 4 at once, 0.1 s each: ~40 calls a second. 8 queued wait ~0.2 s, far
     # below the call timeout; the rest of each burst is shed.
