@@ -1,11 +1,12 @@
 """Real servers, real clients, the real clock.
 
 The fixtures start a real ``redis-server``, reached through coredis, and a real
-Hypercorn, reached through httpx. While callers keep calling, each test kills
-its server, starts it again on the same port, freezes it (SIGSTOP: sockets stay
-open, nothing answers) and thaws it (SIGCONT), and waits at each step for what
-the breaker should do. Afterwards every call must have had exactly one answer,
-and the breaker's statistics must agree with what the callers saw.
+Hypercorn, reached through httpx. While callers keep calling, the tests kill a
+server, start it again on the same port, freeze it (SIGSTOP: sockets stay
+open, nothing answers) and thaw it (SIGCONT), and wait at each step for what
+the breaker should do; they start a breaker on a frozen server, and overload
+a healthy one. Afterwards every call must have had exactly one answer, and
+the breaker's statistics must agree with what the callers saw.
 
 The resources are written as a user would write them: connect and health
 check before ``task_status.started()``, the real command per request, no
@@ -18,7 +19,6 @@ has a generous limit and nothing asserts how fast it went.
 from __future__ import annotations
 
 import collections
-import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -186,7 +186,6 @@ async def redis_connection(
 async def test_redis_killed_restarted_frozen_and_thawed(
     redis_server: servers.ServerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="breaky")
     tally = Tally()
     stop = trio.Event()
     async with breaky.open_supervisor() as sup:
@@ -305,7 +304,6 @@ async def http_client(
 async def test_hypercorn_killed_restarted_frozen_and_thawed(
     http_server: servers.ServerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="breaky")
     tally = Tally()
     stop = trio.Event()
     in_flight = Gauge()
