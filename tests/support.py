@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, requires
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import pytest
 import trio
 
 if TYPE_CHECKING:
@@ -70,35 +68,3 @@ def answered_calls(stats: breaky.BreakerStatistics) -> int:
         + stats.cancelled
         + stats.pending
     )
-
-
-def _fleet_unsupported() -> str:
-    """Why coredis cannot run on the trio installed here, or ``""``.
-
-    anyio (under coredis) declares the trio it needs in its ``trio`` extra;
-    the oldest trio breaky supports (0.25, in ``nox -s tests_oldest``) is
-    older, and ``pip install "breaky[redis]"`` upgrades it.
-    """
-    from packaging.requirements import Requirement  # noqa: PLC0415 - coredis's
-    from packaging.version import Version  # noqa: PLC0415
-
-    try:
-        needs = [Requirement(r) for r in requires("anyio") or []]
-    except PackageNotFoundError:  # pragma: no cover - coredis brings it
-        return "anyio is not installed"
-    for need in needs:
-        if (
-            need.name == "trio"
-            and need.marker is not None
-            and need.marker.evaluate({"extra": "trio"})
-            and Version(trio.__version__) not in need.specifier
-        ):
-            return f"coredis runs on trio{need.specifier}, not {trio.__version__}"
-    return ""
-
-
-FLEET_UNSUPPORTED = _fleet_unsupported()
-# For the tests that run a fleet (not those of its pure parts).
-requires_fleet = pytest.mark.skipif(
-    bool(FLEET_UNSUPPORTED), reason=FLEET_UNSUPPORTED or "supported"
-)

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import coredis
 import pytest
+import servers
 import trio
 from fleet_nodes import POLICY, Node
-from support import answered_calls, requires_fleet
+from support import answered_calls
 
 import breaky
 from breaky import OFF, State
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
     from servers import ServerProcess
 
-pytestmark = requires_fleet
+pytestmark = servers.coredis_runs_on_this_trio
 
 TTL = 1.5  # report_ttl: short, so that leases and reports expire in a test
 

@@ -7,8 +7,8 @@ import importlib.util
 import io
 from typing import TYPE_CHECKING, Any
 
+import servers
 import trio
-from support import requires_fleet
 
 from breaky import _fleet_demo
 from breaky.__main__ import main
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import pytest
     from servers import ServerProcess
 
-pytestmark = requires_fleet
+pytestmark = servers.coredis_runs_on_this_trio
 
 
 def test_three_processes_trip_together_one_probes_all_recover(

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
+import servers
 import trio
-from support import requires_fleet
 
 import breaky
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from servers import ServerProcess
 
 TESTS = Path(__file__).parent
-pytestmark = requires_fleet
+pytestmark = servers.coredis_runs_on_this_trio
 
 TTL = 1.5
 # The children import the breaky under test: this checkout, or the wheel.

@@ -10,8 +10,8 @@ import sys
 from typing import Any
 
 import pytest
+import servers
 import trio
-from support import requires_fleet
 
 import breaky
 from breaky import State, StateChange
@@ -120,7 +120,7 @@ def test_the_core_never_imports_coredis() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)  # noqa: S603
 
 
-@requires_fleet
+@servers.coredis_runs_on_this_trio
 async def test_an_unreachable_redis_slows_nothing(
     log_records: Any,
 ) -> None:
@@ -141,7 +141,7 @@ async def test_an_unreachable_redis_slows_nothing(
     assert len(warnings) == 1
 
 
-@requires_fleet
+@servers.coredis_runs_on_this_trio
 async def test_a_server_that_never_answers_is_given_up_on(log_records: Any) -> None:
     async def silent(stream: trio.SocketStream) -> None:
         await trio.sleep_forever()
@@ -201,7 +201,7 @@ class BrokenLink:
         return []
 
 
-@requires_fleet
+@servers.coredis_runs_on_this_trio
 async def test_a_bug_in_the_fleet_is_not_swallowed() -> None:
     fleet = RedisFleet("redis://127.0.0.1:1/0", instance="a")
     fleet._claim()
