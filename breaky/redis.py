@@ -259,7 +259,7 @@ class RedisFleet(Fleet):
             changes = link.subscribe()
             task_status.started()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch, changes, tracker)
+                nursery.start_soon(self._watch, changes, link, tracker)
                 await self._keep_joined(link, tracker)
                 nursery.cancel_scope.cancel()
         except BaseException as exc:
@@ -275,7 +275,9 @@ class RedisFleet(Fleet):
         finally:
             self._serving = False
 
-    async def _watch(self, changes: StateChanges, tracker: _Tracker) -> None:
+    async def _watch(
+        self, changes: StateChanges, link: Link, tracker: _Tracker
+    ) -> None:
         """Mark the breakers that changed; close when the supervisor does."""
         missed = 0
         async with changes:
@@ -285,7 +287,7 @@ class RedisFleet(Fleet):
                 tracker.mark(change.breaker)
                 if changes.missed != missed:  # some lost: look at them all
                     missed = changes.missed
-                    tracker.mark(*tracker.told)
+                    tracker.mark(*link.names(), *tracker.told)
         tracker.close()
 
     async def _keep_joined(self, link: Link, tracker: _Tracker) -> None:

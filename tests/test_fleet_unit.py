@@ -9,6 +9,7 @@ import subprocess
 import sys
 from typing import Any
 
+import attrs
 import pytest
 import servers
 import trio
@@ -104,9 +105,9 @@ async def test_lost_changes_make_the_fleet_look_at_every_breaker() -> None:
     publisher.end()
     tracker = _Tracker()
     tracker.told["other"] = View.OFF
-    await RedisFleet(URL)._watch(changes, tracker)
+    await RedisFleet(URL)._watch(changes, BrokenLink(["new"]), tracker)  # type: ignore[arg-type]
     assert changes.missed == 1
-    assert list(tracker.dirty) == ["db", "other"]
+    assert list(tracker.dirty) == ["db", "new", "other"]
     assert tracker.recovered == {"db"}
     assert tracker.closing
 
@@ -193,12 +194,15 @@ class BrokenChanges:
         raise ZeroDivisionError
 
 
+@attrs.define
 class BrokenLink:
+    running: list[str] = attrs.Factory(list)
+
     def subscribe(self) -> BrokenChanges:
         return BrokenChanges()
 
     def names(self) -> list[str]:
-        return []
+        return self.running
 
 
 @servers.coredis_runs_on_this_trio
