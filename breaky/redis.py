@@ -359,6 +359,9 @@ class RedisFleet(Fleet):
                     )
                 )
                 script = client.register_script(SYNC)
+                # Loaded up front: no NOSCRIPT round trip (and coredis log
+                # record) on the first call of each session.
+                await client.script_load(SYNC)
                 setup.deadline = math.inf
                 nursery = await stack.enter_async_context(trio.open_nursery())
                 nursery.start_soon(self._listen, pubsub, link, tracker)
