@@ -11,6 +11,18 @@ import trio
 from ._demo import demo
 
 
+def _port(text: str) -> int:
+    """``--metrics-port``: a TCP port number; 0 picks a free one."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        msg = f"must be a TCP port from 0 to 65535 (0: any free one), got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return port
+
+
 def main(argv: list[str] | None = None, *, clock: trio.abc.Clock | None = None) -> int:
     """Parse ``argv`` and run the command it names (on ``clock``, for tests)."""
     parser = argparse.ArgumentParser(prog="python -m breaky")
@@ -21,8 +33,18 @@ def main(argv: list[str] | None = None, *, clock: trio.abc.Clock | None = None) 
     demo_parser.add_argument(
         "--duration", type=float, default=30.0, help="seconds to run (default 30)"
     )
+    demo_parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics while the "
+        "demo runs (needs prometheus_client: pip install 'breaky[prometheus]')",
+    )
     args = parser.parse_args(argv)
-    return trio.run(functools.partial(demo, duration=args.duration), clock=clock)
+    return trio.run(
+        functools.partial(demo, duration=args.duration, metrics_port=args.metrics_port),
+        clock=clock,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover - tests call main()

@@ -152,6 +152,14 @@ async def test_wait_for_state_waits_for_the_change(autojump_clock: Clock) -> Non
         assert db.state is State.ON
         assert trio.current_time() - start == 30  # the retry, not a poll
 
+        db.force_off()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_for_state, db, State.ON)
+            await trio.testing.wait_all_tasks_blocked()
+            db.reset()  # FORCED_OFF -> OFF is not it; OFF -> ON, once started
+            assert db.state is State.OFF
+        assert db.state is State.ON
+
 
 async def test_wait_for_state_is_a_checkpoint_when_already_there(
     autojump_clock: Clock,
