@@ -186,14 +186,14 @@ def model(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """The benchmarks, targets enforced (not in the default run: timings)."""
-    session.install(".")
+    session.install(".[prometheus]")
     session.run("python", "benchmarks/run.py", "--json", "bench.json", *session.posargs)
 
 
 @nox.session(python="3.11")
 def bench_quick(session: nox.Session) -> None:
     """A smoke run of the benchmarks, so that they cannot rot."""
-    session.install(".")
+    session.install(".[prometheus]")
     session.run("python", "benchmarks/run.py", "--quick", *session.posargs)
 
 

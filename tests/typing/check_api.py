@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import trio
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client import CollectorRegistry
 from typing_extensions import assert_type
 
 import breaky
+import breaky.opentelemetry
+from breaky.prometheus import BreakyCollector
+from breaky.testing import wait_for_state
 
 
 async def database(
@@ -32,3 +37,10 @@ async def main() -> None:
             assert_type(result, list[str])
         assert_type(await db.cast("x"), breaky.Off | None)
         assert_type(db.state, breaky.State)
+        await wait_for_state(db, breaky.State.ON)
+
+        CollectorRegistry().register(BreakyCollector(sup))
+        instrumentation = breaky.opentelemetry.instrument(sup, MeterProvider())
+        assert_type(instrumentation, breaky.opentelemetry.Instrumentation)
+        assert_type(instrumentation.instrumented, bool)
+        instrumentation.uninstrument()
