@@ -44,8 +44,12 @@ def _oldest_dependencies() -> list[str]:
 
 
 def _let_pyenv_offer_every_python() -> None:
-    """With pyenv, make every installed supported Python visible to nox."""
-    if "PYENV_VERSION" in os.environ or shutil.which("pyenv") is None:
+    """With pyenv, make every installed supported Python visible to nox.
+
+    pyenv's shim for ``nox`` sets PYENV_VERSION to the one version it ran;
+    the versions already listed stay first.
+    """
+    if shutil.which("pyenv") is None:
         return
     installed = subprocess.run(
         ["pyenv", "versions", "--bare"],  # noqa: S607 - found on PATH above
@@ -59,8 +63,11 @@ def _let_pyenv_offer_every_python() -> None:
         for version in installed
         if re.fullmatch(re.escape(python) + r"\.\d+", version)
     ]
+    given = [v for v in os.environ.get("PYENV_VERSION", "").split(":") if v]
     if wanted:
-        os.environ["PYENV_VERSION"] = ":".join(wanted)
+        os.environ["PYENV_VERSION"] = ":".join(
+            given + [v for v in wanted if v not in given]
+        )
 
 
 _let_pyenv_offer_every_python()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import outcome
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -123,6 +124,38 @@ async def floor_call(send: trio.MemorySendChannel[FloorRequest], message: Any) -
     return request.reply
 
 
+@attrs.define(eq=False)
+class PingPong:
+    """The limit of any cross-task round trip in Trio: two tasks taking turns.
+
+    The server parks; a call wakes it with the message and parks; the server
+    wakes the caller with the reply. Nothing else: no queue, no bookkeeping.
+    """
+
+    server: trio.lowlevel.Task | None = None
+    caller: trio.lowlevel.Task | None = None
+
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self.server = trio.lowlevel.current_task()
+        task_status.started()
+        while True:
+            message = await trio.lowlevel.wait_task_rescheduled(_abort)
+            self.server = trio.lowlevel.current_task()
+            assert self.caller is not None  # noqa: S101 - a call woke us
+            trio.lowlevel.reschedule(self.caller, outcome.Value(message))
+
+    async def call(self, message: Any) -> Any:
+        self.caller = trio.lowlevel.current_task()
+        server, self.server = self.server, None
+        assert server is not None  # noqa: S101 - one caller at a time
+        trio.lowlevel.reschedule(server, outcome.Value(message))
+        return await trio.lowlevel.wait_task_rescheduled(_abort)
+
+
+def _abort(_: object) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.SUCCEEDED
+
+
 # The measurements: each returns seconds per operation for one round.
 
 
@@ -150,6 +183,8 @@ async def bench_call(n: int, count: int) -> list[Result]:
         db = await sup.start_circuit_breaker("echo", echo)
         send, receive = trio.open_memory_channel[FloorRequest](math.inf)
         await nursery.start(floor_server, receive)
+        ping_pong = PingPong()
+        await nursery.start(ping_pong.serve)
 
         async def plain(i: int) -> object:
             return i
@@ -163,13 +198,30 @@ async def bench_call(n: int, count: int) -> list[Result]:
         async def plain_await(m: int) -> float:
             return await per_op(m, plain)
 
+        async def limit(m: int) -> float:
+            return await per_op(m, ping_pong.call)
+
         medians = await rounds(
             n,
             count,
-            {"breaky": breaky_call, "floor": floor, "plain": plain_await},
+            {
+                "breaky": breaky_call,
+                "floor": floor,
+                "limit": limit,
+                "plain": plain_await,
+            },
         )
         nursery.cancel_scope.cancel()
     return [
+        Result(
+            "call vs the round-trip limit",
+            "us",
+            medians["breaky"] * 1e6,
+            medians["limit"] * 1e6,
+            "two tasks ping-ponging with wait_task_rescheduled",
+            target=1.3,
+            note="breaky with its default 5 s call timeout on",
+        ),
         Result(
             "call round trip",
             "us",
@@ -282,22 +334,11 @@ async def bench_throughput(callers: int, per_caller: int, count: int) -> Result:
         send, receive = trio.open_memory_channel[FloorRequest](math.inf)
         await nursery.start(floor_server, receive)
 
-        async def load(call: Callable[[int], Awaitable[object]]) -> float:
-            async def caller() -> None:
-                for i in range(per_caller):
-                    await call(i)
-
-            start = time.perf_counter()
-            async with trio.open_nursery() as crowd:
-                for _ in range(callers):
-                    crowd.start_soon(caller)
-            return callers * per_caller / (time.perf_counter() - start)
-
         async def breaky_load(_: int) -> float:
-            return await load(db.call)
+            return await crowd(callers, per_caller, db.call)
 
         async def floor_load(_: int) -> float:
-            return await load(lambda i: floor_call(send, i))
+            return await crowd(callers, per_caller, lambda i: floor_call(send, i))
 
         medians = await rounds(0, count, {"breaky": breaky_load, "floor": floor_load})
         nursery.cancel_scope.cancel()
@@ -309,6 +350,132 @@ async def bench_throughput(callers: int, per_caller: int, count: int) -> Result:
         "the same load on the hand-written floor",
         target=0.8,
         sense="min",
+    )
+
+
+async def one_checkpoint_each(
+    inbox: breaky.Inbox[Any, Any], concurrency: int, *, task_status: Any
+) -> None:
+    """A resource serving ``concurrency`` requests at once, one await each."""
+
+    async def handler(request: breaky.Request[Any, Any]) -> None:
+        await trio.lowlevel.checkpoint()
+        request.reply(request.message)
+
+    task_status.started()
+    await inbox.serve(handler, concurrency=concurrency)
+
+
+async def floor_pool(
+    receive: trio.MemoryReceiveChannel[FloorRequest],
+    concurrency: int,
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The hand-written pool: ``concurrency`` workers on one memory channel."""
+
+    async def worker() -> None:
+        async for request in receive:
+            await trio.lowlevel.checkpoint()
+            request.reply = request.message
+            request.done.set()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(concurrency):
+            nursery.start_soon(worker)
+        task_status.started()
+
+
+async def bench_serve(callers: int, per_caller: int, count: int) -> Result:
+    concurrency = 16
+    async with breaky.open_supervisor() as sup, trio.open_nursery() as nursery:
+        db = await sup.start_circuit_breaker("pool", one_checkpoint_each, concurrency)
+        send, receive = trio.open_memory_channel[FloorRequest](math.inf)
+        await nursery.start(floor_pool, receive, concurrency)
+
+        async def breaky_load(_: int) -> float:
+            return await crowd(callers, per_caller, db.call)
+
+        async def floor_load(_: int) -> float:
+            return await crowd(callers, per_caller, lambda i: floor_call(send, i))
+
+        medians = await rounds(0, count, {"breaky": breaky_load, "floor": floor_load})
+        nursery.cancel_scope.cancel()
+    return Result(
+        f"serve(concurrency={concurrency}), {callers} callers",
+        "calls/s",
+        medians["breaky"],
+        medians["floor"],
+        f"{concurrency} workers on a memory channel",
+        target=0.9,
+        sense="min",
+    )
+
+
+async def crowd(
+    callers: int, per_caller: int, call: Callable[[int], Awaitable[object]]
+) -> float:
+    """Calls per second when ``callers`` tasks each make ``per_caller`` calls."""
+
+    async def caller() -> None:
+        for i in range(per_caller):
+            await call(i)
+
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(callers):
+            nursery.start_soon(caller)
+    return callers * per_caller / (time.perf_counter() - start)
+
+
+async def ten_ms_each(inbox: breaky.Inbox[Any, Any], *, task_status: Any) -> None:
+    """A healthy resource that answers every request, one at a time, in 10 ms."""
+    task_status.started()
+    async for request in inbox:
+        await trio.sleep(0.01)
+        request.reply(request.message)
+
+
+async def bench_overload(callers: int) -> Result:
+    """Overload on the real clock: shed, never tripped, every call answered."""
+    policy = breaky.Policy(max_queued=100)  # and the default threshold, timeout
+    waits: list[float] = []
+    answers = {"reply": 0, "off": 0}
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker("busy", ten_ms_each, policy=policy)
+
+        async def caller(i: int) -> None:
+            for _ in range(3):
+                start = trio.current_time()
+                answer = await db.call(i)
+                if answer is breaky.OFF:
+                    answers["off"] += 1
+                    await trio.sleep(0.1)  # a shed caller backs off a little
+                else:
+                    answers["reply"] += 1
+                    waits.append(trio.current_time() - start)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(callers):
+                nursery.start_soon(caller, i)
+        stats = db.statistics()
+    if stats.trips or stats.timeouts or sum(answers.values()) != 3 * callers:
+        msg = f"overload was not shed cleanly: {stats}, answers {answers}"
+        raise RuntimeError(msg)
+    p99 = statistics.quantiles(waits, n=100)[98]
+    call_timeout = policy.call_timeout
+    assert call_timeout is not None  # noqa: S101 - the default is 5 s
+    return Result(
+        f"overload: {callers} callers, max_queued=100",
+        "s",
+        p99,
+        call_timeout,
+        "the call timeout (p99 queue wait of replied calls)",
+        target=0.5,
+        note=(
+            f"{answers['reply']} replied, {answers['off']} shed, "
+            f"{stats.trips} trips, {stats.timeouts} timeouts"
+        ),
     )
 
 
@@ -502,6 +669,8 @@ def report(results: list[Result], *, enforce: bool) -> int:
             f"{r.name:42} {r.breaky:10.2f} {r.floor:10.2f} {r.unit:8}"
             f" {r.ratio:6.2f} {target:>8} {verdict}"
         )
+        if r.note:
+            print(f"    ({r.note})")
         if r.met is False:
             missed.append(r)
     for r in missed:
@@ -522,6 +691,8 @@ async def run_all(quick: bool) -> list[Result]:
     results.append(await bench_cast(n, count))
     callers, per_caller = (100, 5) if quick else (1_000, 20)
     results.append(await bench_throughput(callers, per_caller, count))
+    results.append(await bench_serve(callers, per_caller, count))
+    results.append(await bench_overload(200 if quick else 2_000))
     results.append(await bench_restart(n // 10, count))
     results.extend(await bench_leak(10_000 if quick else 1_000_000))
     return results

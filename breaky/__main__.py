@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import sys
 
 import trio
 
-from ._demo import demo
+from ._demo import MIN_DURATION, demo
 
 
 def _port(text: str) -> int:
@@ -31,7 +32,10 @@ def main(argv: list[str] | None = None, *, clock: trio.abc.Clock | None = None) 
         "demo", help="watch a real TCP service go down, trip a breaker, and recover"
     )
     demo_parser.add_argument(
-        "--duration", type=float, default=30.0, help="seconds to run (default 30)"
+        "--duration",
+        type=float,
+        default=30.0,
+        help=f"seconds to run, at least {MIN_DURATION} (default 30)",
     )
     demo_parser.add_argument(
         "--metrics-port",
@@ -41,6 +45,11 @@ def main(argv: list[str] | None = None, *, clock: trio.abc.Clock | None = None) 
         "demo runs (needs prometheus_client: pip install 'breaky[prometheus]')",
     )
     args = parser.parse_args(argv)
+    if not MIN_DURATION <= args.duration < math.inf:
+        parser.error(
+            f"--duration must be at least {MIN_DURATION} seconds, enough for "
+            f"one outage and its recovery; got {args.duration:g}"
+        )
     return trio.run(
         functools.partial(demo, duration=args.duration, metrics_port=args.metrics_port),
         clock=clock,

@@ -15,9 +15,10 @@ from ._errors import split_errors
 from ._events import Publisher, StateChange, StateChanges
 from ._inbox import Inbox
 from ._machine import Machine, State
+from ._mailbox import Mailbox
 from ._off import OFF, Off
 from ._policy import Policy, check_count, check_seconds
-from ._request import QUEUED, MessageT, ReplyT
+from ._request import MessageT, ReplyT
 from ._statistics import BreakerStatistics, Totals
 
 logger = logging.getLogger("breaky")
@@ -75,12 +76,15 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
     _supervisor_publisher: Publisher
     _machine: Machine = attrs.field(init=False)
     _totals: Totals = attrs.field(init=False, factory=Totals)
-    _inbox: Inbox[MessageT, ReplyT] = attrs.field(init=False)
+    _mailbox: Mailbox[MessageT, ReplyT] = attrs.field(init=False)
     _publisher: Publisher = attrs.field(init=False, factory=Publisher)
     _resource: Any = attrs.field(init=False, default=OFF)
     # The running resource instance's scope and start status, if any.
     _instance: trio.CancelScope | None = attrs.field(init=False, default=None)
     _status: _ResourceStatus | None = attrs.field(init=False, default=None)
+    # Whether breaky cancelled the running instance (a trip, force_off, stop)
+    # rather than its start_timeout.
+    _dismissed: bool = attrs.field(init=False, default=False)
     # The scope of the wait for the next attempt while OFF.
     _waiting: trio.CancelScope | None = attrs.field(init=False, default=None)
     _settled: trio.Event = attrs.field(init=False, factory=trio.Event)
@@ -88,7 +92,7 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
 
     def __attrs_post_init__(self) -> None:
         self._machine = Machine(self._policy)
-        self._inbox = Inbox(self._name, self._policy, self._totals, self._failed)
+        self._mailbox = Mailbox(self._name, self._policy, self._totals, self._failed)
 
     def __repr__(self) -> str:
         return f"<breaky.CircuitBreaker {self._name!r} {self.state.name}>"
@@ -148,16 +152,26 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         totals = self._totals
         totals.calls += 1
         if not self._machine.accepting:
-            try:
-                await trio.lowlevel.checkpoint()
-            except BaseException:
-                totals.cancelled += 1  # the caller got Cancelled, not OFF
-                raise
-            totals.off += 1
-            return OFF
-        request = self._inbox._put(message, trio.lowlevel.current_task(), seconds)
+            return await self._refuse(shed=False)
+        request = self._mailbox.put(message, trio.lowlevel.current_task(), seconds)
+        if request is None:
+            return await self._refuse(shed=True)
         await trio.lowlevel.wait_task_rescheduled(request._abort)
         return request._outcome()  # type: ignore[no-any-return]
+
+    async def _refuse(self, *, shed: bool) -> Off:
+        """Answer a call OFF: not serving, or shed (``max_queued`` waiting)."""
+        totals = self._totals
+        try:
+            await trio.lowlevel.checkpoint()
+        except BaseException:
+            totals.cancelled += 1  # the caller got Cancelled, not OFF
+            raise
+        if shed:
+            totals.shed += 1
+        else:
+            totals.off += 1
+        return OFF
 
     async def cast(self, message: MessageT) -> Off | None:
         """Queue ``message`` for the resource without waiting for an answer.
@@ -166,10 +180,12 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         the breaker is not ON (or starting).
         """
         await trio.lowlevel.checkpoint()
-        if not self._machine.accepting:
+        if (
+            not self._machine.accepting
+            or self._mailbox.put(message, None, None) is None
+        ):
             return OFF
         self._totals.casts += 1
-        self._inbox._put(message, None, None)
         return None
 
     def failure(self) -> None:
@@ -210,14 +226,10 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
 
     def statistics(self) -> BreakerStatistics:
         """Return a snapshot of the state, the failures and the totals."""
-        inbox = self._inbox
-        pending = len(inbox._held) + sum(
-            1 for r in inbox._queue if r._phase is QUEUED and r._caller is not None
-        )
         return BreakerStatistics(
             state=self._machine.state,
             failures=self._machine.count(trio.current_time()),
-            pending=pending,
+            pending=self._mailbox.pending_calls(),
             **attrs.asdict(self._totals),
         )
 
@@ -241,12 +253,12 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             # Also reached when cancelled from outside: no caller may be left
             # waiting for an answer that will not come.
             self._stop(grace=0)
-            self._inbox._stop_keeping_deadlines()
+            self._mailbox.stop_keeping_deadlines()
             self._finished.set()
 
     async def _keep_deadlines(self) -> None:
         """Time out calls that wait too long; runs beside :meth:`_run`."""
-        await self._inbox._keep_deadlines()
+        await self._mailbox.keep_deadlines()
 
     def _stop(self, grace: float) -> None:
         """Stop: close the inbox, let the resource finish within ``grace`` s."""
@@ -259,16 +271,28 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             # The resource's ``async for`` ends now; cancel it if it lingers.
             instance.deadline = min(instance.deadline, trio.current_time() + grace)
         else:
-            instance.cancel()
+            self._dismiss()
+
+    def _dismiss(self) -> None:
+        """Cancel the running instance: breaky no longer wants it."""
+        if self._instance is not None:
+            self._dismissed = True
+            self._instance.cancel()
 
     async def _run_instance(self) -> None:
         status = self._status = _ResourceStatus(self)
+        inbox = Inbox(self._mailbox)
         error: Exception | None = None
+        self._dismissed = False
+        start_timeout = self._policy.start_timeout
         try:
             with trio.CancelScope() as scope:
                 self._instance = scope
+                if start_timeout is not None:
+                    # Lifted by started(): see _on_started.
+                    scope.deadline = trio.current_time() + start_timeout
                 try:
-                    await self._fn(self._inbox, *self._args, task_status=status)
+                    await self._fn(inbox, *self._args, task_status=status)
                 except BaseException as exc:
                     error, rest = split_errors(exc)
                     if rest is exc:
@@ -281,10 +305,20 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         finally:
             self._instance = self._status = None
             self._resource = OFF
-            self._inbox._lose_held(error)
+            inbox._end()
+            self._mailbox.lose_held(error)
         # Ends that breaky asked for (a trip, force_off, a stop) are not failures.
-        dismissed = scope.cancel_called or self._machine.state is State.STOPPED
-        self._log_end(error, started=status.called, dismissed=dismissed)
+        dismissed = self._dismissed or self._machine.state is State.STOPPED
+        if scope.cancelled_caught and not dismissed:
+            # Only the start deadline cancels an instance without dismissing it.
+            logger.error(
+                "breaker %r: the resource did not start within start_timeout (%g s)",
+                self._name,
+                start_timeout,
+                extra=self._extra(),
+            )
+        else:
+            self._log_end(error, started=status.called, dismissed=dismissed)
         if dismissed:
             return
         if status.called:
@@ -311,6 +345,9 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             )
 
     def _on_started(self, value: object) -> None:
+        instance = self._instance
+        assert instance is not None  # noqa: S101 - a live status has an instance
+        instance.deadline = math.inf  # no start_timeout any more
         self._feed(Machine.started, "the resource started")
         if self._machine.state is State.ON:
             self._resource = value
@@ -347,16 +384,15 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             )
         elif new is State.STOPPED:
             self._resource = OFF
-            self._inbox._close()
+            self._mailbox.close()
             logger.info("breaker %r stopped", self._name, extra=self._extra())
         elif new is State.OFF and old is State.FORCED_OFF:
             logger.info("breaker %r was reset", self._name, extra=self._extra())
         else:
             # Turned OFF, or forced OFF: nothing more is served.
             self._resource = OFF
-            self._inbox._reject_queued()
-            if self._instance is not None:
-                self._instance.cancel()
+            self._mailbox.reject_queued()
+            self._dismiss()
             if new is State.OFF:
                 self._totals.trips += 1
             self._log_off(change)

@@ -102,8 +102,14 @@ async def kv_connection(
                 request.fail(KVError(answer))
 
 
-def main(port: int) -> None:  # pragma: no cover - runs in the demo's subprocess
-    """Run the server; print ``PORT n`` once it listens (for the parent)."""
+def main(port: int, *, standby: bool) -> None:  # pragma: no cover - a subprocess
+    """Run the server; print ``PORT n`` once it listens (for the parent).
+
+    On ``standby``, first wait for a line on stdin: the parent starts the
+    process ahead of time and says when to listen.
+    """
+    if standby:
+        sys.stdin.readline()
 
     async def announce_and_serve() -> None:
         async with trio.open_nursery() as nursery:
@@ -114,4 +120,4 @@ def main(port: int) -> None:  # pragma: no cover - runs in the demo's subprocess
 
 
 if __name__ == "__main__":  # pragma: no cover - run as a subprocess
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 0, standby="--standby" in sys.argv)

@@ -64,6 +64,16 @@ def _positive_or_none(
     check_seconds(attribute.name, value, allow_none=True)
 
 
+def _count_or_none(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    msg = f"{attribute.name} must be an int >= 1 or None, got {value!r}"
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(msg)
+    if value < 1:
+        raise ValueError(msg)
+
+
 def _backoff(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     msg = f"{attribute.name} must be a finite number >= 1.0, got {value!r}"
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -137,6 +147,15 @@ class Policy:
             one failure (the reply is still delivered); ``None`` to disable.
         rng: the random source of the jitter; pass ``random.Random(seed)`` to
             make it repeatable. By default each breaker has its own.
+        max_queued: load shedding. When this many requests (calls and casts)
+            wait in the inbox, not yet taken by the resource, a new one is
+            answered :data:`~breaky.OFF` at once and never reaches the
+            resource; a shed call is not a failure and changes no state.
+            ``None`` (the default) queues without limit; an int >= 1.
+        start_timeout: seconds a start (the first, a restart or a retry) may
+            take to call ``task_status.started()``; a start still pending then
+            is cancelled and counts as a failed start. ``None`` (the default)
+            waits as long as it takes; > 0.
 
     """
 
@@ -158,6 +177,8 @@ class Policy:
         default=None, validator=_positive_or_none
     )
     rng: random.Random | None = attrs.field(default=None, eq=False, validator=_rng)
+    max_queued: int | None = attrs.field(default=None, validator=_count_or_none)
+    start_timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
 
     def __attrs_post_init__(self) -> None:
         cap = self.max_retry_timeout

@@ -1,15 +1,16 @@
-"""One request on its way to a resource, and the one answer its caller gets."""
+"""One request on its way to a resource, and the one answer its caller gets.
+
+A request knows nothing of the inbox it travels through: it reports to a
+:class:`Ledger`, the small interface that the breaker's mailbox implements.
+"""
 
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, final
+from typing import Any, Generic, NoReturn, Protocol, TypeVar, cast, final
 
 import attrs
 import trio
-
-if TYPE_CHECKING:
-    from ._inbox import Inbox
 
 MessageT = TypeVar("MessageT")
 ReplyT = TypeVar("ReplyT")
@@ -26,6 +27,21 @@ class Phase(enum.Enum):
 QUEUED, TAKEN, SETTLED = Phase.QUEUED, Phase.TAKEN, Phase.SETTLED
 
 
+class Ledger(Protocol):
+    """What keeps track of requests: told when one is answered or withdrawn."""
+
+    def answered(
+        self, request: Request[Any, Any], value: object, error: Exception | None
+    ) -> None:
+        """The resource answered a request it took (reply or fail)."""
+
+    def withdrawn(self, request: Request[Any, Any]) -> None:
+        """A request's caller was cancelled before its answer came.
+
+        Called before the request is settled, so its phase tells where it was.
+        """
+
+
 @final
 @attrs.define(eq=False, repr=False)
 class Request(Generic[MessageT, ReplyT]):
@@ -38,7 +54,7 @@ class Request(Generic[MessageT, ReplyT]):
 
     message: MessageT
     """What the caller sent."""
-    _inbox: Inbox[MessageT, ReplyT]
+    _ledger: Ledger
     # The parked caller, or None for a cast.
     _caller: trio.lowlevel.Task | None
     _phase: Phase = QUEUED
@@ -59,9 +75,11 @@ class Request(Generic[MessageT, ReplyT]):
             RuntimeError: if this request was already answered.
 
         """
-        self._mark_answered()
+        if self._answered:
+            self._answered_twice()
+        self._answered = True
         if self._phase is TAKEN:
-            self._inbox._answer(self, value, None)
+            self._ledger.answered(self, value, None)
 
     def fail(self, exception: Exception) -> None:
         """Answer the caller by raising ``exception`` in it.
@@ -77,25 +95,24 @@ class Request(Generic[MessageT, ReplyT]):
                 f"got {exception!r} of type {type(exception).__name__}"
             )
             raise TypeError(msg)
-        self._mark_answered()
-        if self._phase is TAKEN:
-            self._inbox._answer(self, None, exception)
-
-    def _mark_answered(self) -> None:
         if self._answered:
-            msg = f"{self!r} was already answered; a request takes one answer"
-            raise RuntimeError(msg)
+            self._answered_twice()
         self._answered = True
+        if self._phase is TAKEN:
+            self._ledger.answered(self, None, exception)
+
+    def _answered_twice(self) -> NoReturn:
+        msg = f"{self!r} was already answered; a request takes one answer"
+        raise RuntimeError(msg)
 
     # The rest is breaky's side of the request.
 
     def _settle(self, value: object, error: BaseException | None = None) -> None:
         """Give the caller its one answer and wake it.
 
-        Only called while the request is QUEUED or TAKEN.
+        Only called while the request is QUEUED or TAKEN, by its ledger.
         """
         self._phase = SETTLED
-        self._inbox._forget(self)
         if self._caller is not None:
             self._value = value
             self._error = error
@@ -108,9 +125,8 @@ class Request(Generic[MessageT, ReplyT]):
         A queued request will be skipped by the inbox, so the resource never
         sees it; the answer to a taken one is dropped.
         """
+        self._ledger.withdrawn(self)
         self._phase = SETTLED
-        self._inbox._forget(self)
-        self._inbox._totals.cancelled += 1
         self._caller = None
         return trio.lowlevel.Abort.SUCCEEDED
 

@@ -18,6 +18,7 @@ class Totals:
     replies: int = 0
     errors: int = 0
     off: int = 0
+    shed: int = 0
     timeouts: int = 0
     lost: int = 0
     cancelled: int = 0
@@ -36,9 +37,9 @@ class BreakerStatistics:
     """A snapshot of one breaker, from :meth:`~breaky.CircuitBreaker.statistics`.
 
     Every call made is exactly one of: replied, errored (``request.fail()``),
-    answered OFF, timed out, lost, cancelled by its caller, or still pending,
-    so ``calls == replies + errors + off + timeouts + lost + cancelled +
-    pending``.
+    answered OFF, shed, timed out, lost, cancelled by its caller, or still
+    pending, so ``calls == replies + errors + off + shed + timeouts + lost +
+    cancelled + pending``.
 
     Attributes:
         state: the breaker's state.
@@ -47,7 +48,10 @@ class BreakerStatistics:
         calls: calls made.
         replies: calls answered with ``request.reply()``.
         errors: calls answered with ``request.fail()``.
-        off: calls answered :data:`~breaky.OFF`.
+        off: calls answered :data:`~breaky.OFF` because the breaker was not
+            serving (OFF, forced OFF or stopped).
+        shed: calls answered :data:`~breaky.OFF` because ``max_queued``
+            requests were already waiting (load shedding).
         timeouts: calls answered :class:`~breaky.CallTimeout`.
         lost: calls answered :class:`~breaky.ResourceLost`.
         cancelled: calls withdrawn because their caller was cancelled.
@@ -68,6 +72,7 @@ class BreakerStatistics:
     replies: int
     errors: int
     off: int
+    shed: int
     timeouts: int
     lost: int
     cancelled: int

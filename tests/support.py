@@ -62,6 +62,7 @@ def answered_calls(stats: breaky.BreakerStatistics) -> int:
         stats.replies
         + stats.errors
         + stats.off
+        + stats.shed
         + stats.timeouts
         + stats.lost
         + stats.cancelled

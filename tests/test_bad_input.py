@@ -278,6 +278,36 @@ BAD_CALLS = [
         names("retry_backoff", 0.5),
     ),
     (
+        "max_queued of -1",
+        lambda sup, db: _start(sup, policy=breaky.Policy(max_queued=-1)),
+        ValueError,
+        names("max_queued", -1),
+    ),
+    (
+        "max_queued of 0",
+        lambda sup, db: _start(sup, policy=breaky.Policy(max_queued=0)),
+        ValueError,
+        names("max_queued", 0),
+    ),
+    (
+        "max_queued of a float",
+        lambda sup, db: _start(sup, policy=breaky.Policy(max_queued=10.0)),
+        TypeError,
+        names("max_queued", 10.0),
+    ),
+    (
+        "start_timeout of 0",
+        lambda sup, db: _start(sup, policy=breaky.Policy(start_timeout=0)),
+        ValueError,
+        names("start_timeout", 0),
+    ),
+    (
+        "start_timeout of NaN",
+        lambda sup, db: _start(sup, policy=breaky.Policy(start_timeout=NAN)),
+        ValueError,
+        names("start_timeout", NAN),
+    ),
+    (
         "a subscriber's buffer of 0",
         lambda sup, db: _async(db.subscribe, max_buffer=0),
         ValueError,
@@ -354,3 +384,42 @@ def test_a_breaker_used_outside_trio_says_so():
         db.failure()
     with pytest.raises(RuntimeError, match="must be called from async context"):
         db.statistics()
+
+
+async def _handler(request):
+    request.reply(request.message)
+
+
+def _sync_handler(request):
+    request.reply(request.message)
+
+
+BAD_SERVES = [
+    ({"handler": _handler, "concurrency": 0}, ValueError, names("concurrency", 0)),
+    ({"handler": _handler, "concurrency": -2}, ValueError, names("concurrency", -2)),
+    ({"handler": _handler, "concurrency": "8"}, TypeError, names("concurrency", "8")),
+    ({"handler": _handler, "concurrency": True}, TypeError, names("concurrency", True)),
+    ({"handler": _sync_handler}, TypeError, r"handler must be an async function"),
+    ({"handler": None}, TypeError, r"handler must be an async function.*None"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "error", "match"), BAD_SERVES)
+async def test_bad_serve_arguments_fail_the_start_before_serving(
+    autojump_clock, arguments, error, match
+):
+    raised = []
+
+    async def resource(inbox, *, task_status=trio.TASK_STATUS_IGNORED):
+        try:
+            await inbox.serve(**arguments)
+        except Exception as exc:
+            raised.append(exc)
+            raise
+
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker("db", resource, failure_threshold=1)
+        assert db.state is breaky.State.OFF
+    assert len(raised) == 1
+    assert isinstance(raised[0], error)
+    assert re.search(match, str(raised[0]))

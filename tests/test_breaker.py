@@ -945,7 +945,7 @@ async def test_answered_deadlines_do_not_pile_up(
         db = await sup.start_circuit_breaker("db", service, world, call_timeout=3600)
         for n in range(1000):
             assert await db.call(n) == n
-        assert len(db._inbox._deadlines) <= 70
+        assert len(db._mailbox._deadlines) <= 70
 
 
 async def test_a_breaker_stopped_before_its_tasks_ran(autojump_clock: Clock) -> None:
@@ -1015,7 +1015,7 @@ async def test_reprs_say_what_they_are(autojump_clock: Clock, world: World) -> N
         db = await sup.start_circuit_breaker("db", service, world)
         assert repr(db) == "<breaky.CircuitBreaker 'db' ON>"
         assert repr(sup) == "<breaky.Supervisor open, breakers: ['db']>"
-        assert repr(db._inbox) == "<breaky.Inbox of 'db': 0 queued>"
+        assert repr(breaky.Inbox(db._mailbox)) == "<breaky.Inbox of 'db': 0 queued>"
         assert "<from the policy>" in repr(inspect.signature(db.call))
     assert repr(sup) == "<breaky.Supervisor closed, breakers: []>"
 

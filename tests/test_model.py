@@ -134,6 +134,14 @@ class Model:
             self.attempt(self.now)
 
 
+def longest_wait(policy: Policy, wait: float) -> float:
+    """The furthest a retry may be from now: ``wait`` capped, plus jitter."""
+    cap = policy.max_retry_timeout
+    if cap is not None:
+        assert wait <= cap
+    return wait * (1 + policy.retry_jitter)
+
+
 @attrs.define
 class Script:
     """What the scripted resource is told to do."""
@@ -323,6 +331,12 @@ def run_model_test(policy: Policy) -> None:
                         assert waiting.deadline == pytest.approx(model.retry_at)
                     stats = breaker.statistics()
                     assert stats.calls == answered_calls(stats)
+                    # A pending retry is never further off than the policy
+                    # allows: its longest wait, jitter included.
+                    longest = longest_wait(policy, model.wait)
+                    for retry_at in (model.retry_at, machine.retry_at):
+                        if retry_at is not None:
+                            assert retry_at - model.now <= longest + 1e-9
 
             await trio.to_thread.run_sync(
                 lambda: run_state_machine_as_test(
@@ -332,6 +346,9 @@ def run_model_test(policy: Policy) -> None:
                         stateful_step_count=40,
                         deadline=None,
                         suppress_health_check=list(HealthCheck),
+                        # A failure prints the blob that replays it with
+                        # @reproduce_failure, so that no divergence is lost.
+                        print_blob=True,
                     ),
                 )
             )

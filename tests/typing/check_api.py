@@ -26,6 +26,28 @@ async def database(
         request.reply([request.message])
 
 
+async def api(
+    inbox: breaky.Inbox[str, int],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    channel: trio.abc.ReceiveChannel[breaky.Request[str, int]] = inbox
+    first = await channel.receive()
+    assert_type(first, breaky.Request[str, int])
+    try:
+        batch = [first, inbox.receive_nowait()]
+    except trio.WouldBlock:
+        batch = [first]
+    for request in batch:
+        request.reply(len(request.message))
+
+    async def handle(request: breaky.Request[str, int]) -> None:
+        request.reply(len(request.message))
+
+    task_status.started()
+    await inbox.serve(handle, concurrency=8)
+
+
 async def main() -> None:
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker("db", database, "me")
@@ -37,6 +59,11 @@ async def main() -> None:
             assert_type(result, list[str])
         assert_type(await db.cast("x"), breaky.Off | None)
         assert_type(db.state, breaky.State)
+        sized = await sup.start_circuit_breaker(
+            "api", api, policy=breaky.Policy(max_queued=100, start_timeout=5)
+        )
+        assert_type(sized, breaky.CircuitBreaker[str, int])
+        assert_type(sized.statistics().shed, int)
         await wait_for_state(db, breaky.State.ON)
 
         CollectorRegistry().register(BreakyCollector(sup))
