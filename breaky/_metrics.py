@@ -30,6 +30,7 @@ OUTCOMES: tuple[tuple[str, str], ...] = (
     ("reply", "replies"),
     ("error", "errors"),
     ("off", "off"),
+    ("shed", "shed"),
     ("timeout", "timeouts"),
     ("lost", "lost"),
     ("cancelled", "cancelled"),

@@ -117,7 +117,8 @@ def instrument(
       toward the threshold now.
     - ``breaky.pending`` (up-down counter, ``{call}``): calls not answered yet.
     - ``breaky.calls`` (counter, ``{call}``, with an ``outcome`` attribute:
-      ``reply``, ``error``, ``off``, ``timeout``, ``lost``, ``cancelled``):
+      ``reply``, ``error``, ``off``, ``shed``, ``timeout``, ``lost``,
+      ``cancelled``):
       calls answered; the calls made are their sum plus ``breaky.pending``.
     - ``breaky.casts``, ``breaky.crashes``, ``breaky.failed_starts``,
       ``breaky.restarts``, ``breaky.retries``, ``breaky.trips``,

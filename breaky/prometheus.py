@@ -67,8 +67,8 @@ class BreakyCollector:
     - ``breaky_failures`` (gauge): failures counted toward the threshold now.
     - ``breaky_pending`` (gauge): calls not answered yet.
     - ``breaky_calls_total`` (counter, with an ``outcome`` label: ``reply``,
-      ``error``, ``off``, ``timeout``, ``lost``, ``cancelled``): calls
-      answered; the calls made are their sum plus ``breaky_pending``.
+      ``error``, ``off``, ``shed``, ``timeout``, ``lost``, ``cancelled``):
+      calls answered; the calls made are their sum plus ``breaky_pending``.
     - ``breaky_casts_total``, ``breaky_crashes_total``,
       ``breaky_failed_starts_total``, ``breaky_restarts_total``,
       ``breaky_retries_total``, ``breaky_trips_total``,

@@ -23,6 +23,7 @@ OUTCOMES = {
     "reply": "replies",
     "error": "errors",
     "off": "off",
+    "shed": "shed",
     "timeout": "timeouts",
     "lost": "lost",
     "cancelled": "cancelled",
@@ -45,7 +46,11 @@ STATES = {
 }
 
 POLICY = breaky.Policy(
-    failure_threshold=4, retry_timeout=10, call_timeout=None, slow_call_duration=1
+    failure_threshold=4,
+    retry_timeout=10,
+    call_timeout=None,
+    slow_call_duration=1,
+    max_queued=1,
 )
 
 
@@ -54,9 +59,13 @@ async def hold(db: breaky.CircuitBreaker[Any, Any]) -> None:
         await db.call(("hold",))
 
 
+async def queue(db: breaky.CircuitBreaker[Any, Any]) -> None:
+    assert await db.call("queued") is OFF  # when the supervisor closes
+
+
 @asynccontextmanager
 async def scripted_supervisor() -> AsyncIterator[breaky.Supervisor]:
-    """Calls, an outage, a trip and a recovery, one call left pending.
+    """Calls, an outage, a trip and a recovery, a call shed, two left pending.
 
     Yields a supervisor with three breakers: ``db``, ON after all that with
     every statistic above zero; ``idle``, ON; ``forced``, FORCED_OFF.
@@ -72,6 +81,7 @@ async def scripted_supervisor() -> AsyncIterator[breaky.Supervisor]:
         with pytest.raises(LookupError):
             await db.call(("fail", LookupError()))
         assert await db.cast("cast") is None
+        await trio.testing.wait_all_tasks_blocked()  # taken: the queue is empty
         with trio.move_on_after(1):
             await db.call(("sleep", 2))  # cancelled while the resource holds it
         assert await db.call(("sleep", 1.5)) == 1.5  # slow: one failure
@@ -88,11 +98,14 @@ async def scripted_supervisor() -> AsyncIterator[breaky.Supervisor]:
         await wait_for_state(db, State.ON)
         assert await db.call("back") == "back"
         db.failure()  # counted now: the failures gauge is above zero too
-        nursery.start_soon(hold, db)
+        nursery.start_soon(hold, db)  # the resource holds it
         await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(queue, db)  # it waits in the inbox: max_queued
+        await trio.testing.wait_all_tasks_blocked()
+        assert await db.call("shed") is OFF
 
         stats = db.statistics()
-        assert stats.pending == 1
+        assert stats.pending == 2
         fields = ["failures", *OUTCOMES.values(), *COUNTERS]
         assert all(getattr(stats, field) for field in fields)
         yield sup

@@ -104,7 +104,15 @@ async def test_the_demo_serves_metrics_while_it_runs(
         for s in families["breaky_calls"].samples
         if s.name == "breaky_calls_total" and s.labels["breaker"] == "kv"
     }
-    assert outcomes == {"reply", "error", "off", "timeout", "lost", "cancelled"}
+    assert outcomes == {
+        "reply",
+        "error",
+        "off",
+        "shed",
+        "timeout",
+        "lost",
+        "cancelled",
+    }
 
 
 def test_metrics_port_refuses_what_is_not_a_port(
