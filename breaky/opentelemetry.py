@@ -93,7 +93,9 @@ class Instrumentation:
 
         OpenTelemetry's API cannot remove an instrument, so breaky's
         instruments stay on the meter and report nothing for this supervisor
-        from the next collection on.
+        from the next collection on. Until then the meter keeps a reference
+        to the supervisor: uninstrument one that closes while its meter
+        provider lives on.
         """
         observed = self._observed
         with observed.lock:
