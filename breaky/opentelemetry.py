@@ -112,7 +112,7 @@ def instrument(
     of ``meter_provider`` (by default the global one). Every data point has a
     ``breaker`` attribute, the breaker's name:
 
-    - ``breaky.state`` (gauge, unit ``1``, with a ``state`` attribute:
+    - ``breaky.state`` (gauge, ``{breaker}``, with a ``state`` attribute:
       ``starting``, ``on``, ``off``, ``forced_off``, ``stopped``): 1 for the
       current state, 0 for the others.
     - ``breaky.failures`` (up-down counter, ``{failure}``): failures counted
@@ -128,8 +128,9 @@ def instrument(
       :class:`~breaky.BreakerStatistics` fields of the same names.
 
     The attributes are named as the Prometheus collector's labels, so
-    OpenTelemetry's Prometheus exporter shows the same series as
-    :class:`breaky.prometheus.BreakyCollector`. Call it inside ``trio.run``;
+    OpenTelemetry's Prometheus exporter shows the metric names and labels of
+    :class:`breaky.prometheus.BreakyCollector` (and its own labels, such as
+    the scope's name). Call it inside ``trio.run``;
     a collection from another thread (a periodic reader's) reads the breakers
     in the Trio thread through :func:`trio.from_thread.run_sync`.
 
@@ -164,8 +165,10 @@ def instrument(
 
 
 def _create_instruments(meter: metrics.Meter, observed: _Observed) -> None:
+    # Summed over breakers, it counts the breakers in each state. (A unit of
+    # "1" would make OpenTelemetry's Prometheus exporter add "_ratio".)
     meter.create_observable_gauge(
-        "breaky.state", [_callback(observed, _states)], "1", STATE_HELP
+        "breaky.state", [_callback(observed, _states)], "{breaker}", STATE_HELP
     )
     meter.create_observable_up_down_counter(
         "breaky.failures",

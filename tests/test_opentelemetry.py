@@ -98,7 +98,7 @@ async def test_a_collection_shows_every_statistic(autojump_clock: Clock) -> None
         ("idle", "on"),
     ]
     assert kinds == {
-        "breaky.state": ("Gauge", "1"),
+        "breaky.state": ("Gauge", "{breaker}"),
         "breaky.failures": ("UpDownCounter", "{failure}"),
         "breaky.pending": ("UpDownCounter", "{call}"),
         "breaky.calls": ("Counter", "{call}"),
