@@ -36,5 +36,8 @@ def split_errors(
         return exc, None
     if isinstance(exc, BaseExceptionGroup):
         group = cast("BaseExceptionGroup[BaseException]", exc)
-        return group.split(Exception)
+        errors, rest = group.split(Exception)
+        # split() always makes a new group: a group of nothing but, say,
+        # Cancelled is passed on as itself, as a lone Cancelled would be.
+        return (errors, rest) if errors is not None else (None, group)
     return None, exc

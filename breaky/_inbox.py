@@ -100,7 +100,7 @@ class Inbox(
                 raise StopAsyncIteration
             if mailbox.queued:
                 request = mailbox.take()
-                if request is not None:  # always, while something is queued
+                if request is not None:  # pragma: no branch - always, while queued
                     return request
             task = trio.lowlevel.current_task()
             mailbox.receivers.append(task)

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import runpy
 from pathlib import Path
+from typing import Any
 
+import servers
 import trio
 import trio.testing
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run_example(name: str, autojump_threshold: float = 0) -> object:
-    main = runpy.run_path(str(EXAMPLES / name))["main"]
+def example_main(name: str) -> Any:
+    return runpy.run_path(str(EXAMPLES / name))["main"]
+
+
+def run_example(name: str, autojump_threshold: float = 0) -> Any:
+    main = example_main(name)
     clock = trio.testing.MockClock(autojump_threshold=autojump_threshold)
     return trio.run(main, clock=clock)
 
@@ -30,7 +36,22 @@ def test_nested_supervisors() -> None:
 
 def test_http_api() -> None:
     # Real sockets: time jumps only once all has been idle a little while.
-    seen = run_example("http_api.py", autojump_threshold=0.005)
-    assert seen["ok"] > 20
-    assert seen["5xx"] == 3  # then the breaker is OFF
-    assert seen["OFF"] > 0
+    seen = run_example("http_api.py", autojump_threshold=0.01)
+    assert seen["most_in_flight"] == 10  # serve(concurrency=10) filled up
+    assert seen["shed"] > 100  # of the burst of 300, beyond 10 + 100 queued
+    assert seen["5xx"] >= 3  # the third trips the breaker
+    assert seen["timeout"] >= 3  # the hung API: the second trip
+    assert seen["trips"] >= 2
+    assert seen["failed_starts"] >= 2  # a 503 and a hung health check
+    assert seen["OFF"] > seen["shed"]  # OFF while tripped, besides the shed
+    assert seen["ok"] > 150  # before, between and after the outages
+    assert seen["state"] == "ON"  # recovered from the last outage
+
+
+@servers.coredis_runs_on_this_trio
+async def test_redis_batch(redis_server: servers.ServerProcess) -> None:
+    # A real redis-server, on the real clock.
+    seen = await example_main("redis_batch.py")(redis_server.port)
+    assert seen["right"] == seen["calls"] == 1000
+    # Batches of up to 100: ten round trips, give or take a few.
+    assert 10 <= seen["round_trips"] <= 20
