@@ -5,11 +5,13 @@ import io
 import socket
 import sys
 
+import attrs
 import httpx
 import pytest
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
+from breaky import _demo
 from breaky.__main__ import main
 from breaky._demo import MIN_DURATION, demo
 
@@ -32,6 +34,20 @@ def test_the_demo_trips_off_recovers_and_answers_every_call(
     assert sum("calls/s" in line for line in lines) == duration
     assert lines[-1] == "every call got exactly one answer"
     assert lines[-2].endswith("unanswered: 0")
+
+
+def test_the_demo_exits_1_when_the_breaker_does_not_recover(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No retry within the run: the breaker trips at the outage and stays OFF.
+    policy = attrs.evolve(_demo.POLICY, retry_timeout=1000, max_retry_timeout=None)
+    monkeypatch.setattr(_demo, "POLICY", policy)
+    clock = trio.testing.MockClock(autojump_threshold=0.002)
+    assert main(["demo", "--duration", str(MIN_DURATION)], clock=clock) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert any("ON -> OFF" in line for line in lines)
+    assert not any("OFF -> ON" in line for line in lines)
+    assert lines[-1] == "the breaker did not trip and recover in time"
 
 
 @pytest.mark.parametrize("duration", ["9.5", "-1", "nan", "inf"])
