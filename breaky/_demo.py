@@ -327,12 +327,19 @@ async def demo(
         + f"; unanswered: {unanswered}",
         file=stream,
     )
-    print(
+    lines, status = verdict(unanswered=unanswered, recovered=recovered)
+    for line in lines:
+        print(line, file=stream)
+    return status
+
+
+def verdict(*, unanswered: int, recovered: bool) -> tuple[list[str], int]:
+    """The demo's last lines and exit status: 0 only if every guarantee held."""
+    lines = [
         "every call got exactly one answer"
         if unanswered == 0
-        else "SOME CALLS WERE NOT ANSWERED",
-        file=stream,
-    )
+        else "SOME CALLS WERE NOT ANSWERED"
+    ]
     if not recovered:
-        print("the breaker did not trip and recover in time", file=stream)
-    return 0 if unanswered == 0 and recovered else 1
+        lines.append("the breaker did not trip and recover in time")
+    return lines, 0 if unanswered == 0 and recovered else 1

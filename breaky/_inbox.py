@@ -98,10 +98,9 @@ class Inbox(
                 if self._closed:
                     raise trio.ClosedResourceError(_CLOSED)
                 raise StopAsyncIteration
-            if mailbox.queued:
-                request = mailbox.take()
-                if request is not None:  # pragma: no branch - always, while queued
-                    return request
+            request = mailbox.take()
+            if request is not None:
+                return request
             task = trio.lowlevel.current_task()
             mailbox.receivers.append(task)
 

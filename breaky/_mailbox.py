@@ -88,8 +88,11 @@ class Mailbox(Generic[MessageT, ReplyT]):
 
     def take(self) -> Request[MessageT, ReplyT] | None:
         """The oldest queued request, now taken; ``None`` if none is queued."""
+        if not self.queued:
+            return None
         queue = self._queue
-        while queue:
+        while True:
+            # Withdrawn requests stay in the queue until they are skipped here.
             request = queue.popleft()
             if request._phase is QUEUED:
                 request._phase = TAKEN
@@ -97,7 +100,6 @@ class Mailbox(Generic[MessageT, ReplyT]):
                 if request._caller is not None:
                     self.held.add(request)
                 return request
-        return None
 
     def wake_receiver(self) -> None:
         """Pass a wake-up on to the next parked resource task, if work waits."""

@@ -5,25 +5,24 @@ import io
 import socket
 import sys
 
-import attrs
 import httpx
 import pytest
+import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
-from breaky import _demo
 from breaky.__main__ import main
-from breaky._demo import MIN_DURATION, demo
+from breaky._demo import MIN_DURATION, demo, verdict
 
 
-@pytest.mark.parametrize("duration", [MIN_DURATION, 12])
-def test_the_demo_trips_off_recovers_and_answers_every_call(
-    capsys: pytest.CaptureFixture[str], duration: int
+def test_the_shortest_demo_trips_off_recovers_and_answers_every_call(
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # The server is a real subprocess and its socket real I/O: the mock clock
-    # only jumps once everything has been idle for a moment of real time.
-    clock = trio.testing.MockClock(autojump_threshold=0.002)
-    assert main(["demo", "--duration", str(duration)], clock=clock) == 0
+    # The real clock: the server is a real subprocess, its socket real I/O.
+    # (Under a mock clock, time jumps while a reply is on the wire and the
+    # demo's 1 s call timeout fires on a healthy server when the machine is
+    # busy.) The shortest accepted duration keeps it to 10 seconds.
+    assert main(["demo", "--duration", str(MIN_DURATION)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "key-value server listening on 127.0.0.1:" in lines[0]
     assert any("STARTING -> ON" in line for line in lines)
@@ -31,23 +30,9 @@ def test_the_demo_trips_off_recovers_and_answers_every_call(
     assert any("ON -> OFF" in line for line in lines)
     assert any("restarted the server" in line for line in lines)
     assert any("OFF -> ON" in line for line in lines)
-    assert sum("calls/s" in line for line in lines) == duration
+    assert sum("calls/s" in line for line in lines) == MIN_DURATION
     assert lines[-1] == "every call got exactly one answer"
     assert lines[-2].endswith("unanswered: 0")
-
-
-def test_the_demo_exits_1_when_the_breaker_does_not_recover(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # No retry within the run: the breaker trips at the outage and stays OFF.
-    policy = attrs.evolve(_demo.POLICY, retry_timeout=1000, max_retry_timeout=None)
-    monkeypatch.setattr(_demo, "POLICY", policy)
-    clock = trio.testing.MockClock(autojump_threshold=0.002)
-    assert main(["demo", "--duration", str(MIN_DURATION)], clock=clock) == 1
-    lines = capsys.readouterr().out.splitlines()
-    assert any("ON -> OFF" in line for line in lines)
-    assert not any("OFF -> ON" in line for line in lines)
-    assert lines[-1] == "the breaker did not trip and recover in time"
 
 
 @pytest.mark.parametrize("duration", ["9.5", "-1", "nan", "inf"])
@@ -70,6 +55,28 @@ def test_the_command_line_needs_a_command(capsys: pytest.CaptureFixture[str]) ->
         main([])
     assert exited.value.code == 2
     assert "demo" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("unanswered", "recovered", "last_lines", "status"),
+    [
+        (0, True, ["every call got exactly one answer"], 0),
+        (2, True, ["SOME CALLS WERE NOT ANSWERED"], 1),
+        (
+            0,
+            False,
+            [
+                "every call got exactly one answer",
+                "the breaker did not trip and recover in time",
+            ],
+            1,
+        ),
+    ],
+)
+def test_the_demo_passes_only_when_every_guarantee_held(
+    unanswered: int, recovered: bool, last_lines: list[str], status: int
+) -> None:
+    assert verdict(unanswered=unanswered, recovered=recovered) == (last_lines, status)
 
 
 class Lines(io.StringIO):
