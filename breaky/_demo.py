@@ -5,7 +5,8 @@ free port of 127.0.0.1, supervises a client connection to it with a breaker,
 and keeps a few callers calling. Every ``outage_every`` seconds it kills the
 server; the breaker trips OFF and backs off; after ``outage_length`` seconds
 it starts the server again and the breaker recovers. It prints each state
-change, a status line each second, and a summary at the end.
+change, a status line each second, and a summary at the end. With a metrics
+port, it serves the breaker's Prometheus metrics on 127.0.0.1 meanwhile.
 """
 
 from __future__ import annotations
@@ -28,9 +29,14 @@ from ._supervisor import open_supervisor
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from threading import Thread
+    from wsgiref.simple_server import WSGIServer
+
+    from prometheus_client import CollectorRegistry
 
     from ._breaker import CircuitBreaker
     from ._events import StateChanges
+    from ._supervisor import Supervisor
 
 POLICY = Policy(
     failure_threshold=3,
@@ -107,6 +113,49 @@ class Server:
             if process is not None:
                 process.kill()
                 await _reap(process)
+
+
+class MetricsServer:
+    """``/metrics`` on 127.0.0.1, in prometheus_client's own server thread."""
+
+    def __init__(self, port: int) -> None:
+        # Imported here: prometheus_client is an extra, needed only for this.
+        from prometheus_client import (  # noqa: PLC0415
+            CollectorRegistry,
+            start_http_server,
+        )
+
+        self._registry: CollectorRegistry = CollectorRegistry()
+        served: tuple[WSGIServer, Thread] = start_http_server(
+            port, addr="127.0.0.1", registry=self._registry
+        )
+        self._server, self._thread = served
+        self.url = f"http://127.0.0.1:{self._server.server_port}/metrics"
+
+    def watch(self, supervisor: Supervisor) -> None:
+        from .prometheus import BreakyCollector  # noqa: PLC0415 - as above
+
+        self._registry.register(BreakyCollector(supervisor))
+
+    async def stop(self) -> None:
+        # shutdown() waits for the serving thread, which may be waiting for
+        # Trio to read the breakers: wait in a thread, not in Trio's.
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(self._server.shutdown)
+        self._server.server_close()
+        self._thread.join()
+
+
+def _start_metrics(port: int, out: TextIO) -> MetricsServer | None:
+    """Serve metrics on ``port``, or say why not and return None."""
+    try:
+        return MetricsServer(port)
+    except ImportError:
+        reason = "it needs prometheus_client: pip install 'breaky[prometheus]'"
+    except OSError as exc:
+        reason = f"{exc.strerror or exc}"
+    print(f"cannot serve metrics on 127.0.0.1:{port}: {reason}", file=out)
+    return None
 
 
 _ANSWER_KINDS: dict[type[Exception], str] = {
@@ -198,11 +247,13 @@ async def demo(
     *,
     duration: float = 30.0,
     outage_every: int = 10,
+    metrics_port: int | None = None,
 ) -> int:
     """Run the demo, printing to ``out`` (stdout); return the exit status.
 
     It exits 0 when the breaker tripped, recovered, and every call got
-    exactly one answer.
+    exactly one answer. With ``metrics_port`` (0: any free port), it serves
+    Prometheus metrics on 127.0.0.1 while it runs; 2 if that cannot be done.
     """
     if not MIN_DURATION <= duration < math.inf:
         msg = (
@@ -212,6 +263,11 @@ async def demo(
         raise ValueError(msg)
     stream = sys.stdout if out is None else out
     start = trio.current_time()
+    metrics = None
+    if metrics_port is not None:
+        metrics = _start_metrics(metrics_port, stream)
+        if metrics is None:
+            return 2
 
     def say(text: str) -> None:
         print(f"{trio.current_time() - start:6.2f}s  {text}", file=stream)
@@ -223,11 +279,13 @@ async def demo(
     level = logger.level
     logger.setLevel(logging.WARNING)
     server = Server()
-    await server.start()
-    say(f"key-value server listening on 127.0.0.1:{server.port}")
     answers: collections.Counter[str] = collections.Counter()
     stop = trio.Event()
     try:
+        await server.start()
+        say(f"key-value server listening on 127.0.0.1:{server.port}")
+        if metrics is not None:
+            say(f"Prometheus metrics at {metrics.url}")
         # The narration outlives the supervisor: its channel ends when the
         # supervisor closes, after the last change (STOPPED) is told.
         async with (
@@ -235,6 +293,8 @@ async def demo(
             open_supervisor(shutdown_timeout=1) as sup,
         ):
             narration.start_soon(_narrate, sup.subscribe(), start, stream)
+            if metrics is not None:
+                metrics.watch(sup)
             db = await sup.start_circuit_breaker(
                 "kv", kv_connection, server.port, policy=POLICY
             )
@@ -258,6 +318,8 @@ async def demo(
         logger.setLevel(level)
         with trio.CancelScope(shield=True):
             await server.kill()
+        if metrics is not None:
+            await metrics.stop()
     unanswered = stats.calls - sum(answers.values())
     print(
         f"calls: {stats.calls}, answers: "

@@ -1,4 +1,4 @@
-"""Fault injection, to rehearse outages of your own resources in your tests.
+"""Helpers for testing your own resources: fault injection, waiting for a state.
 
 Wrap a resource function with :class:`Faults` and start the wrapped function
 under a breaker instead::
@@ -11,6 +11,8 @@ it crash, hang, return, or answer late, at the rates given. The faults are
 drawn from a seeded random generator, so a failing test can be replayed, and
 :attr:`Faults.injected` counts what was injected. Time comes from Trio's
 clock, so ``autojump_clock`` makes hours of outages take milliseconds.
+
+:func:`wait_for_state` waits, without polling, until a breaker gets to a state.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import collections
 import contextlib
 import functools
 import random
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, cast, final
 
 import attrs
 import trio
 
+from ._breaker import CircuitBreaker
+from ._machine import State
 from ._policy import check_seconds
 
 if TYPE_CHECKING:
@@ -32,7 +36,7 @@ if TYPE_CHECKING:
     from ._inbox import Inbox
     from ._request import Request
 
-__all__ = ["Faults", "InjectedFault"]
+__all__ = ["Faults", "InjectedFault", "wait_for_state"]
 
 
 @final
@@ -150,3 +154,38 @@ class Faults:
                 return name
             roll -= rate
         return None
+
+
+async def wait_for_state(breaker: CircuitBreaker[Any, Any], state: State) -> None:
+    """Wait until ``breaker`` is in ``state``.
+
+    Returns (after a checkpoint) at once if it is in ``state`` now, otherwise
+    as soon as it changes to ``state``: a state it passes through is not
+    missed, even if it has left it again by the time this returns. It
+    listens with :meth:`~breaky.CircuitBreaker.subscribe`, so it never polls,
+    and time moves on Trio's clock only as far as the breaker takes it.
+
+    Raises:
+        TypeError: ``breaker`` is not a :class:`~breaky.CircuitBreaker` or
+            ``state`` not a :class:`~breaky.State`.
+        RuntimeError: the breaker stopped before it got to ``state``.
+
+    """
+    if not isinstance(cast("object", breaker), CircuitBreaker):
+        msg = f"breaker must be a breaky.CircuitBreaker, got {breaker!r}"
+        raise TypeError(msg)
+    if not isinstance(cast("object", state), State):
+        msg = f"state must be a breaky.State, got {state!r}"
+        raise TypeError(msg)
+    # Subscribe before looking, so that no change falls between the two.
+    async with breaker.subscribe() as changes:
+        if breaker.state is state:
+            await trio.lowlevel.checkpoint()
+            return
+        # A full buffer drops the oldest changes, never the latest, so the
+        # change to the state the breaker is in now is always received.
+        async for change in changes:
+            if change.new is state:
+                return
+    msg = f"breaker {breaker.name!r} stopped before it was {state.name}"
+    raise RuntimeError(msg)

@@ -112,3 +112,12 @@ def test_the_summary_tells_a_missing_answer() -> None:
 
 async def test_killing_a_redis_that_never_started_is_harmless() -> None:
     await _fleet_demo._Redis("redis-server").kill()
+
+
+def test_metrics_are_for_the_demo_of_one_process(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--fleet", "--metrics-port", "9999"])
+    assert exited.value.code == 2
+    assert "--metrics-port is for the demo of one process" in capsys.readouterr().err

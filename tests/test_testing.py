@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
+import trio.testing
 
 import breaky
 from breaky import OFF, State
-from breaky.testing import Faults, InjectedFault
+from breaky.testing import Faults, InjectedFault, wait_for_state
 
 if TYPE_CHECKING:
     from trio.testing import MockClock as Clock
@@ -125,3 +126,94 @@ def test_bad_rates_are_refused(
 ) -> None:
     with pytest.raises(error, match=match):
         Faults(**options)
+
+
+# wait_for_state.
+
+
+async def down_until(inbox: Any, world: dict[str, bool], *, task_status: Any) -> None:
+    if world["down"]:
+        raise ConnectionRefusedError
+    task_status.started()
+    async for request in inbox:
+        request.reply(request.message)
+
+
+async def test_wait_for_state_waits_for_the_change(autojump_clock: Clock) -> None:
+    world = {"down": True}
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker(
+            "db", down_until, world, failure_threshold=1, retry_timeout=30
+        )
+        assert db.state is State.OFF
+        world["down"] = False
+        start = trio.current_time()
+        await wait_for_state(db, State.ON)
+        assert db.state is State.ON
+        assert trio.current_time() - start == 30  # the retry, not a poll
+
+        db.force_off()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_for_state, db, State.ON)
+            await trio.testing.wait_all_tasks_blocked()
+            db.reset()  # FORCED_OFF -> OFF is not it; OFF -> ON, once started
+            assert db.state is State.OFF
+        assert db.state is State.ON
+
+
+async def test_wait_for_state_is_a_checkpoint_when_already_there(
+    autojump_clock: Clock,
+) -> None:
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker("db", echo, "")
+        with trio.testing.assert_checkpoints():
+            await wait_for_state(db, State.ON)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await wait_for_state(db, State.ON)
+
+
+async def test_wait_for_state_sees_a_state_passed_through(
+    autojump_clock: Clock,
+) -> None:
+    async with breaky.open_supervisor() as sup, trio.open_nursery() as nursery:
+        db = await sup.start_circuit_breaker("db", echo, "", retry_timeout=5)
+        seen = trio.Event()
+
+        async def wait_off() -> None:
+            await wait_for_state(db, State.FORCED_OFF)
+            seen.set()
+
+        nursery.start_soon(wait_off)
+        await trio.testing.wait_all_tasks_blocked()
+        db.force_off()
+        db.reset()  # FORCED_OFF -> OFF -> ON, before the waiter runs
+        with trio.fail_after(60):
+            await seen.wait()
+        assert db.state is not State.FORCED_OFF
+
+
+async def test_wait_for_state_when_the_breaker_stops_first(
+    autojump_clock: Clock,
+) -> None:
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker("db", echo, "")
+        await sup.stop_circuit_breaker("db")
+        with pytest.raises(RuntimeError, match=r"'db' stopped before it was OFF"):
+            await wait_for_state(db, State.OFF)
+        await wait_for_state(db, State.STOPPED)
+
+
+@pytest.mark.parametrize(
+    ("breaker", "state", "match"),
+    [
+        ("db", State.ON, r"breaker must be a breaky\.CircuitBreaker, got 'db'"),
+        (None, "on", r"state must be a breaky\.State, got 'on'"),
+    ],
+)
+async def test_wait_for_state_bad_input(breaker: Any, state: Any, match: str) -> None:
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker("db", echo, "")
+        with pytest.raises(TypeError, match=match):
+            await wait_for_state(db if breaker is None else breaker, state)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import trio
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client import CollectorRegistry
 from typing_extensions import assert_type
 
 import breaky
+import breaky.opentelemetry
+from breaky.prometheus import BreakyCollector
 from breaky.redis import RedisFleet
+from breaky.testing import wait_for_state
 
 
 async def database(
@@ -60,6 +65,13 @@ async def main() -> None:
         )
         assert_type(sized, breaky.CircuitBreaker[str, int])
         assert_type(sized.statistics().shed, int)
+        await wait_for_state(db, breaky.State.ON)
+
+        CollectorRegistry().register(BreakyCollector(sup))
+        instrumentation = breaky.opentelemetry.instrument(sup, MeterProvider())
+        assert_type(instrumentation, breaky.opentelemetry.Instrumentation)
+        assert_type(instrumentation.instrumented, bool)
+        instrumentation.uninstrument()
 
 
 async def fleet() -> None:

@@ -1,0 +1,123 @@
+"""What the metrics exporters share: the numbers, and a safe way to read them.
+
+Neither prometheus_client nor OpenTelemetry is imported here: this module
+belongs to the core, which needs only trio and attrs.
+
+Exporters read when they are asked to (a scrape, a collection), usually on a
+thread of their own. The breakers live in the Trio thread, and
+:meth:`~breaky.CircuitBreaker.statistics` reads Trio's clock, so every read
+is done in the Trio thread: directly when already there, otherwise through
+:func:`trio.from_thread.run_sync`. Nothing is added to the call path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, final
+
+import attrs
+import trio
+
+from ._supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from ._machine import State
+    from ._statistics import BreakerStatistics
+
+# How each finished call was answered: (label value, BreakerStatistics field).
+# Calls not answered yet are the pending gauge, so the outcomes and pending
+# add up to the calls made.
+OUTCOMES: tuple[tuple[str, str], ...] = (
+    ("reply", "replies"),
+    ("error", "errors"),
+    ("off", "off"),
+    ("shed", "shed"),
+    ("timeout", "timeouts"),
+    ("lost", "lost"),
+    ("cancelled", "cancelled"),
+)
+
+# The other totals: (name, BreakerStatistics field, unit, what it counts).
+COUNTERS: tuple[tuple[str, str, str, str], ...] = (
+    ("casts", "casts", "{cast}", "Casts queued (a cast answered OFF is not counted)."),
+    (
+        "crashes",
+        "crashes",
+        "{crash}",
+        "Started resource instances that ended on their own.",
+    ),
+    ("failed_starts", "failed_starts", "{start}", "Start attempts that failed."),
+    (
+        "restarts",
+        "restarts",
+        "{restart}",
+        "Starts made at once after a crash or a failed start.",
+    ),
+    ("retries", "retries", "{retry}", "Start attempts made while OFF."),
+    ("trips", "trips", "{trip}", "Times the breaker turned OFF on failures."),
+    (
+        "slow_calls",
+        "slow_calls",
+        "{call}",
+        "Calls answered later than the policy's slow_call_duration.",
+    ),
+)
+
+STATE_HELP = "The breaker's state: 1 for its current state, 0 for the others."
+FAILURES_HELP = "Failures that count toward the breaker's failure_threshold now."
+PENDING_HELP = "Calls not answered yet (queued, or held by the resource)."
+CALLS_HELP = "Calls answered, by outcome; the calls made are these plus pending."
+
+
+def state_label(state: State) -> str:
+    """``State.FORCED_OFF`` -> ``"forced_off"``: a label value without spaces."""
+    return state.name.lower()
+
+
+@final
+@attrs.define(eq=False)
+class StatisticsReader:
+    """Reads a supervisor's breakers from any thread, in the Trio thread."""
+
+    supervisor: Supervisor
+    token: trio.lowlevel.TrioToken
+
+    @classmethod
+    def of(cls, supervisor: object, *, who: str) -> StatisticsReader:
+        """Check ``supervisor`` and remember the Trio run it lives in."""
+        if not isinstance(supervisor, Supervisor):
+            msg = (
+                f"{who}: supervisor must be a breaky.Supervisor "
+                f"(from breaky.open_supervisor()), got {supervisor!r}"
+            )
+            raise TypeError(msg)
+        try:
+            token = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            msg = (
+                f"{who} must be called inside trio.run, in the thread where the "
+                "supervisor runs"
+            )
+            raise RuntimeError(msg) from None
+        return cls(supervisor, token)
+
+    def read(self) -> list[tuple[str, BreakerStatistics]]:
+        """Every breaker's statistics, by name; an empty list once Trio ended."""
+        try:
+            here = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            # Another thread: the HTTP server's, or a metric reader's.
+            try:
+                return trio.from_thread.run_sync(self._take, trio_token=self.token)
+            except trio.RunFinishedError:
+                return []  # the run is over, and every breaker with it
+        if here is not self.token:
+            msg = (
+                "breaky's metrics were read from another Trio run than the "
+                "supervisor's; read them from its own run or from a plain thread"
+            )
+            raise RuntimeError(msg)
+        return self._take()
+
+    def _take(self) -> list[tuple[str, BreakerStatistics]]:
+        supervisor = self.supervisor
+        return [(name, supervisor[name].statistics()) for name in supervisor]

@@ -1,0 +1,125 @@
+"""Prometheus metrics of a supervisor's breakers, read when scraped.
+
+Needs ``prometheus_client`` (``pip install 'breaky[prometheus]'``)::
+
+    from prometheus_client import REGISTRY, start_http_server
+    from breaky.prometheus import BreakyCollector
+
+    async with breaky.open_supervisor() as sup:
+        REGISTRY.register(BreakyCollector(sup))
+        start_http_server(9100, addr="127.0.0.1")
+        ...
+
+The collector reads :meth:`~breaky.CircuitBreaker.statistics` of every
+breaker at each scrape, and does nothing in between: calls cost the same with
+or without it. Breakers started later appear on the next scrape; stopped ones
+disappear (a new breaker under an old name starts its counters from zero,
+which Prometheus's ``rate()`` reads as a counter reset).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, final
+
+import attrs
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from ._machine import State
+from ._metrics import (
+    CALLS_HELP,
+    COUNTERS,
+    FAILURES_HELP,
+    OUTCOMES,
+    PENDING_HELP,
+    STATE_HELP,
+    StatisticsReader,
+    state_label,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from prometheus_client.metrics_core import Metric
+
+    from ._statistics import BreakerStatistics
+    from ._supervisor import Supervisor
+
+__all__ = ["BreakyCollector"]
+
+
+@final
+@attrs.define(eq=False)
+class BreakyCollector:
+    """A ``prometheus_client`` collector of every breaker of ``supervisor``.
+
+    Register it with a registry: ``registry.register(BreakyCollector(sup))``.
+    Make it inside ``trio.run`` (where the supervisor is); a scrape may then
+    come from any thread. A scrape from another thread (as from
+    ``prometheus_client``'s HTTP server) reads the breakers in the Trio
+    thread through :func:`trio.from_thread.run_sync`, so it waits for Trio to
+    run; once ``trio.run`` has returned, a scrape shows no breakers.
+
+    Every metric has a ``breaker`` label, the breaker's name:
+
+    - ``breaky_state`` (gauge, with a ``state`` label: ``starting``, ``on``,
+      ``off``, ``forced_off``, ``stopped``): 1 for the current state, 0 for
+      the others.
+    - ``breaky_failures`` (gauge): failures counted toward the threshold now.
+    - ``breaky_pending`` (gauge): calls not answered yet.
+    - ``breaky_calls_total`` (counter, with an ``outcome`` label: ``reply``,
+      ``error``, ``off``, ``shed``, ``timeout``, ``lost``, ``cancelled``):
+      calls answered; the calls made are their sum plus ``breaky_pending``.
+    - ``breaky_casts_total``, ``breaky_crashes_total``,
+      ``breaky_failed_starts_total``, ``breaky_restarts_total``,
+      ``breaky_retries_total``, ``breaky_trips_total``,
+      ``breaky_slow_calls_total`` (counters): the
+      :class:`~breaky.BreakerStatistics` fields of the same names.
+
+    Raises:
+        TypeError: ``supervisor`` is not a :class:`breaky.Supervisor`.
+        RuntimeError: made outside ``trio.run``.
+
+    """
+
+    supervisor: Supervisor
+    _reader: StatisticsReader = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._reader = StatisticsReader.of(self.supervisor, who="BreakyCollector()")
+
+    def describe(self) -> Iterator[Metric]:
+        """The metrics without samples: registering reads nothing."""
+        return _families(())
+
+    def collect(self) -> Iterator[Metric]:
+        """The metrics, read from the breakers now."""
+        return _families(self._reader.read())
+
+
+def _families(breakers: Sequence[tuple[str, BreakerStatistics]]) -> Iterator[Metric]:
+    state = GaugeMetricFamily("breaky_state", STATE_HELP, labels=["breaker", "state"])
+    failures = GaugeMetricFamily("breaky_failures", FAILURES_HELP, labels=["breaker"])
+    pending = GaugeMetricFamily("breaky_pending", PENDING_HELP, labels=["breaker"])
+    calls = CounterMetricFamily(
+        "breaky_calls_total", CALLS_HELP, labels=["breaker", "outcome"]
+    )
+    counters = [
+        (CounterMetricFamily(f"breaky_{name}_total", text, labels=["breaker"]), field)
+        for name, field, _, text in COUNTERS
+    ]
+    for name, stats in breakers:
+        for member in State:
+            value = 1.0 if stats.state is member else 0.0
+            state.add_metric([name, state_label(member)], value)
+        failures.add_metric([name], stats.failures)
+        pending.add_metric([name], stats.pending)
+        for outcome, field in OUTCOMES:
+            calls.add_metric([name, outcome], getattr(stats, field))
+        for family, field in counters:
+            family.add_metric([name], getattr(stats, field))
+    yield state
+    yield failures
+    yield pending
+    yield calls
+    for family, _ in counters:
+        yield family
