@@ -56,17 +56,16 @@ def main(argv: list[str] | None = None, *, clock: trio.abc.Clock | None = None) 
             f"--duration must be at least {MIN_DURATION} seconds, enough for "
             f"one outage and its recovery; got {args.duration:g}"
         )
-        "--metrics-port",
-        type=_port,
-        metavar="PORT",
-        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics while the "
-        "demo runs (needs prometheus_client: pip install 'breaky[prometheus]')",
+    if args.fleet:
+        if args.metrics_port is not None:
+            parser.error("--metrics-port is for the demo of one process, not --fleet")
+        from ._fleet_demo import fleet_demo  # noqa: PLC0415 - only for --fleet
+
+        return trio.run(functools.partial(fleet_demo, duration=args.duration))
+    return trio.run(
+        functools.partial(demo, duration=args.duration, metrics_port=args.metrics_port),
+        clock=clock,
     )
-    demo_parser.add_argument(
-        "--fleet",
-        action="store_true",
-        help="three processes share the breaker through a Redis server "
-        '(needs "breaky[redis]" and a redis-server)',
 
 
 if __name__ == "__main__":  # pragma: no cover - tests call main()

@@ -7,6 +7,7 @@ import importlib.util
 import io
 from typing import TYPE_CHECKING, Any
 
+import pytest
 import servers
 import trio
 
@@ -17,7 +18,6 @@ from breaky._demo import Server
 if TYPE_CHECKING:
     from pathlib import Path
 
-    import pytest
     from servers import ServerProcess
 
 pytestmark = servers.coredis_runs_on_this_trio
