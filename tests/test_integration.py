@@ -9,13 +9,13 @@ round trip on the loopback never is.
 from __future__ import annotations
 
 import socket
-import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
 import pytest
+import servers
 import trio
 import trio.testing
 
@@ -146,45 +146,11 @@ async def test_a_server_that_cannot_listen_is_reported(
         await first.kill()
 
 
-@attrs.define
-class HTTPServer:
+def http_server() -> servers.ServerProcess:
     """``python -m http.server`` on 127.0.0.1, killed and revived by the test."""
-
-    port: int = 0
-    process: trio.Process | None = None
-
-    async def start(self) -> None:
-        if not self.port:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                self.port = probe.getsockname()[1]
-        self.process = await trio.lowlevel.open_process(
-            [
-                sys.executable,
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                str(self.port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        # Ready when it accepts a connection.
-        while True:
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", self.port)
-            except OSError:  # noqa: PERF203 - not listening yet
-                await trio.sleep(0.01)
-            else:
-                await stream.aclose()
-                return
-
-    async def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            await self.process.wait()
-            self.process = None
+    port = servers.free_port()
+    argv = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)]
+    return servers.ServerProcess(argv, port, "http.server")
 
 
 async def http_api(
@@ -206,7 +172,7 @@ async def http_api(
 async def test_httpx_against_an_http_server_that_dies_and_returns(
     clock: trio.testing.MockClock,
 ) -> None:
-    server = HTTPServer()
+    server = http_server()
     await server.start()
     tally = Tally()
     stop = trio.Event()
