@@ -247,13 +247,13 @@ class RedisFleet(Fleet):
 
     # The fleet's task, in the supervisor's nursery.
 
-    def _claim(self) -> None:
+    def claim(self) -> None:
         if self._serving:
             msg = f"{self!r} already serves a supervisor"
             raise RuntimeError(msg)
         self._serving = True
 
-    async def _serve(self, link: Link, *, task_status: trio.TaskStatus[None]) -> None:
+    async def serve(self, link: Link, *, task_status: trio.TaskStatus[None]) -> None:
         try:
             tracker = _Tracker()
             changes = link.subscribe()

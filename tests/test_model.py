@@ -87,7 +87,7 @@ class Model:
         if not self.accepting:
             return
         self.failure_times.append(at)
-        if self.count(at) >= self.policy.failure_threshold:
+        if self.failures_at(at) >= self.policy.failure_threshold:
             self.state = State.OFF
             self.hanging.clear()  # the instance is cancelled: they are lost
             self.wait = self.policy.retry_timeout
@@ -210,7 +210,7 @@ async def scripted(
 ) -> None:
     if script.starts_fail:
         raise ConnectionRefusedError
-    task_status.started()
+    task_status.attempt_succeeded()
     async with trio.open_nursery() as nursery:
         async for request in inbox:
             match request.message:
@@ -229,7 +229,7 @@ async def scripted(
 
 def run_model_test(policy: Policy) -> None:
     clock = trio.testing.MockClock(autojump_threshold=math.inf)
-    names = itertools.count()
+    names = itertools.failures_at()
 
     def in_trio(fn: Any, *args: Any) -> Any:
         async def step() -> Any:
@@ -401,7 +401,7 @@ def run_model_test(policy: Policy) -> None:
                     assert trio.current_time() == model.now
                     assert breaker.state is model.state
                     if model.state is not State.STOPPED:
-                        assert machine.count(model.now) == model.count(model.now)
+                        assert machine.failures_at(model.now) == model.failures_at(model.now)
                     assert machine.retry_at == pytest.approx(model.retry_at)
                     assert machine.hold is model.hold
                     assert machine.sees_off is model.sees_off
