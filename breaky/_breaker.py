@@ -5,21 +5,23 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, final
+from typing import TYPE_CHECKING, Any, Generic, final
 
 import attrs
 import trio
 
-from ._core import Core
+from ._core import Core, logger
 from ._errors import split_errors
-from ._events import Publisher, StateChange, StateChanges
 from ._inbox import Inbox
 from ._machine import Machine, State
 from ._mailbox import Mailbox
 from ._off import OFF, Off
 from ._policy import Kind, Policy, check_seconds
 from ._request import MessageT, ReplyT
-from ._statistics import BreakerStatistics
+
+if TYPE_CHECKING:
+    from ._events import Publisher, StateChange, StateChanges
+    from ._statistics import BreakerStatistics
 
 ResourceFunction = Callable[..., Awaitable[object]]
 
@@ -319,6 +321,13 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             await trio.sleep_forever()
         self._waiting = None
         core.feed(Machine.retry_due, "retry")
+        if core.machine.wants_attempt:
+            # DEBUG: a failed retry is logged anyway, one line (see log_error).
+            logger.debug(
+                "breaker %r is OFF: trying to start the resource",
+                self._name,
+                extra=core.extra(),
+            )
 
     def _on_started(self, value: object) -> None:
         instance = self._instance

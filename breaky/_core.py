@@ -13,7 +13,7 @@ queue OFF; a guard has nothing to cancel).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Protocol, final
+from typing import TYPE_CHECKING, Protocol, cast, final
 
 import attrs
 import trio
@@ -49,7 +49,7 @@ def failure_rule(policy: Policy, kind: Kind) -> Callable[[Exception], bool]:
         counts = kind is Kind.GUARD
         return lambda _: counts
     if isinstance(kinds, tuple | type):
-        matched = kinds
+        matched = cast("tuple[type[Exception], ...] | type[Exception]", kinds)
         return lambda error: isinstance(error, matched)
     predicate = kinds
     return lambda error: bool(predicate(error))
@@ -99,6 +99,8 @@ class Core:
         old = machine.state
         now = trio.current_time()
         event(machine, now)
+        if event is Machine.attempt_succeeded:
+            self._traced = None  # it works again: the next failure is news
         new = machine.state
         change = None
         if new is not old:
@@ -207,32 +209,24 @@ class Core:
     def log_error(self, what: str, error: BaseException | None) -> None:
         """Log that an instance or attempt failed: ``what`` happened.
 
-        While the breaker is OFF or not started yet (an outage), the first
-        failure is an ERROR with its traceback, and so is one of a new kind
-        (another ``what``, another type of error); a repeat is one WARNING
-        line that names the error.
+        The first failure of an outage is an ERROR with its traceback, and so
+        is one of a new kind (another ``what``, another type of error); a
+        repeat, until an attempt succeeds again, is one WARNING line that
+        names the error. Either way the record's ``error``
+        attribute is the exception (or ``None``).
         """
-        outage = self.machine.state is not State.ON
         key = (what, None if error is None else type(error))
-        if outage and key == self._traced:
+        # The error itself rides along, traceback or not, for log handlers.
+        extra = {**self.extra(), "error": error}
+        if key == self._traced:
             detail = "" if error is None else f" ({_describe(error)})"
             logger.warning(
-                "%s %r: the %s again%s",
-                self.noun,
-                self.name,
-                what,
-                detail,
-                extra=self.extra(),
+                "%s %r: the %s again%s", self.noun, self.name, what, detail, extra=extra
             )
             return
-        self._traced = key if outage else None
+        self._traced = key
         logger.error(
-            "%s %r: the %s",
-            self.noun,
-            self.name,
-            what,
-            exc_info=error,
-            extra=self.extra(),
+            "%s %r: the %s", self.noun, self.name, what, exc_info=error, extra=extra
         )
 
     def _changed(self, change: StateChange) -> None:
@@ -242,7 +236,9 @@ class Core:
             if self._off_since is None:
                 self._off_since, self._retries_then = change.time, totals.retries
             if self.machine.sees_off:
-                totals.trips += 1  # its own failures, not a fleet's hold
+                totals.trips += 1  # its own failures
+            else:
+                totals.fleet_holds += 1  # a fleet's word
         if new is State.ON:
             self._fleet_on_reason = None
             self._log_on(change)

@@ -173,9 +173,9 @@ class Guard:
         self._core.feed(Machine.force_off, "force_off() was called")
 
     def reset(self) -> None:
-        """Forget the failures counted; if OFF (forced or not), the next call is a trial.
+        """Forget the failures counted; if OFF (forced or not), trial now.
 
-        Ignored once stopped.
+        The next call is then a trial. Ignored once stopped.
         """
         self._core.feed(Machine.reset, "reset() was called")
 
@@ -201,14 +201,18 @@ class Guard:
         )
         return self._core.statistics(totals.calls - answered)
 
+    def _stop(self) -> None:
+        """Its supervisor closed: STOPPED, answering OFF, for good."""
+        self._core.stop()
+
     # The call path: one for run(), the decorator and the raising forms.
 
-    async def _call(
+    async def _call(  # noqa: C901 - one flat path: each call is a hot path
         self,
         fn: Callable[..., Awaitable[R]],
         args: tuple[object, ...],
         kwargs: dict[str, Any] | None,
-        timeout: float | FromPolicy | None,
+        timeout: float | FromPolicy | None,  # noqa: ASYNC109 - run()'s
         raise_off: bool,  # noqa: FBT001 - internal, positional for speed
     ) -> R | Off:
         core = self._core
@@ -253,7 +257,7 @@ class Guard:
             fn, args, kwargs, seconds, ticket, places, raise_off=raise_off
         )
 
-    async def _run_timed(  # noqa: PLR0913 - the parts of one call
+    async def _run_timed(  # noqa: C901, PLR0913, PLR0917 - the parts of one call
         self,
         fn: Callable[..., Awaitable[R]],
         args: tuple[object, ...],
@@ -315,7 +319,7 @@ class Guard:
             self._ended(ticket, "a call timed out", error)
             raise error
         self._ended(ticket, core.judge(None, start), None)
-        return result
+        return result  # pyright: ignore[reportPossiblyUnboundVariable]
 
     def _ended(
         self, ticket: int | None, reason: str | None, error: Exception | None
@@ -352,8 +356,9 @@ def _decorate(
     raise_off: bool,  # noqa: FBT001
 ) -> Callable[P, Coroutine[Any, Any, R | Off]]:
     """Wrap ``fn`` so that each call goes through ``guard``'s one call path."""
-    unwrapped = inspect.unwrap(fn) if callable(fn) else fn
-    if not callable(fn) or (
+    given: object = fn
+    unwrapped = inspect.unwrap(fn) if callable(given) else given
+    if not callable(given) or (
         inspect.isroutine(unwrapped) and not inspect.iscoroutinefunction(unwrapped)
     ):
         msg = f"a guard decorates an async function (async def), got {fn!r}"

@@ -1,5 +1,4 @@
-"""Breakers by name, of every kind: what a supervisor, its fleet and its
-metrics look breakers up in.
+"""Breakers by name, of every kind, for a supervisor, its fleet and its metrics.
 
 The registry knows each breaker through an :class:`Entry`: the breaker as
 users see it, its :class:`~breaky._core.Core` (what a fleet talks to), and

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def _counter(text: str, unit: str, outcome: str | None = None) -> int:
     """A counter field: ``outcome`` names a way a call can end, if it is one."""
-    return attrs.field(  # type: ignore[no-any-return]
+    return attrs.field(
         default=0, metadata={"help": text, "unit": unit, "outcome": outcome}
     )
 
@@ -79,6 +79,9 @@ class Counts:
         "Attempts made while OFF: starts of a resource, trial calls of a guard.",
         "{retry}",
     )
+    fleet_holds: int = _counter(
+        "Times a fleet turned the breaker OFF on other instances' word.", "{hold}"
+    )
 
 
 @attrs.define
@@ -93,8 +96,10 @@ COUNTERS: tuple[tuple[str, str, str, str | None], ...] = tuple(
 )
 
 
+# attrs freezes a subclass of a mutable class (its __setattr__ refuses every
+# field); dataclass rules, which pyright applies, do not allow it.
 @final
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True)  # pyright: ignore[reportGeneralTypeIssues]
 class BreakerStatistics(Counts):
     """A snapshot of one breaker or guard, from its ``statistics()``.
 
@@ -128,6 +133,8 @@ class BreakerStatistics(Counts):
             holding it OFF is not a trip.
         retries: attempts made while OFF: starts of a resource breaker,
             trial calls of a guard.
+        fleet_holds: times a fleet turned the breaker OFF on the word of
+            other instances (not a trip of its own).
 
     """
 

@@ -106,9 +106,7 @@ class Supervisor:
         breaker: CircuitBreaker[MessageT, ReplyT] = CircuitBreaker(
             name, fn, args, policy, self._registry.publisher
         )
-        self._registry.add(
-            name, Entry(breaker, breaker._core, lambda grace: breaker._stop(grace))
-        )
+        self._registry.add(name, Entry(breaker, breaker._core, breaker._stop))
         # The breaker lives in the supervisor's nursery, not the caller's.
         self._nursery.start_soon(breaker._run, name=f"breaky {name!r}")
         self._nursery.start_soon(breaker._keep_deadlines, name=f"breaky {name!r} calls")
