@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 import trio.testing
-from conftest import _with_virtual_deadline
+from deadlines import with_deadlines
 
 import breaky
 
@@ -27,7 +27,7 @@ def test_a_wait_that_timers_keep_busy_fails_on_trios_clock() -> None:
             await sup.start_circuit_breaker("db", never_starts, failure_threshold=1)
             await trio.Event().wait()
 
-    bounded = _with_virtual_deadline(lost_answer, 1000)
+    bounded = with_deadlines(lost_answer, virtual=1000, real=60)
     with pytest.raises(pytest.fail.Exception, match="after 1000 s on Trio's clock"):
         trio.run(bounded, clock=trio.testing.MockClock(autojump_threshold=0))
 
@@ -39,3 +39,12 @@ async def test_the_virtual_deadline_is_not_a_deadline_the_clock_jumps_to(
     # Everything waits on a thread: the clock must not jump past the bound.
     await trio.to_thread.run_sync(time.sleep, 0.05)
     assert trio.current_time() == 0
+
+
+def test_a_test_that_waits_for_nothing_fails_on_the_real_clock() -> None:
+    async def waits_for_nothing() -> None:
+        await trio.Event().wait()
+
+    bounded = with_deadlines(waits_for_nothing, virtual=1000, real=0.1)
+    with pytest.raises(pytest.fail.Exception, match=r"after 0\.1 s of real time"):
+        trio.run(bounded, clock=trio.testing.MockClock(autojump_threshold=0))
