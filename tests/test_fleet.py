@@ -177,6 +177,8 @@ async def test_one_prober_while_off_then_every_instance_recovers(
 
 async def prober_of(nodes: list[Node]) -> Node:
     """Wait until one instance is the fleet's prober, and return it."""
+    # Which instance probes is the fleet's internal business (no public view
+    # says so): these tests check that lease, so they read the machine.
     await until(lambda: any(n.db._machine.hold.name == "PROBER" for n in nodes))
     (prober,) = [n for n in nodes if n.db._machine.hold.name == "PROBER"]
     return prober
@@ -194,7 +196,8 @@ async def test_the_lease_passes_on_when_the_prober_goes(
         if how == "cancelled":
             prober.scope.cancel()  # no goodbye: its lease expires
         else:
-            # Its supervisor closes: the lease is released at once.
+            # Its supervisor closes (as at the end of its ``async with``, which
+            # this task cannot leave here): the lease is released at once.
             assert prober.sup is not None
             prober.sup._close(grace=0)
         rest = [n for n in nodes if n is not prober]

@@ -1,4 +1,8 @@
-"""The fleet's pure parts: arguments, URLs, the seam, no import of coredis."""
+"""The fleet's pure parts: arguments, URLs, the seam, no import of coredis.
+
+An internals test module: it drives RedisFleet's private steps (``_watch``,
+``_knock``, ``_claim``...) one at a time, which no public call can isolate.
+"""
 
 from __future__ import annotations
 
