@@ -8,7 +8,7 @@ await's, measured in turns in the same rounds.
 
 from __future__ import annotations
 
-import datetime
+import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -30,7 +30,7 @@ def _peers() -> dict[str, Callable[[int], Awaitable[object]]]:
     import purgatory  # noqa: PLC0415
 
     aio = aiobreaker.CircuitBreaker(
-        fail_max=5, timeout_duration=datetime.timedelta(seconds=30)
+        fail_max=5, timeout_duration=dt.timedelta(seconds=30)
     )
     factory = purgatory.AsyncCircuitBreakerFactory(default_threshold=5, default_ttl=30)
 
@@ -44,7 +44,7 @@ def _peers() -> dict[str, Callable[[int], Awaitable[object]]]:
     return {"aiobreaker": aiobreaker_call, "purgatory": purgatory_call}
 
 
-async def run_guard(quick: bool, result: Any, per_op: Any, rounds: Any) -> list[Any]:  # noqa: ANN401, FBT001
+async def run_guard(quick: bool, result: Any, per_op: Any, rounds: Any) -> list[Any]:
     """The guard's figures: ON, ON with a timeout, OFF."""
     n, count = (2_000, 3) if quick else (50_000, 9)
     lean = breaky.Guard("lean", call_timeout=None)
@@ -70,7 +70,9 @@ async def run_guard(quick: bool, result: Any, per_op: Any, rounds: Any) -> list[
     async def checkpoint(_: int) -> None:
         await trio.lowlevel.checkpoint()
 
-    def timing(op: Callable[[int], Awaitable[object]]) -> Callable[[int], Awaitable[float]]:
+    def timing(
+        op: Callable[[int], Awaitable[object]],
+    ) -> Callable[[int], Awaitable[float]]:
         async def measure(m: int) -> float:
             return await per_op(m, op)  # type: ignore[no-any-return]
 

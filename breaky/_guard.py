@@ -378,7 +378,7 @@ def _decorate(
     async def guarded(*args: P.args, **kwargs: P.kwargs) -> R | Off:
         if kwargs or raise_off:
             return await call(fn, args, kwargs, FROM_POLICY, raise_off)
-        return await run(fn, *args)
+        return await run(fn, *args)  # pyright: ignore[reportCallIssue, reportUnknownVariableType] - P.args
 
     return guarded
 

@@ -745,6 +745,7 @@ async def test_logging_names_the_breaker(
             "breaker 'db' turned OFF after 2 failures "
             "(last: the resource failed to start); next start in 1 s"
         ),
+        "breaker 'db' is OFF: trying to start the resource",  # DEBUG
         "breaker 'db' is ON (the resource started), after 1 s OFF and 1 attempt",
         "breaker 'db' stopped",
     ]
