@@ -232,9 +232,10 @@ class Core:
     def _changed(self, change: StateChange) -> None:
         old, new = change.old, change.new
         totals = self.totals
+        if (new is State.OFF or new is State.FORCED_OFF) and self._off_since is None:
+            # An outage begins (a reset after force_off() continues it).
+            self._off_since, self._retries_then = change.time, totals.retries
         if new is State.OFF and old is not State.FORCED_OFF:
-            if self._off_since is None:
-                self._off_since, self._retries_then = change.time, totals.retries
             if self.machine.sees_off:
                 totals.trips += 1  # its own failures
             else:

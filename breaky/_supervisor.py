@@ -148,9 +148,7 @@ class Supervisor:
         policy = policy_for(Kind.GUARD, policy, dict(options))
         self._check_new(name)
         guard = Guard._made_for(name, policy, self._registry.publisher)
-        self._registry.add(
-            name, Entry(guard, guard._core, lambda _: guard._core.stop())
-        )
+        self._registry.add(name, Entry(guard, guard._core, lambda _: guard._stop()))
         return guard
 
     def subscribe(self, *, max_buffer: int = 1000) -> StateChanges:

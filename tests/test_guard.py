@@ -775,3 +775,100 @@ async def test_options_a_resource_breaker_cannot_use_are_refused() -> None:
                 "db", resource, policy=breaky.Policy(max_concurrent=4)
             )
         assert "db" not in sup
+
+
+async def test_views_and_reprs() -> None:
+    api = guard(failure_threshold=7)
+    assert repr(api) == "<breaky.Guard 'api' ON>"
+    assert api.policy.failure_threshold == 7
+    assert api.name == "api"
+
+
+async def test_a_raising_call_shed_in_line_says_so(autojump_clock: Clock) -> None:
+    api = guard(max_concurrent=1, call_timeout=2)
+    release = trio.Event()
+
+    async def hold() -> None:
+        await release.wait()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(functools.partial(api.run, hold, timeout=None))
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(breaky.BreakerOff, match="shed"):
+            await api.raising.run(hold)  # waits 2 s in line, then shed
+        release.set()
+    assert api.statistics().shed == 1
+
+
+async def test_a_refusal_cancelled_in_its_checkpoint_counts_as_cancelled(
+    autojump_clock: Clock,
+) -> None:
+    api, dep = guard(), Dependency()
+    await trip(api, dep)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await api.raising.run(dep.get)
+    stats = api.statistics()
+    assert (stats.off, stats.cancelled) == (0, 1)
+    assert_adds_up(api)
+
+
+async def test_the_decorator_answers_off_with_keywords_too(
+    autojump_clock: Clock,
+) -> None:
+    api, dep = guard(), Dependency()
+
+    @api
+    async def fetch(*, value: object) -> object:
+        return await dep.get(value)
+
+    assert await fetch(value=1) == 1
+    await trip(api, dep)
+    assert await fetch(value=2) is OFF
+
+
+async def test_a_success_after_the_trip_changes_nothing(
+    autojump_clock: Clock,
+) -> None:
+    api = guard(failure_rate=0.5, minimum_calls=1, failure_window=60)
+    dep = Dependency()
+    release = trio.Event()
+
+    async def slow_ok() -> str:
+        await release.wait()
+        return "late"
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(api.run, slow_ok)
+        await trio.testing.wait_all_tasks_blocked()
+        dep.down = True
+        with pytest.raises(Down):
+            await api.run(dep.get)
+        assert api.state is State.OFF
+        release.set()
+    assert api.state is State.OFF
+    assert api.statistics().replies == 1
+
+
+async def test_a_guard_follows_what_its_fleet_says(autojump_clock: Clock) -> None:
+    from breaky._fleet import Link, View  # noqa: PLC0415 - the seam, as a fleet
+
+    dep = Dependency()
+    async with breaky.open_supervisor() as sup:
+        api = sup.guard("api", retry_timeout=5, call_timeout=None)
+        (member,) = Link(sup._registry).members()
+        assert (member.name, member.state, member.sees_off) == ("api", State.ON, False)
+        member.tell(View.OFF, "fleet OFF: 2 of 3 instances report OFF")
+        assert api.state is State.OFF
+        await trio.sleep(60)
+        assert await api.run(dep.get) is OFF  # held: another instance probes
+        member.tell(View.PROBE, "fleet OFF: you probe")
+        assert await api.run(dep.get) is OFF  # the prober waits one period
+        await trio.sleep(5)
+        assert await api.run(dep.get, "trial") == "trial"
+        assert api.state is State.ON
+        assert api.statistics().fleet_holds == 1
+        member.tell(View.OFF, "fleet OFF again")
+        member.tell(View.ON, "fleet ON: web-2 recovered")
+        await trio.sleep(1)  # within the spread
+        assert await api.run(dep.get, "soon") == "soon"
