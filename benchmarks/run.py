@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import contextlib
 
 import breaky
-from benchmarks import fleet
+from benchmarks import fleet, guard
 from breaky.prometheus import BreakyCollector
 
 if TYPE_CHECKING:
@@ -698,6 +698,7 @@ async def run_all(quick: bool) -> list[Result]:
     results.append(await bench_overload(200 if quick else 2_000))
     results.append(await bench_restart(n // 10, count))
     results.extend(await bench_leak(10_000 if quick else 1_000_000))
+    results.extend(await guard.run_guard(quick, Result, per_op, rounds))
     results.extend(await fleet.run_fleet(quick, Result, per_op, rounds))
     return results
 

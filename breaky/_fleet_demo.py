@@ -118,7 +118,7 @@ async def node(  # noqa: PLR0913 - the instance's knobs
     handler = _Says(say)
     logger.addHandler(handler)
     level = logger.level
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG)  # its retries are DEBUG records
     answers: collections.Counter[str] = collections.Counter()
     fleet = RedisFleet(url, instance=name, quorum=2, report_ttl=3)
     try:

@@ -14,6 +14,9 @@ from breaky._fleet_demo import redis_server_binary
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+# Every test has a deadline on the real clock and on Trio's (see deadlines.py).
+pytest_plugins = ["deadlines"]
+
 
 def pytest_report_header() -> str:
     # Which copy is under test: the source tree or an installed wheel.

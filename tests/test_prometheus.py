@@ -170,6 +170,7 @@ def test_registering_reads_nothing() -> None:
             return BreakyCollector(sup)
 
     collector = trio.run(main)
+    # Fault injection: no public seam lets a read fail on purpose.
     collector._reader = Unreadable()  # type: ignore[assignment]
     registry = CollectorRegistry(auto_describe=True)
     registry.register(collector)
