@@ -223,8 +223,9 @@ class Guard:
         """
         return self._core.subscribe(max_buffer)
 
-    def statistics(self) -> BreakerStatistics:
-        """Return a snapshot of the state, the failures and the totals."""
+    @property
+    def in_flight(self) -> int:
+        """Calls made through the guard and not answered yet (running or waiting)."""
         totals = self._core.totals
         answered = (
             totals.replies
@@ -235,7 +236,11 @@ class Guard:
             + totals.lost
             + totals.cancelled
         )
-        return self._core.statistics(totals.calls - answered)
+        return totals.calls - answered
+
+    def statistics(self) -> BreakerStatistics:
+        """Return a snapshot of the state, the failures and the totals."""
+        return self._core.statistics(self.in_flight)
 
     def _stop(self) -> None:
         """Its supervisor closed: STOPPED, answering OFF, for good."""
