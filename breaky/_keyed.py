@@ -70,12 +70,12 @@ class _Tick:
 class _Relay(Publisher):
     """A group's subscribers, who pass every change on to the supervisor's."""
 
-    _up: Publisher | None = None
+    up: Publisher | None = None
 
     def publish(self, change: StateChange) -> None:
         super().publish(change)
-        if self._up is not None:
-            self._up.publish(change)
+        if self.up is not None:
+            self.up.publish(change)
 
 
 # attrs freezes a subclass of a mutable class; see BreakerStatistics.
@@ -369,6 +369,7 @@ class _Group(Generic[K]):
         if self._sweeper is scope:
             # No key left: the sweeper ends; the next key starts another.
             mark, self._mark, self._sweeper = self._mark, None, None
+            assert mark is not None  # noqa: S101 - a sweeper has its tick
             del self._order[mark]
 
     def _sweep(self) -> None:
@@ -436,7 +437,7 @@ class KeyedGuard(_Group[Guard]):
         key: str,
         fn: Callable[[Unpack[PosArgT]], Awaitable[R]],
         *args: Unpack[PosArgT],
-        timeout: float | FromPolicy | None = FROM_POLICY,  # noqa: ASYNC109 - as Guard.run
+        timeout: float | FromPolicy | None = FROM_POLICY,
     ) -> Coroutine[Any, Any, R | Off]:
         """``await group.run(key, fn, *args)``: ``fn(*args)`` through the key's guard.
 

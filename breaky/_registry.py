@@ -69,11 +69,13 @@ class Registry:
             )
             raise ValueError(msg)
         if group:
-            taken = [n for n in self._entries if n.startswith(f"{name}[")]
-            if any(n.endswith("]") for n in taken):
+            taken = [
+                n for n in self._entries if n.startswith(f"{name}[") and n.endswith("]")
+            ]
+            if taken:
                 msg = (
                     f"a keyed group named {name!r} would name its keys {name}[key], "
-                    f"and {sorted(taken)[0]!r} is already running here"
+                    f"and {min(taken)!r} is already running here"
                 )
                 raise ValueError(msg)
 

@@ -29,6 +29,12 @@ from ._metrics import (
     CALLS_HELP,
     COUNTERS,
     FAILURES_HELP,
+    GROUP_CALLS_HELP,
+    GROUP_FAILURES_HELP,
+    GROUP_FORGOTTEN_HELP,
+    GROUP_KEYS_HELP,
+    GROUP_PENDING_HELP,
+    GROUP_REFUSED_HELP,
     OUTCOMES,
     PENDING_HELP,
     STATE_HELP,
@@ -39,6 +45,7 @@ from ._metrics import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
+    from ._keyed import KeyedStatistics
     from ._statistics import BreakerStatistics
     from ._supervisor import Supervisor
 
@@ -66,7 +73,11 @@ class _Observed:
 
     def read(self) -> Iterator[tuple[str, BreakerStatistics]]:
         for reader in self.readers:
-            yield from reader.read()
+            yield from reader.read().breakers
+
+    def read_groups(self) -> Iterator[tuple[str, KeyedStatistics]]:
+        for reader in self.readers:
+            yield from reader.read().groups
 
 
 _observed: weakref.WeakKeyDictionary[metrics.Meter, _Observed] = (
@@ -127,6 +138,17 @@ def instrument(
       ``breaky.slow_calls`` (counters): the
       :class:`~breaky.BreakerStatistics` fields of the same names.
 
+    A keyed group has the points above only for its keys that are not ON
+    (each as a breaker named ``group[key]``), and these, with a ``group``
+    attribute, for all its keys at once: ``breaky.group.keys`` (gauge,
+    ``{key}``, with a ``state`` attribute: how many live keys are in each
+    state), ``breaky.group.failures`` and ``breaky.group.pending`` (summed
+    over the live keys), ``breaky.group.calls`` (with an ``outcome``) and
+    ``breaky.group.casts`` ... ``breaky.group.slow_calls`` (totals over every
+    key the group had), ``breaky.group.forgotten`` and
+    ``breaky.group.refused`` (keys forgotten; new keys refused at
+    ``max_keys``).
+
     The attributes are named as the Prometheus collector's labels, so
     OpenTelemetry's Prometheus exporter shows the metric names and labels of
     :class:`breaky.prometheus.BreakyCollector` (and its own labels, such as
@@ -156,6 +178,7 @@ def instrument(
         if observed is None:
             observed = _observed[meter] = _Observed()
             _create_instruments(meter, observed)
+            _create_group_instruments(meter, observed)
     with observed.lock:
         if any(r.supervisor is supervisor for r in observed.readers):
             msg = f"{supervisor!r} is already instrumented on this meter provider"
@@ -194,6 +217,70 @@ def _create_instruments(meter: metrics.Meter, observed: _Observed) -> None:
         )
 
 
+def _create_group_instruments(meter: metrics.Meter, observed: _Observed) -> None:
+    meter.create_observable_gauge(
+        "breaky.group.keys",
+        [_group_callback(observed, _key_states)],
+        "{key}",
+        GROUP_KEYS_HELP,
+    )
+    meter.create_observable_up_down_counter(
+        "breaky.group.failures",
+        [_group_callback(observed, lambda s: [(s.failures, {})])],
+        "{failure}",
+        GROUP_FAILURES_HELP,
+    )
+    meter.create_observable_up_down_counter(
+        "breaky.group.pending",
+        [_group_callback(observed, lambda s: [(s.pending, {})])],
+        "{call}",
+        GROUP_PENDING_HELP,
+    )
+    meter.create_observable_counter(
+        "breaky.group.calls",
+        [_group_callback(observed, _outcomes)],
+        "{call}",
+        GROUP_CALLS_HELP,
+    )
+    for name, field, unit, text in COUNTERS:
+        meter.create_observable_counter(
+            f"breaky.group.{name}",
+            [_group_callback(observed, _field_of(field))],
+            unit,
+            text,
+        )
+    meter.create_observable_counter(
+        "breaky.group.forgotten",
+        [_group_callback(observed, lambda s: [(s.forgotten, {})])],
+        "{key}",
+        GROUP_FORGOTTEN_HELP,
+    )
+    meter.create_observable_counter(
+        "breaky.group.refused",
+        [_group_callback(observed, lambda s: [(s.refused, {})])],
+        "{key}",
+        GROUP_REFUSED_HELP,
+    )
+
+
+def _group_callback(
+    observed: _Observed, points: Callable[[KeyedStatistics], Points]
+) -> Callable[[metrics.CallbackOptions], Iterator[metrics.Observation]]:
+    """A group instrument's callback: each group's ``points``, named."""
+
+    def observe(_: metrics.CallbackOptions) -> Iterator[metrics.Observation]:
+        for name, stats in observed.read_groups():
+            for value, attributes in points(stats):
+                yield metrics.Observation(value, {"group": name, **attributes})
+
+    return observe
+
+
+def _key_states(stats: KeyedStatistics) -> Points:
+    for member in State:
+        yield stats.states[member], {"state": state_label(member)}
+
+
 def _callback(
     observed: _Observed, points: Callable[[BreakerStatistics], Points]
 ) -> Callable[[metrics.CallbackOptions], Iterator[metrics.Observation]]:
@@ -212,10 +299,10 @@ def _states(stats: BreakerStatistics) -> Points:
         yield int(stats.state is member), {"state": state_label(member)}
 
 
-def _outcomes(stats: BreakerStatistics) -> Points:
+def _outcomes(stats: BreakerStatistics | KeyedStatistics) -> Points:
     for outcome, field in OUTCOMES:
         yield getattr(stats, field), {"outcome": outcome}
 
 
-def _field_of(field: str) -> Callable[[BreakerStatistics], Points]:
+def _field_of(field: str) -> Callable[[BreakerStatistics | KeyedStatistics], Points]:
     return lambda stats: [(getattr(stats, field), {})]
