@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry
@@ -72,6 +74,43 @@ async def main() -> None:
         assert_type(instrumentation, breaky.opentelemetry.Instrumentation)
         assert_type(instrumentation.instrumented, bool)
         instrumentation.uninstrument()
+
+
+payments = breaky.Guard("payments", failure_threshold=5, trial_calls=2)
+
+
+@payments
+async def charge(order: str, *, amount: int = 1) -> list[str]:
+    await trio.lowlevel.checkpoint()
+    return [order] * amount
+
+
+@payments.raising
+async def refund(order: str) -> int:
+    await trio.lowlevel.checkpoint()
+    return len(order)
+
+
+async def lookup(order: str) -> list[str]:
+    await trio.lowlevel.checkpoint()
+    return [order]
+
+
+async def guards() -> None:
+    assert_type(await charge("o1", amount=2), list[str] | breaky.Off)
+    assert_type(await refund("o1"), int)
+    receipt = await payments.run(lookup, "o2")
+    assert_type(receipt, list[str] | breaky.Off)
+    assert_type(await payments.raising.run(lookup, "o3"), list[str])
+    # The decorator and run() check the arguments (mypy: an unused ignore fails).
+    await charge(3)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    await payments.run(lookup, 3)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    assert_type(payments.statistics().fleet_holds, int)
+    async with breaky.open_supervisor() as sup:
+        api = sup.guard("api", max_concurrent=8, max_queued=16)
+        assert_type(api, breaky.Guard)
+        assert_type(sup["api"], breaky.CircuitBreaker[Any, Any] | breaky.Guard)
+        await wait_for_state(api, breaky.State.ON)
 
 
 async def fleet() -> None:
