@@ -22,7 +22,7 @@ import trio
 
 import breaky
 from benchmarks._harness import Result, echo, per_op, rounds
-from breaky._fleet_demo import _Redis, redis_server_binary
+from breaky._servers import redis_server, redis_server_binary
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -221,7 +221,7 @@ async def run_fleet(quick: bool) -> list[Result]:
     if binary is None:
         print("fleet benchmarks skipped: no redis-server, or no coredis")
         return []
-    server = _Redis(binary)
+    server = redis_server(binary)
     await server.start()
     url = f"redis://127.0.0.1:{server.port}/0"
     try:
