@@ -9,11 +9,12 @@ await's, measured in turns in the same rounds.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
 import breaky
+from benchmarks._harness import Result, per_op, rounds
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -44,7 +45,7 @@ def _peers() -> dict[str, Callable[[int], Awaitable[object]]]:
     return {"aiobreaker": aiobreaker_call, "purgatory": purgatory_call}
 
 
-async def run_guard(quick: bool, result: Any, per_op: Any, rounds: Any) -> list[Any]:
+async def run_guard(quick: bool) -> list[Result]:
     """The guard's figures: ON, ON with a timeout, OFF."""
     n, count = (2_000, 3) if quick else (50_000, 9)
     lean = breaky.Guard("lean", call_timeout=None)
@@ -74,7 +75,7 @@ async def run_guard(quick: bool, result: Any, per_op: Any, rounds: Any) -> list[
         op: Callable[[int], Awaitable[object]],
     ) -> Callable[[int], Awaitable[float]]:
         async def measure(m: int) -> float:
-            return await per_op(m, op)  # type: ignore[no-any-return]
+            return await per_op(m, op)
 
         return measure
 
@@ -97,7 +98,7 @@ async def run_guard(quick: bool, result: Any, per_op: Any, rounds: Any) -> list[
     best_peer = min(peers, key=lambda name: overhead[name])
     peer_note = ", ".join(f"{name} {overhead[name] * us:.2f} us" for name in peers)
     return [
-        result(
+        Result(
             name="guard overhead over a bare await (ON) vs the best peer's",
             unit="us",
             breaky=overhead["guard"] * us,
@@ -106,7 +107,7 @@ async def run_guard(quick: bool, result: Any, per_op: Any, rounds: Any) -> list[
             target=0.5,
             note=f"bare await {bare * us:.2f} us; peers: {peer_note}",
         ),
-        result(
+        Result(
             name="guard with call_timeout vs move_on_after",
             unit="us",
             breaky=medians["guard, timeout"] * us,
@@ -114,7 +115,7 @@ async def run_guard(quick: bool, result: Any, per_op: Any, rounds: Any) -> list[
             floor_name="trio.move_on_after + await",
             target=1.1,
         ),
-        result(
+        Result(
             name="guard OFF vs one checkpoint",
             unit="us",
             breaky=medians["guard OFF"] * us,
