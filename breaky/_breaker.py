@@ -156,10 +156,12 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         core = self._core
         core.totals.calls += 1
         if not core.machine.accepting:
-            return await _refuse(core, shed=False)
+            await core.refuse(shed=False)
+            return OFF
         request = self._mailbox.put(message, trio.lowlevel.current_task(), seconds)
         if request is None:
-            return await _refuse(core, shed=True)
+            await core.refuse(shed=True)
+            return OFF
         await trio.lowlevel.wait_task_rescheduled(request._abort)
         return request._outcome()  # type: ignore[no-any-return]
 
@@ -388,18 +390,3 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
                 else "returned without calling task_status.started()"
             )
         self._core.log_error(f"resource {what}", error)
-
-
-async def _refuse(core: Core, *, shed: bool) -> Off:
-    """Answer a call OFF after one checkpoint: not serving, or shed."""
-    totals = core.totals
-    try:
-        await trio.lowlevel.checkpoint()
-    except BaseException:
-        totals.cancelled += 1  # the caller got Cancelled, not OFF
-        raise
-    if shed:
-        totals.shed += 1
-    else:
-        totals.off += 1
-    return OFF
