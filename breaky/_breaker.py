@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, final
@@ -16,7 +15,7 @@ from ._inbox import Inbox
 from ._machine import Machine, State
 from ._mailbox import Mailbox
 from ._off import OFF, Off
-from ._policy import Kind, Policy, check_seconds
+from ._policy import FROM_POLICY, FromPolicy, Kind, Policy, check_seconds
 from ._request import MessageT, ReplyT
 
 if TYPE_CHECKING:
@@ -24,18 +23,6 @@ if TYPE_CHECKING:
     from ._statistics import BreakerStatistics
 
 ResourceFunction = Callable[..., Awaitable[object]]
-
-
-class FromPolicy(enum.Enum):
-    """The default of options that, when not given, come from the policy."""
-
-    FROM_POLICY = "from the policy"
-
-    def __repr__(self) -> str:
-        return f"<{self.value}>"
-
-
-FROM_POLICY = FromPolicy.FROM_POLICY
 
 
 @final

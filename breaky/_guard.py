@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, final
 
 import trio
 
-from ._breaker import FROM_POLICY, FromPolicy
 from ._bulkhead import Places
 from ._core import Core
 from ._errors import BreakerOff, CallTimeout
 from ._machine import Machine, State
 from ._off import OFF, Off
-from ._policy import Kind, check_seconds, policy_for
+from ._policy import FROM_POLICY, FromPolicy, Kind, check_seconds, policy_for
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine

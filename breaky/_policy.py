@@ -275,6 +275,18 @@ if TYPE_CHECKING:
         minimum_calls: int
 
 
+class FromPolicy(enum.Enum):
+    """The default of options that, when not given, come from the policy."""
+
+    FROM_POLICY = "from the policy"
+
+    def __repr__(self) -> str:
+        return f"<{self.value}>"
+
+
+FROM_POLICY = FromPolicy.FROM_POLICY
+
+
 class Kind(enum.Enum):
     """The two kinds of breaker, as a policy's checks name them."""
 
