@@ -62,6 +62,14 @@ async def main() -> None:
             assert_type(result, list[str])
         assert_type(await db.cast("x"), breaky.Off | None)
         assert_type(db.state, breaky.State)
+        # The resource's own arguments are checked (mypy: an unused ignore
+        # fails the check): a wrong type, one missing, one too many.
+        await sup.start_circuit_breaker("db2", database, 12345)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        await sup.start_circuit_breaker("db3", database)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        await sup.start_circuit_breaker("db4", database, "me", "x")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        # Every Policy field is a keyword option, typed.
+        await sup.start_circuit_breaker("db5", database, "me", max_queued=10)
+        await sup.start_circuit_breaker("db6", database, "me", max_queued="10")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
         sized = await sup.start_circuit_breaker(
             "api", api, policy=breaky.Policy(max_queued=100, start_timeout=5)
         )
