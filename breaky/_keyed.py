@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 import attrs
 import trio
 
-from ._breaker import FROM_POLICY, CircuitBreaker, FromPolicy
+from ._breaker import CircuitBreaker
 from ._errors import BreakerOff
 from ._events import Publisher
 from ._guard import Guard
 from ._machine import Machine, State
 from ._off import OFF, Off
-from ._policy import check_count, check_seconds
+from ._policy import FROM_POLICY, FromPolicy, check_count, check_seconds
 from ._request import MessageT, ReplyT
 from ._statistics import COUNTERS, Counts, Totals
 

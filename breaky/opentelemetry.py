@@ -135,7 +135,7 @@ def instrument(
       calls answered; the calls made are their sum plus ``breaky.pending``.
     - ``breaky.casts``, ``breaky.crashes``, ``breaky.failed_starts``,
       ``breaky.restarts``, ``breaky.retries``, ``breaky.trips``,
-      ``breaky.slow_calls`` (counters): the
+      ``breaky.slow_calls``, ``breaky.fleet_holds`` (counters): the
       :class:`~breaky.BreakerStatistics` fields of the same names.
 
     A keyed group has the points above only for its keys that are not ON
