@@ -14,6 +14,7 @@ never forgotten; met by a sweep, it goes to the end as if just used.
 
 from __future__ import annotations
 
+import abc
 import logging
 import random
 from collections import OrderedDict
@@ -70,12 +71,11 @@ class _Tick:
 class _Relay(Publisher):
     """A group's subscribers, who pass every change on to the supervisor's."""
 
-    up: Publisher | None = None
+    up: Publisher = attrs.field(kw_only=True)
 
     def publish(self, change: StateChange) -> None:
         super().publish(change)
-        if self.up is not None:
-            self.up.publish(change)
+        self.up.publish(change)
 
 
 # attrs freezes a subclass of a mutable class; see BreakerStatistics.
@@ -111,7 +111,7 @@ class KeyedStatistics(Counts):
     not_on: Mapping[str, BreakerStatistics]
 
 
-class _Group(Generic[K]):
+class _Group(abc.ABC, Generic[K]):
     """What both kinds of group share: keys, the bound, the sweep, closing."""
 
     __slots__ = (
@@ -260,11 +260,13 @@ class _Group(Generic[K]):
 
     # What each kind does.
 
+    @abc.abstractmethod
     def _make(self, name: str, key: str) -> K:
-        raise NotImplementedError
+        """Make the breaker of a new key, named ``name``."""
 
+    @abc.abstractmethod
     def _stop_key(self, breaker: K, grace: float) -> None:
-        raise NotImplementedError
+        """Stop a key's breaker (already STOPPED), within ``grace`` seconds."""
 
     # Keys.
 
