@@ -337,14 +337,17 @@ class _Group(abc.ABC, Generic[K]):
 
     def _forget(self, key: str, breaker: K, reason: str) -> None:
         """Drop a key taken out of the order: stop it, keep its counts."""
-        core: Core = breaker._core
+        self._forgotten += 1
+        self._retire(key, breaker)
+        breaker._core.feed(Machine.stop, reason)
+        self._stop_key(breaker, self._grace)
+
+    def _retire(self, key: str, breaker: K) -> None:
+        """The key leaves the group: out of the registry, its counts kept."""
         self._registry.remove_key(key_name(self._name, key))
-        retired, totals = self._retired, core.totals
+        retired, totals = self._retired, breaker._core.totals
         for field in _COUNTER_NAMES:
             setattr(retired, field, getattr(retired, field) + getattr(totals, field))
-        self._forgotten += 1
-        core.feed(Machine.stop, reason)
-        self._stop_key(breaker, self._grace)
 
     # The sweep.
 
@@ -402,7 +405,8 @@ class _Group(abc.ABC, Generic[K]):
         for key, breaker in order.items():
             if breaker is not None:
                 assert isinstance(key, str)  # noqa: S101
-                self._registry.remove_key(key_name(self._name, key))
+                self._retire(key, breaker)
+                breaker._core.stop()
                 self._stop_key(breaker, grace)
         self._relay.end()
 
