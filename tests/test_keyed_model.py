@@ -46,7 +46,7 @@ async def failing() -> None:
     raise ConnectionRefusedError
 
 
-async def exercise(operations: list[tuple[str, str, float]]) -> None:  # noqa: C901 - one story
+async def exercise(operations: list[tuple[str, str, float]]) -> None:  # noqa: PLR0915 - one story
     clock = trio.lowlevel.current_clock()
     assert isinstance(clock, trio.testing.MockClock)
     answers: dict[int, list[str]] = {}
