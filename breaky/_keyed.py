@@ -34,7 +34,7 @@ from ._request import MessageT, ReplyT
 from ._statistics import COUNTERS, Counts, Totals
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+    from collections.abc import Awaitable, Callable, Iterator, Mapping
 
     from typing_extensions import TypeVarTuple, Unpack
 
@@ -436,21 +436,18 @@ class KeyedGuard(_Group[Guard]):
     __slots__ = ()
     _noun = "keyed guard"
 
-    # A plain function that returns the key's guard's coroutine: the await
-    # costs no frame of its own (the call path's one lookup, one move).
-    def run(
+    async def run(
         self,
         key: str,
         fn: Callable[[Unpack[PosArgT]], Awaitable[R]],
         *args: Unpack[PosArgT],
-        timeout: float | FromPolicy | None = FROM_POLICY,
-    ) -> Coroutine[Any, Any, R | Off]:
-        """``await group.run(key, fn, *args)``: ``fn(*args)`` through the key's guard.
+        timeout: float | FromPolicy | None = FROM_POLICY,  # noqa: ASYNC109 - as Guard.run
+    ) -> R | Off:
+        """Return ``await fn(*args)`` through the guard of ``key``, or OFF.
 
-        Returns what :meth:`breaky.Guard.run` of the key's guard (made if the
-        key is new) returns: the result of ``fn``, or :data:`breaky.OFF`. A
-        new key at the ``max_keys`` bound, when no live key can be
-        forgotten, is answered OFF (``fn`` is not called).
+        As :meth:`breaky.Guard.run` of the key's guard, made if the key is
+        new. A new key at the ``max_keys`` bound, when no live key can be
+        forgotten, is answered :data:`breaky.OFF` (``fn`` is not called).
 
         Raises:
             TypeError: ``key`` is not a ``str``.
@@ -465,12 +462,31 @@ class KeyedGuard(_Group[Guard]):
         if guard is None:
             guard = self._lookup(key)
             if guard is None:
-                return self._refuse()
+                return await self._refuse()
         else:
             order.move_to_end(key)
-        if timeout is FROM_POLICY:
-            return guard.run(fn, *args)
-        return guard.run(fn, *args, timeout=timeout)
+        core = guard._core
+        if core.machine.state is _ON and guard._lean and timeout is FROM_POLICY:
+            # Guard.run's lean path, inline: a second coroutine per call
+            # would cost more than the lookup (see benchmarks/keyed.py).
+            totals = core.totals
+            totals.calls += 1
+            try:
+                call = fn(*args)
+            except Exception:
+                totals.errors += 1
+                raise
+            try:
+                result = await call
+            except Exception as exc:
+                core.outcome(core.judge(exc, None))
+                raise
+            except BaseException:
+                totals.cancelled += 1
+                raise
+            totals.replies += 1
+            return result
+        return await guard.run(fn, *args, timeout=timeout)
 
     def _make(self, name: str, key: str) -> Guard:  # noqa: ARG002 - as _Group's
         return Guard._made_for(name, self._key_policy, self._relay)
