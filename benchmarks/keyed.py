@@ -30,6 +30,8 @@ _US = 1e6
 # This thread's CPU time, not the wall clock: on a machine shared with other
 # work, what others run does not count (their effect on caches still does).
 _cpu = time.thread_time
+# More than any CPU cache.
+_CACHE_FLUSH = 256 * 2**20
 
 
 async def one_checkpoint(i: int = 0) -> int:
@@ -182,6 +184,11 @@ async def _sweep_time(alive: int, forgotten: int) -> float:
         took = time.perf_counter() - start
         assert len(hosts) == alive - forgotten  # noqa: S101 - exactly those
     return took / forgotten
+
+
+def _flush_caches() -> None:
+    scratch = bytearray(_CACHE_FLUSH)
+    scratch[:] = bytes(_CACHE_FLUSH)  # written through: evicts what was cached
 
 
 async def bench_sweep(quick: bool) -> Result:

@@ -272,8 +272,11 @@ class Core:
             self._log_on(change)
         elif new is State.STOPPED:
             # A group forgets idle keys as a matter of course: not news.
-            log = logger.info if self.group is None else logger.debug
-            log("%s %r stopped", self.noun, self.name, extra=self.extra())
+            level = logging.INFO if self.group is None else logging.DEBUG
+            if logger.isEnabledFor(level):
+                logger.log(
+                    level, "%s %r stopped", self.noun, self.name, extra=self.extra()
+                )
         elif new is State.OFF and old is State.FORCED_OFF:
             logger.info("%s %r was reset", self.noun, self.name, extra=self.extra())
         elif new is State.FORCED_OFF:

@@ -195,6 +195,15 @@ class _Group(abc.ABC, Generic[K]):
         return self._idle_timeout
 
     def __getitem__(self, key: str) -> K:
+        """The breaker of ``key``, made if new (a use of the key).
+
+        Raises:
+            TypeError: ``key`` is not a ``str``.
+            breaky.BreakerOff: ``key`` is new, ``max_keys`` keys are alive
+                and none can be forgotten.
+            RuntimeError: the group is closed and ``key`` is not alive.
+
+        """
         try:
             breaker = self._order.get(key)
         except TypeError:
@@ -211,12 +220,15 @@ class _Group(abc.ABC, Generic[K]):
         return made
 
     def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is alive now (not a use; nothing is made)."""
         return isinstance(key, str) and key in self._order
 
     def __len__(self) -> int:
+        """The keys alive now."""
         return len(self._order) - (self._mark is not None)
 
     def __iter__(self) -> Iterator[str]:
+        """The keys alive now, least recently used first (not a use)."""
         return iter([key for key in self._order if isinstance(key, str)])
 
     def subscribe(self, *, max_buffer: int = 1000) -> StateChanges:
