@@ -352,7 +352,9 @@ class Guard:
             core.outcome(reason)
             return
         if reason is not None:
-            core.log_error(f"trial call failed ({reason})", error)
+            # The error says why; a slow trial has none, so its reason does.
+            what = "trial call failed" if error else f"trial call failed ({reason})"
+            core.log_error(what, error)
         core.end_trial(ticket, passed=reason is None)
 
     async def _refuse(self, *, shed: bool, raise_off: bool) -> Off:
