@@ -83,7 +83,8 @@ async def node(  # noqa: PLR0913 - the instance's knobs
 
     answers: collections.Counter[str] = collections.Counter()
     fleet = RedisFleet(url, instance=name, quorum=2, report_ttl=3)
-    with log_lines(say, logging.INFO, _worth_saying):
+    # Its retries are DEBUG records.
+    with log_lines(say, logging.DEBUG, _worth_saying):
         async with (
             trio.open_nursery() as narration,
             open_supervisor(shutdown_timeout=1, fleet=fleet) as sup,

@@ -745,8 +745,8 @@ async def test_logging_names_the_breaker(
             "breaker 'db' turned OFF after 2 failures "
             "(last: the resource failed to start); next start in 1 s"
         ),
-        "breaker 'db' is OFF: trying to start the resource",
-        "breaker 'db' is ON (the resource started)",
+        "breaker 'db' is OFF: trying to start the resource",  # DEBUG
+        "breaker 'db' is ON (the resource started), after 1 s OFF and 1 attempt",
         "breaker 'db' stopped",
     ]
 
@@ -1169,11 +1169,11 @@ async def test_a_woken_worker_cancelled_alone_passes_the_request_on(
                     served_by.append(name)
                     request.reply(name)
 
+        task_status.started()  # before any worker reads the inbox
         async with trio.open_nursery() as nursery:
             nursery.start_soon(worker, "a")
             await trio.testing.wait_all_tasks_blocked()
             nursery.start_soon(worker, "b")
-            task_status.started()
 
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker("db", two_workers)

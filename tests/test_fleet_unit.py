@@ -212,8 +212,8 @@ class BrokenLink:
 @servers.coredis_runs_on_this_trio
 async def test_a_bug_in_the_fleet_is_not_swallowed() -> None:
     fleet = RedisFleet("redis://127.0.0.1:1/0", instance="a")
-    fleet._claim()
+    fleet.claim()
     with pytest.RaisesGroup(ZeroDivisionError, flatten_subgroups=True):
         async with trio.open_nursery() as nursery:
-            await nursery.start(fleet._serve, BrokenLink())
-    fleet._claim()  # free again
+            await nursery.start(fleet.serve, BrokenLink())
+    fleet.claim()  # free again

@@ -56,7 +56,13 @@ def test_policy_defaults_are_the_seeds() -> None:
     assert policy.max_retry_timeout is None
     assert policy.retry_jitter == 0.0
     assert policy.slow_call_duration is None
-    assert not policy.counts_as_failure(OSError())
+    assert policy.failure_exceptions is None
+    assert policy.start_timeout == 10.0
+    assert (policy.trial_calls, policy.max_concurrent, policy.failure_rate) == (
+        1,
+        None,
+        None,
+    )
 
 
 @pytest.mark.parametrize(
