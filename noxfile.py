@@ -201,7 +201,7 @@ def model(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """The benchmarks, targets enforced (not in the default run: timings)."""
-    session.install(".[redis,prometheus]")
+    session.install(".[redis,prometheus]", *_group("bench"))
     session.run(
         "python",
         "benchmarks/run.py",
@@ -215,7 +215,7 @@ def bench(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench_quick(session: nox.Session) -> None:
     """A smoke run of the benchmarks, so that they cannot rot."""
-    session.install(".[redis,prometheus]")
+    session.install(".[redis,prometheus]", *_group("bench"))
     session.run(
         "python",
         "benchmarks/run.py",

@@ -83,7 +83,7 @@ async def node(  # noqa: PLR0913 - the instance's knobs
 
     answers: collections.Counter[str] = collections.Counter()
     fleet = RedisFleet(url, instance=name, quorum=2, report_ttl=3)
-    # Its retries are DEBUG records.
+    # DEBUG: a retry's "trying to start" record is DEBUG.
     with log_lines(say, logging.DEBUG, _worth_saying):
         async with (
             trio.open_nursery() as narration,

@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, final
 
 import trio
 
-from ._breaker import FROM_POLICY, FromPolicy
 from ._bulkhead import Places
 from ._core import Core
 from ._errors import BreakerOff, CallTimeout
 from ._machine import Machine, State
 from ._off import OFF, Off
-from ._policy import Kind, check_seconds, policy_for
+from ._policy import FROM_POLICY, FromPolicy, Kind, check_seconds, policy_for
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -162,8 +161,8 @@ class Guard:
         core = self._core
         if core.machine.state is not _ON:
             if not self._trial_due():
-                # OFF, answered here: no frame more than the checkpoint's
-                # (as _refuse does).
+                # OFF, answered here as Core.refuse() does, with no frame
+                # more than the checkpoint's: this is the hot OFF path.
                 totals = core.totals
                 totals.calls += 1
                 try:
@@ -344,16 +343,7 @@ class Guard:
 
     async def _refuse(self, *, shed: bool, raise_off: bool) -> Off:
         """Answer OFF (or raise) after one checkpoint: not serving, or shed."""
-        totals = self._core.totals
-        try:
-            await trio.lowlevel.checkpoint()
-        except BaseException:
-            totals.cancelled += 1  # the caller got Cancelled, not OFF
-            raise
-        if shed:
-            totals.shed += 1
-        else:
-            totals.off += 1
+        await self._core.refuse(shed=shed)
         if raise_off:
             raise BreakerOff(self.name, shed=shed)
         return OFF

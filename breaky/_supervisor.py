@@ -32,6 +32,12 @@ if TYPE_CHECKING:
     PosArgT = TypeVarTuple("PosArgT")
 
 
+_PARTIAL = (
+    "; pass keyword arguments for the resource function with "
+    "functools.partial(fn, name=value)"
+)
+
+
 @final
 @attrs.define(eq=False, repr=False)
 class Supervisor:
@@ -100,7 +106,7 @@ class Supervisor:
             RuntimeError: the supervisor is closed.
 
         """
-        policy = policy_for(Kind.RESOURCE, policy, dict(options))
+        policy = policy_for(Kind.RESOURCE, policy, dict(options), hint=_PARTIAL)
         self._check_new(name)
         _check_resource_function(fn, args)
         breaker: CircuitBreaker[MessageT, ReplyT] = CircuitBreaker(

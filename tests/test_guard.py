@@ -768,6 +768,8 @@ async def test_options_a_resource_breaker_cannot_use_are_refused() -> None:
         task_status.started()
 
     async with breaky.open_supervisor() as sup:
+        with pytest.raises(TypeError, match=r"'ssl'.*functools\.partial\(fn, name="):
+            await sup.start_circuit_breaker("db", resource, ssl=True)  # type: ignore[call-arg]
         with pytest.raises(ValueError, match=r"trial_calls means nothing for a reso"):
             await sup.start_circuit_breaker("db", resource, trial_calls=2)
         with pytest.raises(ValueError, match=r"inbox.serve\(handler, concurrency=N\)"):
