@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import TypeVarTuple, Unpack
 
-    from ._events import Publisher, StateChanges
+    from ._events import Publisher, StateChange, StateChanges
     from ._policy import Policy, PolicyOptions
     from ._statistics import BreakerStatistics
 
@@ -98,6 +98,8 @@ class Guard:
         self._core = Core(name, policy, Kind.GUARD, watchers)
         limit = policy.max_concurrent
         self._places = None if limit is None else Places(limit, policy.max_queued)
+        if self._places is not None:
+            self._core.effects = self
         self._timeout = policy.call_timeout
         # With no timeout, slow-call limit, rate rule or bulkhead, a call
         # needs no clock and no scope: the lean path.
@@ -236,6 +238,11 @@ class Guard:
         )
         return self._core.statistics(totals.calls - answered)
 
+    def react(self, change: StateChange | None) -> None:
+        """Effects: calls waiting for a place get OFF once the guard is not ON."""
+        if change is not None and change.new is not _ON and self._places is not None:
+            self._places.turn_away()
+
     def _stop(self) -> None:
         """Its supervisor closed: STOPPED, answering OFF, for good."""
         self._core.stop()
@@ -272,23 +279,24 @@ class Guard:
             else:
                 waits = places
         start = trio.current_time()
+        placed = waits is None  # else it waits in line for a place first
         running = False
         try:
             with trio.CancelScope(
                 deadline=math.inf if seconds is None else start + seconds
             ) as scope:
-                if waits is not None:
-                    await waits.wait()
-                    owns = waits  # it was handed a place: it gives it back
-                try:
-                    call = fn(*args) if kwargs is None else fn(*args, **kwargs)
-                except Exception:
-                    totals.errors += 1  # a wrong call, not the dependency failing
-                    if ticket is not None:
-                        core.end_trial(ticket, passed=None)
-                    raise
-                running = True
-                result = await call
+                if waits is not None and await waits.wait():
+                    placed, owns = True, waits  # handed a place: it gives it back
+                if placed:
+                    try:
+                        call = fn(*args) if kwargs is None else fn(*args, **kwargs)
+                    except Exception:
+                        totals.errors += 1  # a wrong call, not a failing dependency
+                        if ticket is not None:
+                            core.end_trial(ticket, passed=None)
+                        raise
+                    running = True
+                    result = await call
         except Exception as exc:
             if running:
                 self._ended(ticket, core.judge(exc, start), exc)
@@ -301,14 +309,20 @@ class Guard:
         finally:
             if owns is not None:
                 owns.give_back()
-        if scope.cancelled_caught:
-            if not running:
-                # Its wait for a place reached the call's timeout: overload
-                # is no failure, so the call is shed, never run.
+        if not running:
+            # Never run: its wait for a place reached the call's timeout
+            # (overload is no failure: shed), or the guard turned OFF while
+            # it waited in line (answered OFF, as a resource breaker answers
+            # its queue).
+            shed = scope.cancelled_caught
+            if shed:
                 totals.shed += 1
-                if raise_off:
-                    raise BreakerOff(core.name, shed=True)
-                return OFF
+            else:
+                totals.off += 1
+            if raise_off:
+                raise BreakerOff(core.name, shed=shed)
+            return OFF
+        if scope.cancelled_caught:
             totals.timeouts += 1
             error = CallTimeout(
                 f"guard {core.name!r}: the call took longer than its timeout "
