@@ -140,11 +140,19 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[-1])
 def typing(session: nox.Session) -> None:
-    """Mypy and pyright, both strict, on the package and on its API as used."""
+    """Mypy and pyright, both strict, on the package and on its API as used.
+
+    As used: tests/typing (code written as a user would, with assert_type()),
+    examples/, and the README's Python, extracted into a package of its own
+    (an error's line number there is the README's).
+    """
     session.install(".", *_group("typing"))
-    # tests/typing holds code written as a user would, with assert_type().
-    session.run("mypy", "breaky", "tests/typing")
-    session.run("pyright", "breaky", "tests/typing")
+    readme = Path(session.create_tmp()) / "readme"
+    shutil.rmtree(readme, ignore_errors=True)
+    session.run("python", "tests/typing/extract_readme.py", str(readme))
+    checked = ["breaky", "tests/typing", "examples", str(readme)]
+    session.run("mypy", *checked)
+    session.run("pyright", *checked)
 
 
 @nox.session(python=PYTHONS[-1])

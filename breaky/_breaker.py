@@ -120,7 +120,8 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         """Send ``message`` to the resource and return its reply, or OFF.
 
         Returns :data:`breaky.OFF` at once when the breaker is not ON (or
-        starting); the resource never sees that request. If the caller is
+        starting); the resource never sees that request. A call already queued
+        when the breaker turns OFF is answered OFF then. If the caller is
         cancelled before the resource took the request, the request is
         withdrawn and never seen; after, its reply is dropped.
 
