@@ -8,10 +8,15 @@
 - The idle sweep's time per forgotten key with many keys alive against
   that with ten times fewer: a sweep looks at the keys it forgets, not at
   the others.
+- In a fleet on a real redis-server: the commands per second of one
+  instance whose keyed guard has 10,000 live keys, 10 of them OFF, against
+  the same instance whose 10,000 keys are all ON (reported, no target: a
+  healthy key costs nothing, an OFF key its report's renewal).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
 import time
@@ -209,6 +214,76 @@ async def bench_sweep(quick: bool) -> Result:
     )
 
 
+async def _fleet_rate(url: str, keys: int, off: int, window: float) -> float:
+    """Commands/s of one instance: ``keys`` live keys, ``off`` of them OFF."""
+    from benchmarks.fleet import commands_processed  # noqa: PLC0415 - redis extra
+    from breaky.redis import RedisFleet  # noqa: PLC0415
+
+    prefix = f"keyed{keys}-{off}"
+    fleet = RedisFleet(url, instance=prefix, prefix=prefix, report_ttl=3)
+    async with breaky.open_supervisor(fleet=fleet) as sup:
+        hosts = sup.keyed_guard(
+            "upstream",
+            max_keys=keys,
+            idle_timeout=3600.0,
+            failure_threshold=1,
+            retry_timeout=3600.0,
+        )
+        for i in range(keys):
+            await hosts.run(f"host-{i}", one_checkpoint)
+        for i in range(off):
+            with contextlib.suppress(ConnectionError):
+                await hosts.run(f"host-{i}", _refused)
+        assert hosts.statistics().states[breaky.State.OFF] == off  # noqa: S101
+        # Joined (each key looked at once), and past one period.
+        await trio.sleep(fleet.period * 2)
+        overhead = -(await commands_processed(url) - await commands_processed(url))
+        before = await commands_processed(url)
+        start = time.perf_counter()
+        await trio.sleep(window)
+        elapsed = time.perf_counter() - start
+        after = await commands_processed(url)
+    return (after - before - overhead) / elapsed
+
+
+async def _refused() -> None:
+    await trio.lowlevel.checkpoint()
+    raise ConnectionRefusedError
+
+
+async def bench_fleet_keys(quick: bool) -> list[Result]:
+    """The fleet's Redis traffic for a keyed group, or none without Redis."""
+    from breaky._servers import redis_server, redis_server_binary  # noqa: PLC0415
+
+    binary = redis_server_binary()
+    try:
+        import coredis  # noqa: F401, PLC0415
+    except ImportError:
+        binary = None
+    if binary is None:
+        print("keyed fleet benchmark skipped: no redis-server, or no coredis")
+        return []
+    server = redis_server(binary)
+    await server.start()
+    url = f"redis://127.0.0.1:{server.port}/0"
+    keys, window = (1_000, 2.0) if quick else (10_000, 10.0)
+    try:
+        some_off = await _fleet_rate(url, keys, 10, window)
+        all_on = await _fleet_rate(url, keys, 0, window)
+    finally:
+        await server.kill()
+    return [
+        Result(
+            f"Redis commands/s, {keys:,} live keys, 10 OFF vs none OFF",
+            "cmd/s",
+            some_off,
+            all_on,
+            f"the same {keys:,} keys, all ON",
+            note="one instance, report_ttl=3 (a period of 1 s)",
+        )
+    ]
+
+
 async def _rounds(
     n: int,
     count: int,
@@ -230,4 +305,5 @@ async def run_keyed(quick: bool) -> list[Result]:
         await bench_guard_key_memory(quick),
         await bench_breaker_key_memory(quick),
         await bench_sweep(quick),
+        *await bench_fleet_keys(quick),
     ]
