@@ -1035,3 +1035,25 @@ def test_a_module_level_guard_in_a_new_trio_run_tries_once() -> None:
     assert run(failures) == 1
     run(fail_once)
     assert api.state is State.OFF  # the second one reached the threshold
+
+
+async def test_a_guard_with_a_bulkhead_trips_and_recovers(
+    autojump_clock: Clock,
+) -> None:
+    api, dep = guard(max_concurrent=2, max_queued=2), Dependency()
+    dep.down = True
+    with pytest.raises(Down):
+        await api.run(dep.get)  # one failure, no change of state
+    assert api.state is State.ON
+    with pytest.raises(Down):
+        await api.run(dep.get)
+    assert api.state is State.OFF
+    dep.down = False
+    await trio.sleep(10)
+    assert await api.run(dep.get, "trial") == "trial"  # takes no place
+    assert api.state is State.ON
+    async with trio.open_nursery() as nursery:  # every place is free again
+        for n in range(4):
+            nursery.start_soon(api.run, dep.get, n)
+    stats = api.statistics()
+    assert (stats.shed, stats.replies, stats.pending) == (0, 5, 0)
