@@ -107,10 +107,6 @@ class Registry:
         """The names registered now, in the order they were taken."""
         return list(self._entries)
 
-    def entries(self) -> list[Entry]:
-        """The entries registered now."""
-        return list(self._entries.values())
-
     def add_key(self, name: str, core: Core) -> None:
         """A keyed group made a key: its core, under ``group[key]``."""
         self._keys[name] = core
