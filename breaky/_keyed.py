@@ -54,6 +54,13 @@ _ON = State.ON
 _COUNTER_NAMES = tuple(name for name, *_ in COUNTERS)
 
 
+def _check_key(key: object) -> str:
+    if not isinstance(key, str):
+        msg = f"key must be a str (a host, a tenant id, a shard name), got {key!r}"
+        raise TypeError(msg)
+    return key
+
+
 def key_name(group: str, key: str) -> str:
     """The name of a group's key, for logs, events, metrics and a fleet."""
     return f"{group}[{key}]"
@@ -212,6 +219,7 @@ class _Group(abc.ABC, Generic[K]):
             self._order.move_to_end(key)
             return breaker
         if self._closed:
+            _check_key(key)
             msg = f"{self._noun} {self._name!r} is closed: its supervisor has ended"
             raise RuntimeError(msg)
         made = self._add(key)
@@ -247,18 +255,27 @@ class _Group(abc.ABC, Generic[K]):
         states = dict.fromkeys(State, 0)
         failures = pending = 0
         not_on: dict[str, BreakerStatistics] = {}
+        now = trio.current_time()
         for key, breaker in self._order.items():
             if breaker is None:
                 continue
-            stats = breaker.statistics()
+            # Read from the core: a snapshot object per key would cost more
+            # than the sums (only the keys not ON get one).
+            core: Core = breaker._core
+            totals = core.totals
             for field in _COUNTER_NAMES:
-                sums[field] += getattr(stats, field)
-            states[stats.state] += 1
-            failures += stats.failures
-            pending += stats.pending
-            if stats.state is not _ON:
+                sums[field] += getattr(totals, field)
+            state = core.machine.state
+            states[state] += 1
+            failures += core.machine.failures_at(now)
+            pending += (
+                breaker.in_flight
+                if isinstance(breaker, Guard)
+                else breaker._mailbox.pending_calls()  # calls, as statistics()
+            )
+            if state is not _ON:
                 assert isinstance(key, str)  # noqa: S101 - a tick has no breaker
-                not_on[key] = stats
+                not_on[key] = breaker.statistics()
         return KeyedStatistics(
             keys=len(self),
             states=states,
@@ -292,13 +309,12 @@ class _Group(abc.ABC, Generic[K]):
             self._order.move_to_end(key)
             return breaker
         if self._closed:
+            _check_key(key)
             return None
         return self._add(key)
 
     def _add(self, key: object) -> K | None:
-        if not isinstance(key, str):
-            msg = f"key must be a str (a host, a tenant id, a shard name), got {key!r}"
-            raise TypeError(msg)
+        key = _check_key(key)
         if len(self) >= self._max_keys and not self._make_room():
             self._refused += 1
             if not self._full:

@@ -385,6 +385,13 @@ async def test_a_keyed_breaker_starts_each_key_on_first_use(
             await trio.testing.wait_all_tasks_blocked()
             assert shards["eu-3"].state is State.STARTING  # the calls wait
             assert shards["eu-3"].in_flight == 3
+            assert await shards.cast("eu-3", "c0") is None  # queued too
+            assert shards["eu-3"].in_flight == 4
+            stats = shards.statistics()
+            assert stats.pending == 4  # calls, not casts, as statistics() says
+            assert stats.pending == sum(shards[k].statistics().pending for k in shards)
+            assert stats.states[State.STARTING] == 2
+            assert set(stats.not_on) == {"eu-3", "us-1"}
         assert sorted(replies) == [
             ("eu-3", "q0"),
             ("eu-3", "q1"),
@@ -477,6 +484,10 @@ async def test_stopping_a_group_stops_every_key(
         assert await hosts.run("a", ok) is OFF
         with pytest.raises(RuntimeError, match="keyed guard 'upstream' is closed"):
             hosts["a"]
+        with pytest.raises(TypeError, match="key must be a str"):
+            hosts[5]  # type: ignore[index]
+        with pytest.raises(TypeError, match="key must be a str"):
+            await hosts.run(5, ok)  # type: ignore[arg-type]
         # The names are free again.
         sup.keyed_guard("shards")
 
