@@ -236,7 +236,7 @@ async def _fleet_rate(url: str, keys: int, off: int, window: float) -> float:
                 await hosts.run(f"host-{i}", _refused)
         assert hosts.statistics().states[breaky.State.OFF] == off  # noqa: S101
         # Joined (each key looked at once), and past one period.
-        await trio.sleep(fleet.period * 2)
+        await trio.sleep(fleet.report_ttl / 3 * 2)  # two periods
         overhead = -(await commands_processed(url) - await commands_processed(url))
         before = await commands_processed(url)
         start = time.perf_counter()
