@@ -38,6 +38,7 @@ from ._metrics import (
     OUTCOMES,
     PENDING_HELP,
     STATE_HELP,
+    Reading,
     StatisticsReader,
     state_label,
 )
@@ -70,14 +71,26 @@ class _Observed:
     # Replaced, never changed in place: callbacks run on the reader's thread.
     readers: tuple[StatisticsReader, ...] = ()
     lock: threading.Lock = attrs.Factory(threading.Lock)
+    # The last read of every supervisor, and the readers it was taken from.
+    # A collection calls the instruments' callbacks in the order they were
+    # made: the first (breaky.state) reads, the others reuse its read, so
+    # that a keyed group of 10,000 keys is read once a collection, not once
+    # an instrument.
+    _last: tuple[tuple[StatisticsReader, ...], list[Reading]] | None = None
 
-    def read(self) -> Iterator[tuple[str, BreakerStatistics]]:
-        for reader in self.readers:
-            yield from reader.read().breakers
+    def readings(self, *, fresh: bool) -> list[Reading]:
+        last, readers = self._last, self.readers
+        if fresh or last is None or last[0] is not readers:
+            last = self._last = (readers, [reader.read() for reader in readers])
+        return last[1]
+
+    def read(self, *, fresh: bool = False) -> Iterator[tuple[str, BreakerStatistics]]:
+        for reading in self.readings(fresh=fresh):
+            yield from reading.breakers
 
     def read_groups(self) -> Iterator[tuple[str, KeyedStatistics]]:
-        for reader in self.readers:
-            yield from reader.read().groups
+        for reading in self.readings(fresh=False):
+            yield from reading.groups
 
 
 _observed: weakref.WeakKeyDictionary[metrics.Meter, _Observed] = (
@@ -191,7 +204,10 @@ def _create_instruments(meter: metrics.Meter, observed: _Observed) -> None:
     # Summed over breakers, it counts the breakers in each state. (A unit of
     # "1" would make OpenTelemetry's Prometheus exporter add "_ratio".)
     meter.create_observable_gauge(
-        "breaky.state", [_callback(observed, _states)], "{breaker}", STATE_HELP
+        "breaky.state",
+        [_callback(observed, _states, fresh=True)],
+        "{breaker}",
+        STATE_HELP,
     )
     meter.create_observable_up_down_counter(
         "breaky.failures",
@@ -282,12 +298,18 @@ def _key_states(stats: KeyedStatistics) -> Points:
 
 
 def _callback(
-    observed: _Observed, points: Callable[[BreakerStatistics], Points]
+    observed: _Observed,
+    points: Callable[[BreakerStatistics], Points],
+    *,
+    fresh: bool = False,
 ) -> Callable[[metrics.CallbackOptions], Iterator[metrics.Observation]]:
-    """An instrument's callback: each breaker's ``points``, named."""
+    """An instrument's callback: each breaker's ``points``, named.
+
+    ``fresh``: the collection's first callback, which reads the breakers.
+    """
 
     def observe(_: metrics.CallbackOptions) -> Iterator[metrics.Observation]:
-        for name, stats in observed.read():
+        for name, stats in observed.read(fresh=fresh):
             for value, attributes in points(stats):
                 yield metrics.Observation(value, {"breaker": name, **attributes})
 

@@ -16,6 +16,7 @@ from breaky.opentelemetry import instrument
 from breaky.prometheus import BreakyCollector
 
 if TYPE_CHECKING:
+    import pytest
     from trio.testing import MockClock as Clock
 
 HOSTS = 100
@@ -135,3 +136,28 @@ async def test_a_supervisor_without_groups_has_no_group_series(
         registry.register(BreakyCollector(sup))
         _, types = scrape(registry)
     assert not [name for name in types if name.startswith("breaky_group")]
+
+
+async def test_one_collection_reads_a_group_once(
+    autojump_clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[int] = []
+    original = breaky.KeyedGuard.statistics
+
+    def counted(self: breaky.KeyedGuard) -> breaky.KeyedStatistics:
+        reads.append(1)
+        return original(self)
+
+    monkeypatch.setattr(breaky.KeyedGuard, "statistics", counted)
+    meters, reader = provider()
+    async with breaky.open_supervisor() as sup:
+        hosts = await crawl(sup)
+        instrument(sup, meters)
+        collect(reader)
+        assert len(reads) == 1  # not once per instrument
+        await hosts.run("new", ok)
+        points, _ = collect(reader)
+        assert len(reads) == 2  # each collection reads again
+        keys = ("breaky.group.keys", (("group", "upstream"), ("state", "on")))
+        assert points[keys] == hosts.statistics().states[breaky.State.ON]
+    meters.shutdown()
