@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Fleet", "Link", "Member", "View"]
 
+# The most changes a fleet's subscription holds before it misses some.
+_LINK_BUFFER = 1_000_000
+
 
 class View(enum.Enum):
     """What a fleet tells one instance's breaker."""
@@ -101,7 +104,9 @@ class Link:
 
     def subscribe(self) -> StateChanges:
         """Every later state change; the channel ends when the supervisor closes."""
-        return self._registry.publisher.subscribe(10_000)
+        # Room for a keyed group's sweep, which may forget 100,000 keys at
+        # once: missed changes would make the fleet look at every breaker.
+        return self._registry.publisher.subscribe(_LINK_BUFFER)
 
 
 class Fleet(abc.ABC):

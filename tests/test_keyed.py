@@ -754,3 +754,18 @@ async def test_a_key_counts_exactly_as_a_plain_guard(autojump_clock: Clock) -> N
                 await run(trio.sleep, 5, timeout=1)  # not the lean path
         assert hosts["k"].statistics() == plain.statistics()
         assert plain.statistics().cancelled == 1
+
+
+async def test_a_large_sweep_is_no_missed_change_for_a_fleet(
+    autojump_clock: Clock,
+) -> None:
+    async with breaky.open_supervisor() as sup:
+        hosts = sup.keyed_guard("upstream", idle_timeout=10, max_keys=30_000)
+        changes = Link(sup._registry).subscribe()
+        for n in range(25_000):
+            hosts[f"host-{n}"]
+        await trio.sleep(21)
+        assert len(hosts) == 0
+        assert changes.missed == 0
+        gone = [changes.receive_nowait() for _ in range(25_000)]
+        assert {change.new for change in gone} == {State.STOPPED}
