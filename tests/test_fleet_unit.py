@@ -18,7 +18,8 @@ import breaky
 from breaky import State, StateChange
 from breaky._events import Publisher
 from breaky._fleet import View
-from breaky.redis import RedisFleet, _describe, _Tracker, redact
+from breaky._redis_errors import describe as _describe
+from breaky.redis import RedisFleet, _Tracker, redact
 
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
@@ -26,10 +27,11 @@ if sys.version_info < (3, 11):
 URL = "redis://127.0.0.1:6379/0"
 
 BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
-    ({"url": 6379}, TypeError, "url must be a redis://, rediss:// or unix:// URL"),
+    ({"url": 6379}, TypeError, "url_or_client must be a redis://, rediss:// or unix:// URL"),
+    ({"url": "redis+sentinel://h/m"}, ValueError, "pass coredis.Sentinel(...).primary_for"),
     ({"url": "http://127.0.0.1"}, ValueError, "got 'http://127.0.0.1'"),
     ({"url": "redis://:pw@"}, ValueError, "got 'redis://:***@'"),
-    ({"url": "redis://host:port"}, ValueError, "url must be"),
+    ({"url": "redis://host:port"}, ValueError, "url_or_client must be"),
     ({"instance": ""}, ValueError, "instance must be a non-empty str, got ''"),
     ({"instance": 3}, TypeError, "instance must be a non-empty str, got 3"),
     ({"quorum": 0}, ValueError, "quorum must be an int >= 1, got 0"),
@@ -69,15 +71,14 @@ async def test_a_supervisor_refuses_what_is_not_a_fleet() -> None:
 
 def test_defaults_and_names() -> None:
     fleet = RedisFleet(URL)
-    assert (fleet.quorum, fleet.prefix, fleet.report_ttl) == (2, "breaky", 30.0)
+    assert (fleet.quorum, fleet.prefix, fleet.report_ttl) == (2, "breaky", 3.0)
     assert fleet.instance.count(":") == 2  # host, pid, random suffix
     assert RedisFleet(URL).instance != fleet.instance
     assert fleet.channel == "breaky:fleet"
     assert RedisFleet(URL, prefix="app").keys("db") == [
-        "app:db:members",
-        "app:db:reports",
-        "app:db:fleet",
-        "app:db:probe",
+        "app:{db}:reports",
+        "app:{db}:fleet",
+        "app:{db}:probe",
     ]
 
 
@@ -85,7 +86,7 @@ def test_the_password_and_tls_reach_the_client_not_the_repr() -> None:
     fleet = RedisFleet("rediss://user:s3cret@example.com:6380/1", instance="a")
     assert "s3cret" not in repr(fleet)
     assert "rediss://user:***@example.com:6380/1" in repr(fleet)
-    options = fleet._client().connection_pool.connection_kwargs
+    options = fleet._session_client().connection_pool.connection_kwargs
     assert options["password"] == "s3cret"  # noqa: S105
     assert isinstance(options["ssl_context"], ssl.SSLContext)
     assert redact(URL) == URL
