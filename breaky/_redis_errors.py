@@ -11,6 +11,7 @@ is wrong and how to fix it, and retries that back off.
 from __future__ import annotations
 
 import enum
+import re
 import sys
 from typing import cast, final
 
@@ -117,6 +118,10 @@ def classify(exc: BaseException) -> Trouble:
     # pipeline caused error: "; Redis's own code comes after that.
     answer = text.rpartition("caused error: ")[2]
     code = answer.split(" ", 1)[0]
+    # An error inside a script comes as "Error running script ...: -CODE ...".
+    inner = re.search(r"-([A-Z]+) ", answer)
+    if inner is not None:
+        code = inner.group(1)
     for kind, known in (
         (errors.ClusterCrossSlotError, "CROSSSLOT"),
         (errors.MovedError, "MOVED"),  # before AskError, its base

@@ -505,7 +505,13 @@ class RedisFleet(Fleet):
         setup = trio.CancelScope(deadline=trio.current_time() + self._timeout)
         with setup:
             async with AsyncExitStack() as stack:
-                client = await stack.enter_async_context(self._session_client())
+                client = self._session_client()
+                if client is self.client:
+                    # The user's: its pool counts entries (the user may have
+                    # entered it too), so leaving closes nothing of theirs.
+                    await stack.enter_async_context(client.connection_pool)
+                else:
+                    await stack.enter_async_context(client)
                 pubsub = await stack.enter_async_context(
                     client.pubsub(
                         channels=[self.channel],

