@@ -12,7 +12,7 @@ SLOTS = 16384
 
 
 def _table() -> list[int]:
-    table = []
+    table: list[int] = []
     for byte in range(256):
         crc = byte << 8
         for _ in range(8):

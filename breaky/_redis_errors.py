@@ -52,12 +52,16 @@ _BUSY = ("LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOSCRIPT")
 _CONFIG: dict[str, tuple[str, str]] = {
     "CROSSSLOT": (
         "a script's keys fall in different hash slots",
-        "pass a coredis.RedisCluster client for a cluster, and give breakers "
-        "non-empty names that do not start with '}' (the name is the hash tag)",
+        (
+            "pass a coredis.RedisCluster client for a cluster, and give breakers "
+            "non-empty names that do not start with '}' (the name is the hash tag)"
+        ),
     ),
     "MOVED": (
-        "the server is a Redis Cluster node and the client is not a cluster "
-        "client (or the cluster moved a slot the client did not follow)",
+        (
+            "the server is a Redis Cluster node and the client is not a cluster "
+            "client (or the cluster moved a slot the client did not follow)"
+        ),
         "pass coredis.RedisCluster(...) as the fleet's client",
     ),
     "ASK": (
@@ -66,8 +70,10 @@ _CONFIG: dict[str, tuple[str, str]] = {
     ),
     "READONLY": (
         "the server is a read-only replica",
-        "point the fleet at the primary; to follow failovers, pass a Sentinel "
-        "primary client (coredis.Sentinel(...).primary_for(name))",
+        (
+            "point the fleet at the primary; to follow failovers, pass a Sentinel "
+            "primary client (coredis.Sentinel(...).primary_for(name))"
+        ),
     ),
     "NOAUTH": (
         "the server asks for a password and none was given",
@@ -79,21 +85,24 @@ _CONFIG: dict[str, tuple[str, str]] = {
     ),
     "NOPERM": (
         "the ACL user may not run a command or touch a key the fleet needs",
-        "grant it EVALSHA, SCRIPT, PUBLISH and SUBSCRIBE, the prefix's keys "
-        "(~prefix:*) and channel (&prefix:fleet)",
+        (
+            "grant it EVALSHA, SCRIPT, PUBLISH and SUBSCRIBE, the prefix's keys "
+            "(~prefix:*) and channel (&prefix:fleet)"
+        ),
+    ),
+    # Not Redis's codes: what its answer says, in other words.
+    "UNKNOWN": (
+        (
+            "the server does not know a command the fleet needs (EVALSHA, "
+            "SCRIPT LOAD, PUBLISH or SUBSCRIBE; renamed or disabled?)"
+        ),
+        "use Redis >= 6.2 or Valkey with scripting and pub/sub enabled",
+    ),
+    "NOTACLUSTER": (
+        "a cluster client was given a server that is not a cluster",
+        "pass coredis.Redis(...) (or a URL) for a single server",
     ),
 }
-
-_UNKNOWN_COMMAND = (
-    "the server does not know a command the fleet needs (EVALSHA, SCRIPT "
-    "LOAD, PUBLISH or SUBSCRIBE; renamed or disabled?)",
-    "use Redis >= 6.2 or Valkey with scripting and pub/sub enabled",
-)
-
-_NOT_A_CLUSTER = (
-    "a cluster client was given a server that is not a cluster",
-    "pass coredis.Redis(...) (or a URL) for a single server",
-)
 
 
 def describe(exc: BaseException) -> str:
@@ -108,20 +117,10 @@ def _first(exc: BaseException) -> BaseException:
     return exc
 
 
-def classify(exc: BaseException) -> Trouble:
-    """What ``exc``, raised while talking to Redis, says about Redis."""
+def _code(first: BaseException) -> str:
+    """Redis's error code in ``first``, or one of ours, or ``""``."""
     import coredis.exceptions as errors  # noqa: PLC0415 - only with the extra
 
-    first = _first(exc)
-    text = str(first)
-    # coredis prefixes errors of a pipeline with "Command # N (...) of
-    # pipeline caused error: "; Redis's own code comes after that.
-    answer = text.rpartition("caused error: ")[2]
-    code = answer.split(" ", 1)[0]
-    # An error inside a script comes as "Error running script ...: -CODE ...".
-    inner = re.search(r"-([A-Z]+) ", answer)
-    if inner is not None:
-        code = inner.group(1)
     for kind, known in (
         (errors.ClusterCrossSlotError, "CROSSSLOT"),
         (errors.MovedError, "MOVED"),  # before AskError, its base
@@ -133,24 +132,37 @@ def classify(exc: BaseException) -> Trouble:
         (errors.NoScriptError, "NOSCRIPT"),
         (errors.TryAgainError, "TRYAGAIN"),
         (errors.ClusterDownError, "CLUSTERDOWN"),
+        (errors.BusyLoadingError, "LOADING"),
+        (errors.UnknownCommandError, "UNKNOWN"),
     ):
         if isinstance(first, kind):
-            code = known
-            break
-    if isinstance(first, errors.BusyLoadingError) or code in _BUSY:
+            return known
+    text = str(first)
+    if "unknown command" in text:
+        return "UNKNOWN"
+    if "cluster support disabled" in text:
+        return "NOTACLUSTER"
+    # coredis prefixes errors of a pipeline with "Command # N (...) of
+    # pipeline caused error: "; an error inside a script comes as "Error
+    # running script ...: -CODE ...". Redis's own code comes after that.
+    answer = text.rpartition("caused error: ")[2]
+    inner = re.search(r"-([A-Z]+) ", answer)
+    return inner.group(1) if inner is not None else answer.split(" ", 1)[0]
+
+
+def classify(exc: BaseException) -> Trouble:
+    """What ``exc``, raised while talking to Redis, says about Redis."""
+    import coredis.exceptions as errors  # noqa: PLC0415 - only with the extra
+
+    first = _first(exc)
+    code = _code(first)
+    if code in _BUSY:
         return Trouble(Kind.BUSY, describe(first))
     if code in _CONFIG:
         return Trouble(Kind.CONFIG, *_CONFIG[code])
-    if isinstance(first, errors.UnknownCommandError) or "unknown command" in text:
-        return Trouble(Kind.CONFIG, *_UNKNOWN_COMMAND)
-    if "cluster support disabled" in text:
-        return Trouble(Kind.CONFIG, *_NOT_A_CLUSTER)
-    if isinstance(first, (errors.ConnectionError, TimeoutError, OSError)):
-        return Trouble(Kind.GONE, describe(first))
-    if isinstance(first, errors.RedisError):
-        return Trouble(
-            Kind.CONFIG,
-            f"the server refused a command: {describe(first)}",
-            "see the server's answer",
-        )
+    if isinstance(first, errors.RedisError) and not isinstance(
+        first, errors.ConnectionError
+    ):
+        cause = f"the server refused a command: {describe(first)}"
+        return Trouble(Kind.CONFIG, cause, "see the server's answer")
     return Trouble(Kind.GONE, describe(first))

@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any, Literal, cast, final
 
 import attrs
 import coredis
-import coredis.exceptions
 import coredis.retry
 import trio
 
@@ -192,15 +191,21 @@ class _Tracker:
     def pending(self) -> bool:
         return bool(self.beat_due or self.leases or self.dirty or self.routine)
 
-    def take(self, limit: int) -> list[str]:
-        """Up to ``limit`` names, leases first, then changes, then routine."""
+    def take(self, limit: int) -> tuple[list[str], int]:
+        """Up to ``limit`` names, leases first, then changes, then routine.
+
+        Also how many of them (the first ones) came from leases or changes.
+        """
         names: dict[str, None] = {}
+        urgent = 0
         for queue in (self.leases, self.dirty, self.routine):
+            if queue is self.routine:
+                urgent = len(names)
             while queue and len(names) < limit:
                 name = next(iter(queue))
                 del queue[name]
                 names[name] = None
-        return list(names)
+        return list(names), urgent
 
     def close(self) -> None:
         self.closing = True
@@ -286,10 +291,10 @@ class RedisFleet(Fleet):
             raise ValueError(msg)
         if isinstance(url_or_client, str):
             self.url, self.client = _check_url(url_or_client), None
-        elif isinstance(url_or_client, (coredis.Redis, coredis.RedisCluster)):
+        elif isinstance(url_or_client, (coredis.Redis, coredis.RedisCluster)):  # pyright: ignore[reportUnnecessaryIsInstance]
             self.url, self.client = None, url_or_client
-        else:
-            msg = f"url_or_client must be {_EXPECTED}, got {url_or_client!r}"
+        else:  # typed away, but a user may pass anything
+            msg = f"url_or_client must be {_EXPECTED}, got {url_or_client!r}"  # type: ignore[unreachable]
             raise TypeError(msg)
         name = (
             _default_instance()
@@ -552,7 +557,7 @@ class RedisFleet(Fleet):
                 if tracker.closing:
                     tracker.routine.clear()  # leaving: no renewal matters now
             if tracker.closing:
-                await self._call(client.evalsha, BEAT, self._beat_args("leave"))
+                await self._beat(client, "leave")
                 return
             await tracker.wait()
 
@@ -572,7 +577,7 @@ class RedisFleet(Fleet):
             if message is None:
                 continue  # a subscription's acknowledgement
             try:
-                event = json.loads(message["data"])
+                event = json.loads(cast("str | bytes", message["data"]))
                 name, by = str(event["breaker"]), str(event["by"])
                 what = str(event["event"])
             except (ValueError, TypeError, KeyError):
@@ -584,10 +589,6 @@ class RedisFleet(Fleet):
             tracker.mark(name)
 
     # One round trip: the heartbeat if due, then up to _ROUND breakers.
-
-    def _beat_args(self, mode: str) -> tuple[list[str], list[str | int]]:
-        ttl_ms = round(self.report_ttl * 1000)
-        return [self.instances_key], [self.instance, mode, ttl_ms]
 
     def _mode(self, link: Link, tracker: _Tracker, name: str) -> Mode | None:
         """What to tell Redis of ``name``, or None if Redis needs nothing."""
@@ -609,22 +610,24 @@ class RedisFleet(Fleet):
     async def _round(self, client: Client, link: Link, tracker: _Tracker) -> None:
         syncs: list[_Sync] = []
         recovered: set[str] = set()
-        for name in tracker.take(_ROUND):
+        fresh = False  # a report that may make the quorum: the reason counts
+        names, urgent = tracker.take(_ROUND)
+        for i, name in enumerate(names):
             mode = self._mode(link, tracker, name)
             if mode is None:
                 tracker.told.pop(name, None)
                 continue
             if mode == "recover":
                 recovered.add(name)
+            fresh = fresh or (mode == "report" and i < urgent)
             syncs.append(_Sync(name, mode, tracker.versions.get(name, 0)))
         tracker.recovered -= recovered
         try:
-            if tracker.beat_due or any(s.mode == "report" for s in syncs):
-                # First, and then fresh: the reason counts the live instances.
+            if tracker.beat_due or fresh:
+                # First, and fresh before a new report: the reason of a
+                # quorum counts the live instances.
                 tracker.beat_due = False
-                self._live = int(
-                    await self._call(client.evalsha, BEAT, self._beat_args("beat"))
-                )
+                self._live = await self._beat(client, "beat")
             replies = await self._sync(client, syncs)
         except BaseException:
             # Not told to Redis: tried again, in this session or the next.
@@ -635,13 +638,13 @@ class RedisFleet(Fleet):
         for sync, reply in zip(syncs, replies, strict=True):
             self._apply(link, tracker, sync, reply)
 
-    async def _call(
-        self, command: Any, script: str, keys_args: tuple[list[str], list[str | int]]
-    ) -> Any:
-        """One script call under the fleet's timeout."""
-        keys, args = keys_args
+    async def _beat(self, client: Client, mode: str) -> int:
+        """The heartbeat (or the goodbye): how many instances live."""
+        ttl_ms = round(self.report_ttl * 1000)
+        args: list[str | int] = [self.instance, mode, ttl_ms]
         with trio.move_on_after(self._timeout):
-            return await command(_sha(script), keys=keys, args=args)
+            live = await client.evalsha(_sha(BEAT), [self.instances_key], args)
+            return int(cast("int", live))
         msg = f"no answer within {self._timeout:g} s"
         raise _StoreGoneError(msg)
 

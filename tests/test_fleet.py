@@ -7,7 +7,6 @@ except the targets the issue sets (OFF everywhere within 0.5 s).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +14,7 @@ import coredis
 import pytest
 import servers
 import trio
-from fleet_nodes import POLICY, TTL, Node, fleet_of, prober_of, trip, until, url_of
+from fleet_nodes import TTL, Node, fleet_of, prober_of, trip, until, url_of
 from support import answered_calls
 
 import breaky
@@ -23,11 +22,10 @@ from breaky import OFF, State
 from breaky.redis import RedisFleet
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
-
     from servers import ServerProcess
 
 pytestmark = servers.coredis_runs_on_this_trio
+
 
 async def test_below_quorum_the_others_are_untouched(
     redis_server: ServerProcess,

@@ -27,8 +27,16 @@ if sys.version_info < (3, 11):
 URL = "redis://127.0.0.1:6379/0"
 
 BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
-    ({"url": 6379}, TypeError, "url_or_client must be a redis://, rediss:// or unix:// URL"),
-    ({"url": "redis+sentinel://h/m"}, ValueError, "pass coredis.Sentinel(...).primary_for"),
+    (
+        {"url": 6379},
+        TypeError,
+        "url_or_client must be a redis://, rediss:// or unix:// URL",
+    ),
+    (
+        {"url": "redis+sentinel://h/m"},
+        ValueError,
+        "pass coredis.Sentinel(...).primary_for",
+    ),
     ({"url": "http://127.0.0.1"}, ValueError, "got 'http://127.0.0.1'"),
     ({"url": "redis://:pw@"}, ValueError, "got 'redis://:***@'"),
     ({"url": "redis://host:port"}, ValueError, "url_or_client must be"),
