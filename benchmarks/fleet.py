@@ -4,6 +4,12 @@
 - Redis commands per second per breaker, idle and while serving ~10,000
   calls/s (the commands clients sent, from the server's ``INFO
   commandstats``; a script's own commands are not counted);
+- Redis commands per second of one instance with 1, 100 and 10,000 healthy
+  breakers (10,000 against 1: at most 1.2x);
+- with 10,000 breakers per instance, all of one instance's reporting OFF
+  (below quorum, so renewed every period), from the quorum-making trip of
+  another breaker to every instance OFF (<= 0.5 s), and how often its lease
+  changed owner while the holder lived (0);
 - from the quorum-making trip to every instance OFF, and from the prober's
   successful start to every instance ON (against the issue's 0.5 s and 1 s).
 
@@ -189,10 +195,13 @@ async def bench_propagation(url: str, count: int, result: type[Result]) -> list[
             tripped = trio.current_time()
             breakers[1].failure()  # the quorum-making trip
             await until(all_are(breaky.State.OFF))
+            # The subscribers have seen it too (tasks of their own).
+            await until(lambda: all(c[-1].new is breaky.State.OFF for c in changes))
             offs.append(max(c[-1].time for c in changes) - tripped)
             await trio.sleep(0.2)
             down["now"] = False
             await until(all_are(breaky.State.ON))
+            await until(lambda: all(c[-1].new is breaky.State.ON for c in changes))
             first_on = min(c[-1].time for c in changes)
             ons.append(max(c[-1].time for c in changes) - first_on)
             nursery.cancel_scope.cancel()
@@ -212,6 +221,132 @@ async def bench_propagation(url: str, count: int, result: type[Result]) -> list[
             1000.0,
             "the issue's target, 1 s",
             target=1.0,
+        ),
+    ]
+
+
+async def healthy_rate(url: str, count: int, window: float) -> float:
+    """Commands/s that one instance with ``count`` healthy breakers sends."""
+    from breaky.redis import RedisFleet  # noqa: PLC0415
+
+    fleet = RedisFleet(url, instance=f"healthy-{count}", prefix=f"healthy{count}")
+    async with breaky.open_supervisor(fleet=fleet) as sup:
+        for i in range(count):
+            await sup.start_circuit_breaker(f"b{i}", echo)
+        # Joined (each breaker looked at once), and past one period.
+        await trio.sleep(fleet.period * 1.5)
+        overhead = -(await commands_processed(url) - await commands_processed(url))
+        before = await commands_processed(url)
+        start = time.perf_counter()
+        await trio.sleep(window)
+        elapsed = time.perf_counter() - start
+        after = await commands_processed(url)
+    return (after - before - overhead) / elapsed
+
+
+async def bench_healthy(url: str, window: float, result: type[Result]) -> list[Result]:
+    rates = {n: await healthy_rate(url, n, window) for n in (1, 100, 10_000)}
+    figures = ", ".join(f"{n:,}: {rate:.2f}" for n, rate in rates.items())
+    return [
+        result(
+            "Redis commands/s of one instance: 10,000 healthy breakers vs 1",
+            "cmd/s",
+            rates[10_000],
+            rates[1],
+            "the same instance with 1 breaker",
+            target=1.2,
+            note=f"commands/s with {figures} breakers; report_ttl=3",
+        )
+    ]
+
+
+async def failing(inbox: breaky.Inbox[Any, Any], *, task_status: Any) -> None:
+    raise ConnectionRefusedError
+
+
+async def bench_crowded(
+    url: str, count: int, watch: float, result: type[Result]
+) -> list[Result]:
+    """Fleet OFF and the lease, with ``count`` breakers per instance."""
+    import coredis  # noqa: PLC0415
+    from breaky.redis import RedisFleet  # noqa: PLC0415
+
+    ttl = 1.5  # a period of 0.5 s and a lease of 1 s: little room
+    down = {"db": False}
+
+    async def db_resource(inbox: breaky.Inbox[Any, Any], *, task_status: Any) -> None:
+        if down["db"]:
+            raise ConnectionRefusedError
+        task_status.started()
+        async for request in inbox:
+            request.reply(None)
+
+    quiet = breaky.Policy(failure_threshold=1, retry_timeout=600)
+    db_policy = breaky.Policy(failure_threshold=1, retry_timeout=0.2)
+    dbs: list[breaky.CircuitBreaker[Any, Any]] = []
+    off_at: list[float] = []
+
+    async def instance(i: int, *, task_status: Any) -> None:
+        fleet = RedisFleet(url, instance=f"c{i}", prefix="crowd", report_ttl=ttl)
+        async with breaky.open_supervisor(fleet=fleet) as sup:
+            for j in range(count):
+                # Instance 0's breakers all fail: each reports OFF, renewed
+                # every period (alone, below quorum); the others' are healthy.
+                noise = await sup.start_circuit_breaker(f"n{j}", echo, policy=quiet)
+                if i == 0:
+                    noise.failure()
+            db = await sup.start_circuit_breaker("db", db_resource, policy=db_policy)
+            dbs.append(db)
+            seen = sup.subscribe()
+            task_status.started()
+            async for change in seen:
+                if change.breaker == "db" and change.new is breaky.State.OFF:
+                    off_at.append(change.time)
+
+    owners: list[str] = []
+    async with (
+        coredis.Redis.from_url(url, decode_responses=True) as client,
+        trio.open_nursery() as nursery,
+    ):
+        for i in range(3):
+            await nursery.start(instance, i)
+        await trio.sleep(2 * ttl)  # joined, reports in, several periods
+        down["db"] = True
+        dbs[1].failure()
+        await trio.sleep(0.2)
+        off_at.clear()
+        tripped = trio.current_time()
+        dbs[0].failure()  # the quorum-making trip, on the crowded instance
+        await until(lambda: all(b.state is breaky.State.OFF for b in dbs))
+        # Instance 1 was OFF already: its fleet OFF is no change.
+        await until(lambda: len(off_at) == 2)
+        reach = max(off_at) - tripped
+        end = trio.current_time() + watch
+        while trio.current_time() < end:
+            owner = await client.get("crowd:{db}:probe")
+            if owner is not None and (not owners or owners[-1] != owner):
+                owners.append(owner)
+            await trio.sleep(0.02)
+        nursery.cancel_scope.cancel()
+    changes = max(0, len(owners) - 1)
+    return [
+        result(
+            f"{count:,} breakers per instance: quorum-making trip to all OFF",
+            "ms",
+            reach * 1e3,
+            500.0,
+            "the issue's target, 0.5 s",
+            target=1.0,
+            note=f"{count:,} of one instance's breakers report OFF",
+        ),
+        result(
+            f"{count:,} breakers per instance: lease owner changes in {watch:g} s",
+            "changes",
+            float(changes),
+            1.0,
+            "none allowed while the holder lives",
+            target=0.0,
+            note=f"report_ttl={ttl}; lease holder {owners[0] if owners else None}",
         ),
     ]
 
@@ -241,6 +376,9 @@ async def run_fleet(
         n, count = (2_000, 3) if quick else (20_000, 9)
         results = [await bench_calls(url, n, count, (result, per_op, rounds))]
         results += await bench_commands(url, 1.0 if quick else 6.0, result)
+        results += await bench_healthy(url, 1.0 if quick else 6.0, result)
+        crowd = 1_000 if quick else 10_000
+        results += await bench_crowded(url, crowd, 2.0 if quick else 10.0, result)
         results += await bench_propagation(url, 1 if quick else 5, result)
     finally:
         await server.kill()

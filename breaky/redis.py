@@ -203,7 +203,8 @@ class _Tracker:
                 urgent = len(names)
             while queue and len(names) < limit:
                 name = next(iter(queue))
-                del queue[name]
+                for each in (self.leases, self.dirty, self.routine):
+                    each.pop(name, None)  # one sync covers them all
                 names[name] = None
         return list(names), urgent
 

@@ -1,4 +1,4 @@
-"""The fleet's pure parts: arguments, URLs, the seam, no import of coredis."""
+"""The fleet's pure parts: arguments, URLs, slots, errors, the seam."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 import attrs
+import coredis.exceptions
 import pytest
 import servers
 import trio
@@ -18,6 +19,8 @@ import breaky
 from breaky import State, StateChange
 from breaky._events import Publisher
 from breaky._fleet import View
+from breaky._hash_slot import hash_slot
+from breaky._redis_errors import Kind, classify
 from breaky._redis_errors import describe as _describe
 from breaky.redis import RedisFleet, _Tracker, redact
 
@@ -222,3 +225,102 @@ async def test_a_bug_in_the_fleet_is_not_swallowed() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(fleet._serve, BrokenLink())
     fleet._claim()  # free again
+
+
+@pytest.mark.parametrize(
+    ("key", "slot"),
+    [
+        ("foo", 12182),  # Redis Cluster's specification's examples
+        ("123456789", 12739),
+        ("{user1000}.following", 3443),
+        ("a{}b", 13694),  # an empty tag: the whole key counts
+        ("{}x}", 10489),
+        ("p:{a{b}:x", 13340),  # the tag runs to the first } after the {
+        ("é{ü}", 9552),
+        ("", 0),
+    ],
+)
+def test_hash_slots_are_redis_clusters(key: str, slot: int) -> None:
+    assert hash_slot(key) == slot
+
+
+def test_a_breakers_keys_share_a_slot_and_breakers_spread() -> None:
+    fleet = RedisFleet(URL)
+    for name in ["db", "a}b", "x{y", "payments:eu"]:
+        assert len({hash_slot(k) for k in fleet.keys(name)}) == 1
+    assert len({hash_slot(fleet.keys(f"b{i}")[0]) for i in range(100)}) > 90
+
+
+def test_the_queues_put_leases_first_then_changes_then_the_routine() -> None:
+    tracker = _Tracker()
+    tracker.reported.add("r")
+    tracker.told.update({"p": View.PROBE, "h": View.OFF})
+    tracker.mark("c1", "p")
+    tracker.period()
+    assert tracker.take(2) == (["p", "c1"], 2)
+    assert tracker.take(10) == (["r", "h"], 0)
+    assert tracker.take(10) == ([], 0)
+    assert tracker.beat_due  # until a round sends the heartbeat
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "says"),
+    [
+        (OSError("Connection refused"), Kind.GONE, "OSError: Connection refused"),
+        (TimeoutError(), Kind.GONE, "TimeoutError"),
+        (coredis.exceptions.ConnectionError("reset"), Kind.GONE, "reset"),
+        (coredis.exceptions.BusyLoadingError("LOADING"), Kind.BUSY, "LOADING"),
+        (coredis.exceptions.ResponseError("BUSY script"), Kind.BUSY, "BUSY"),
+        (coredis.exceptions.ResponseError("MASTERDOWN x"), Kind.BUSY, "MASTERDOWN"),
+        (coredis.exceptions.NoScriptError("NOSCRIPT"), Kind.BUSY, "NOSCRIPT"),
+        (
+            coredis.exceptions.ResponseError("CROSSSLOT Keys in request"),
+            Kind.CONFIG,
+            "different hash slots",
+        ),
+        (
+            coredis.exceptions.MovedError("3999 127.0.0.1:6381"),
+            Kind.CONFIG,
+            "RedisCluster",
+        ),
+        (
+            coredis.exceptions.ResponseError(
+                "Command # 1 (EVALSHA x) of pipeline caused error: "
+                "Error running script (call to f_1): @user_script:1: "
+                "-READONLY You can't write against a read only replica."
+            ),
+            Kind.CONFIG,
+            "read-only replica",
+        ),
+        (coredis.exceptions.AuthenticationRequiredError("NOAUTH"), Kind.CONFIG, "asks"),
+        (
+            coredis.exceptions.AuthenticationFailureError("WRONGPASS"),
+            Kind.CONFIG,
+            "wrong",
+        ),
+        (coredis.exceptions.AuthorizationError("NOPERM"), Kind.CONFIG, "ACL"),
+        (
+            coredis.exceptions.ResponseError("ERR unknown command 'EVALSHA'"),
+            Kind.CONFIG,
+            "does not know a command",
+        ),
+        (
+            coredis.exceptions.ResponseError(
+                "ERR This instance has cluster support disabled"
+            ),
+            Kind.CONFIG,
+            "not a cluster",
+        ),
+        (coredis.exceptions.ResponseError("OOM no"), Kind.CONFIG, "OOM no"),
+        (
+            ExceptionGroup("g", [coredis.exceptions.ReadOnlyError("READONLY x")]),
+            Kind.CONFIG,
+            "replica",
+        ),
+    ],
+)
+def test_failures_are_told_apart(error: Exception, kind: Kind, says: str) -> None:
+    trouble = classify(error)
+    assert trouble.kind is kind
+    assert says in trouble.cause + trouble.fix
+    assert bool(trouble.fix) is (kind is Kind.CONFIG)
