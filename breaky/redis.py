@@ -27,6 +27,7 @@ error with its fix, and retried with a back-off.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -42,7 +43,7 @@ import coredis.retry
 import trio
 
 from ._errors import split_errors
-from ._fleet import Fleet, Link, View
+from ._fleet import Fleet, Link, Member, View
 from ._hash_slot import hash_slot
 from ._machine import State
 from ._policy import check_count, check_seconds
@@ -162,6 +163,10 @@ class _Tracker:
     versions: dict[str, int] = attrs.field(factory=dict[str, int])
     # Why the fleet turned ON, from its announcement, per breaker.
     on_reasons: dict[str, str] = attrs.field(factory=dict[str, str])
+    # Each breaker's keys and hash slot, worked out once.
+    keys: dict[str, tuple[list[str], int]] = attrs.field(
+        factory=dict[str, tuple[list[str], int]]
+    )
     # The heartbeat is due (at each period, and at the start of a session).
     beat_due: bool = True
     closing: bool = False
@@ -201,11 +206,12 @@ class _Tracker:
         for queue in (self.leases, self.dirty, self.routine):
             if queue is self.routine:
                 urgent = len(names)
-            while queue and len(names) < limit:
-                name = next(iter(queue))
+            # One pass over the queue's front (taking names one by one from
+            # a dict's front is quadratic: its holes are walked again).
+            for name in list(itertools.islice(queue, limit - len(names))):
+                names[name] = None
                 for each in (self.leases, self.dirty, self.routine):
                     each.pop(name, None)  # one sync covers them all
-                names[name] = None
         return list(names), urgent
 
     def close(self) -> None:
@@ -218,13 +224,15 @@ class _Tracker:
 
 
 @final
-@attrs.frozen
+@attrs.define(eq=False)
 class _Sync:
     """One breaker's part of a round trip: what was sent, as of which change."""
 
     name: str
+    member: Member | None
     mode: Mode
     version: int
+    keys: list[str]
 
 
 @final
@@ -591,9 +599,8 @@ class RedisFleet(Fleet):
 
     # One round trip: the heartbeat if due, then up to _ROUND breakers.
 
-    def _mode(self, link: Link, tracker: _Tracker, name: str) -> Mode | None:
+    def _mode(self, member: Member | None, tracker: _Tracker, name: str) -> Mode | None:
         """What to tell Redis of ``name``, or None if Redis needs nothing."""
-        member = link.member(name)
         told = tracker.told.get(name, View.ON)
         if member is None or member.state is State.STOPPED:
             # Leaving: only a report or a lease needs taking back.
@@ -608,36 +615,57 @@ class RedisFleet(Fleet):
             return "recover"
         return "report" if member.sees_off else "check"
 
+    def _keys(self, tracker: _Tracker, name: str) -> tuple[list[str], int]:
+        known = tracker.keys.get(name)
+        if known is None:
+            keys = self.keys(name)
+            known = tracker.keys[name] = (keys, hash_slot(keys[0]))
+        return known
+
     async def _round(self, client: Client, link: Link, tracker: _Tracker) -> None:
         syncs: list[_Sync] = []
         recovered: set[str] = set()
         fresh = False  # a report that may make the quorum: the reason counts
         names, urgent = tracker.take(_ROUND)
+        cluster = isinstance(client, coredis.RedisCluster)
+        groups: dict[int, list[_Sync]] = {}
         for i, name in enumerate(names):
-            mode = self._mode(link, tracker, name)
+            member = link.member(name)
+            mode = self._mode(member, tracker, name)
             if mode is None:
                 tracker.told.pop(name, None)
+                tracker.keys.pop(name, None)
                 continue
             if mode == "recover":
                 recovered.add(name)
             fresh = fresh or (mode == "report" and i < urgent)
-            syncs.append(_Sync(name, mode, tracker.versions.get(name, 0)))
+            keys, slot = self._keys(tracker, name)
+            sync = _Sync(name, member, mode, tracker.versions.get(name, 0), keys)
+            syncs.append(sync)
+            # Script calls: one slot each (on a cluster), at most _CHUNK.
+            groups.setdefault(slot if cluster else 0, []).append(sync)
         tracker.recovered -= recovered
+        calls = [
+            group[i : i + _CHUNK]
+            for group in groups.values()
+            for i in range(0, len(group), _CHUNK)
+        ]
         try:
             if tracker.beat_due or fresh:
                 # First, and fresh before a new report: the reason of a
                 # quorum counts the live instances.
                 tracker.beat_due = False
                 self._live = await self._beat(client, "beat")
-            replies = await self._sync(client, syncs)
+            replies = await self._sync(client, calls)
         except BaseException:
             # Not told to Redis: tried again, in this session or the next.
             tracker.recovered |= recovered
             for sync in syncs:
                 tracker.dirty[sync.name] = None
             raise
-        for sync, reply in zip(syncs, replies, strict=True):
-            self._apply(link, tracker, sync, reply)
+        for call, reply in zip(calls, replies, strict=True):
+            for j, sync in enumerate(call):
+                self._apply(tracker, sync, reply[3 * j : 3 * j + 3])
 
     async def _beat(self, client: Client, mode: str) -> int:
         """The heartbeat (or the goodbye): how many instances live."""
@@ -649,24 +677,10 @@ class RedisFleet(Fleet):
         msg = f"no answer within {self._timeout:g} s"
         raise _StoreGoneError(msg)
 
-    def _calls(self, client: Client, syncs: list[_Sync]) -> list[list[_Sync]]:
-        """Group the syncs into script calls: one slot each, at most _CHUNK."""
-        groups: dict[int, list[_Sync]] = {}
-        cluster = isinstance(client, coredis.RedisCluster)
-        for sync in syncs:
-            slot = hash_slot(self.keys(sync.name)[0]) if cluster else 0
-            groups.setdefault(slot, []).append(sync)
-        return [
-            group[i : i + _CHUNK]
-            for group in groups.values()
-            for i in range(0, len(group), _CHUNK)
-        ]
-
-    async def _sync(self, client: Client, syncs: list[_Sync]) -> list[list[Any]]:
-        """Send the syncs in one pipeline; each breaker's reply, in order."""
-        if not syncs:
+    async def _sync(self, client: Client, calls: list[list[_Sync]]) -> list[list[Any]]:
+        """Send the script calls in one pipeline; the replies, in order."""
+        if not calls:
             return []
-        calls = self._calls(client, syncs)
         ttl_ms = round(self.report_ttl * 1000)
         common: list[str | int] = [
             self.instance,
@@ -682,53 +696,47 @@ class RedisFleet(Fleet):
                 requests = [
                     pipe.evalsha(
                         _sha(SYNC),
-                        keys=[k for s in call for k in self.keys(s.name)],
+                        keys=[k for s in call for k in s.keys],
                         args=common + [a for s in call for a in (s.mode, s.name)],
                     )
                     for call in calls
                 ]
-            flat = [cast("list[Any]", await request) for request in requests]
-            return [
-                list(reply[i : i + 3])
-                for reply in flat
-                for i in range(0, len(reply), 3)
-            ]
+            return [cast("list[Any]", await request) for request in requests]
         msg = f"no answer within {self._timeout:g} s"
         raise _StoreGoneError(msg)
 
-    def _apply(
-        self, link: Link, tracker: _Tracker, sync: _Sync, reply: list[Any]
-    ) -> None:
+    def _apply(self, tracker: _Tracker, sync: _Sync, reply: list[Any]) -> None:
         """Tell the breaker what Redis answered, unless it changed meanwhile."""
-        name = sync.name
+        name, member = sync.name, sync.member
         if sync.mode == "report":
             tracker.reported.add(name)
         else:
             tracker.reported.discard(name)
         if tracker.versions.get(name, 0) != sync.version:
             return  # changed while Redis answered: its next sync tells it
-        member = link.member(name)
         if sync.mode == "leave" or member is None:
             tracker.told.pop(name, None)
             tracker.versions.pop(name, None)
+            tracker.keys.pop(name, None)
             return
         if sync.mode == "yield":
             # Forced OFF: whatever the fleet says waits for reset(), which
             # clears any hold; nothing to renew until then.
             tracker.told.pop(name, None)
             return
-        off, prober, why = int(reply[0]), int(reply[1]), _text(reply[2])
-        if off and prober:
-            view, reason = View.PROBE, f"fleet OFF: {why}; this instance probes"
-        elif off:
-            view, reason = View.OFF, f"fleet OFF: {why}"
-        else:
-            view, reason = View.ON, tracker.on_reasons.pop(name, "fleet ON")
         told = tracker.told.get(name, View.ON)
+        if not int(reply[0]):
+            if told is View.ON:
+                return  # the common case: nothing to say
+            view, reason = View.ON, tracker.on_reasons.pop(name, "fleet ON")
+        elif int(reply[1]):
+            view = View.PROBE
+            reason = f"fleet OFF: {_text(reply[2])}; this instance probes"
+        else:
+            view, reason = View.OFF, f"fleet OFF: {_text(reply[2])}"
         # Told again if the breaker went its own way since (a reset() whose
         # start failed reports OFF while the fleet still holds it).
-        again = view is not View.ON and member.sees_off
-        if view is told and not again:
+        if view is told and not (view is not View.ON and member.sees_off):
             return
         if view is View.ON:
             tracker.told.pop(name, None)
