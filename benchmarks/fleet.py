@@ -20,6 +20,7 @@ saying so.
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from typing import TYPE_CHECKING, Any
@@ -196,12 +197,12 @@ async def bench_propagation(url: str, count: int, result: type[Result]) -> list[
             breakers[1].failure()  # the quorum-making trip
             await until(all_are(breaky.State.OFF))
             # The subscribers have seen it too (tasks of their own).
-            await until(lambda: all(c[-1].new is breaky.State.OFF for c in changes))
+            await until(last_is(changes, breaky.State.OFF))
             offs.append(max(c[-1].time for c in changes) - tripped)
             await trio.sleep(0.2)
             down["now"] = False
             await until(all_are(breaky.State.ON))
-            await until(lambda: all(c[-1].new is breaky.State.ON for c in changes))
+            await until(last_is(changes, breaky.State.ON))
             first_on = min(c[-1].time for c in changes)
             ons.append(max(c[-1].time for c in changes) - first_on)
             nursery.cancel_scope.cancel()
@@ -260,8 +261,28 @@ async def bench_healthy(url: str, window: float, result: type[Result]) -> list[R
     ]
 
 
-async def failing(inbox: breaky.Inbox[Any, Any], *, task_status: Any) -> None:
-    raise ConnectionRefusedError
+QUIET = breaky.Policy(failure_threshold=1, retry_timeout=600)
+DB_POLICY = breaky.Policy(failure_threshold=1, retry_timeout=0.2)
+OFF = breaky.State.OFF
+
+
+async def crowd(sup: breaky.Supervisor, count: int, *, failing: bool) -> None:
+    """``count`` breakers; each OFF by a failure, if ``failing``."""
+    for j in range(count):
+        noise = await sup.start_circuit_breaker(f"n{j}", echo, policy=QUIET)
+        if failing:
+            noise.failure()
+
+
+async def switched(
+    inbox: breaky.Inbox[Any, Any], down: dict[str, bool], *, task_status: Any
+) -> None:
+    """A resource that fails to start while ``down["db"]``."""
+    if down["db"]:
+        raise ConnectionRefusedError
+    task_status.started()
+    async for request in inbox:
+        request.reply(None)
 
 
 async def bench_crowded(
@@ -269,39 +290,27 @@ async def bench_crowded(
 ) -> list[Result]:
     """Fleet OFF and the lease, with ``count`` breakers per instance."""
     import coredis  # noqa: PLC0415
+
     from breaky.redis import RedisFleet  # noqa: PLC0415
 
     ttl = 1.5  # a period of 0.5 s and a lease of 1 s: little room
     down = {"db": False}
-
-    async def db_resource(inbox: breaky.Inbox[Any, Any], *, task_status: Any) -> None:
-        if down["db"]:
-            raise ConnectionRefusedError
-        task_status.started()
-        async for request in inbox:
-            request.reply(None)
-
-    quiet = breaky.Policy(failure_threshold=1, retry_timeout=600)
-    db_policy = breaky.Policy(failure_threshold=1, retry_timeout=0.2)
     dbs: list[breaky.CircuitBreaker[Any, Any]] = []
     off_at: list[float] = []
 
     async def instance(i: int, *, task_status: Any) -> None:
         fleet = RedisFleet(url, instance=f"c{i}", prefix="crowd", report_ttl=ttl)
         async with breaky.open_supervisor(fleet=fleet) as sup:
-            for j in range(count):
-                # Instance 0's breakers all fail: each reports OFF, renewed
-                # every period (alone, below quorum); the others' are healthy.
-                noise = await sup.start_circuit_breaker(f"n{j}", echo, policy=quiet)
-                if i == 0:
-                    noise.failure()
-            db = await sup.start_circuit_breaker("db", db_resource, policy=db_policy)
+            # Instance 0's breakers all fail: each reports OFF, renewed every
+            # period (alone, below quorum); the others' are healthy.
+            await crowd(sup, count, failing=i == 0)
+            db = await sup.start_circuit_breaker("db", switched, down, policy=DB_POLICY)
             dbs.append(db)
             seen = sup.subscribe()
             task_status.started()
-            async for change in seen:
-                if change.breaker == "db" and change.new is breaky.State.OFF:
-                    off_at.append(change.time)
+            async for c in seen:
+                if c.breaker == "db" and c.new is OFF:
+                    off_at.append(c.time)  # noqa: PERF401 - as they come
 
     owners: list[str] = []
     async with (
@@ -310,6 +319,13 @@ async def bench_crowded(
     ):
         for i in range(3):
             await nursery.start(instance, i)
+        # Three instances' 30,000 breakers share this process (some 400 MB):
+        # a full garbage collection of that heap stalls all of them for 1-3
+        # s, longer than the lease. A server that large freezes its start-up
+        # heap; so does this benchmark (one instance per process would not
+        # need it as much).
+        gc.collect()
+        gc.freeze()
         await trio.sleep(2 * ttl)  # joined, reports in, several periods
         down["db"] = True
         dbs[1].failure()
@@ -328,6 +344,7 @@ async def bench_crowded(
                 owners.append(owner)
             await trio.sleep(0.02)
         nursery.cancel_scope.cancel()
+    gc.unfreeze()
     changes = max(0, len(owners) - 1)
     return [
         result(
@@ -349,6 +366,13 @@ async def bench_crowded(
             note=f"report_ttl={ttl}; lease holder {owners[0] if owners else None}",
         ),
     ]
+
+
+def last_is(
+    changes: list[list[breaky.StateChange]], state: breaky.State
+) -> Callable[[], bool]:
+    """Whether each instance's subscriber has seen its breaker turn ``state``."""
+    return lambda: all(c[-1].new is state for c in changes)
 
 
 async def until(condition: Callable[[], bool]) -> None:

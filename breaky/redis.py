@@ -43,7 +43,7 @@ import coredis.retry
 import trio
 
 from ._errors import split_errors
-from ._fleet import Fleet, Link, Member, View
+from ._fleet import Fleet, Link, View
 from ._hash_slot import hash_slot
 from ._machine import State
 from ._policy import check_count, check_seconds
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from coredis.patterns.pubsub import ClusterPubSub, PubSub
 
     from ._events import StateChanges
+    from ._fleet import Member
 
 __all__ = ["RedisFleet"]
 
@@ -62,14 +63,16 @@ logger = logging.getLogger("breaky")
 _SCHEMES = ("redis", "rediss", "unix")
 # Renewals come every report_ttl / 3 seconds: they need some room.
 _MIN_TTL = 0.5
-# The lease lasts two renewal periods: one late renewal does not lose it, and
-# a dead prober's lease is free within report_ttl * 2 / 3.
+# The lease lasts two periods, and is renewed twice a period: three late
+# renewals do not lose it, and a dead prober's lease is free within
+# report_ttl * 2 / 3.
 _LEASE_SHARE = 2 / 3
 # The most breakers in one script call (Redis runs a call without a pause,
 # so a call must stay short), and in one round trip (so that leases and
 # announcements never wait behind more than one such trip).
 _CHUNK = 200
 _ROUND = 1000
+_ROOM_PER_BREAKER = 0.001
 # A refusal that is configuration is retried after 2 s, then twice as long
 # each time, up to a minute.
 _BACKOFF_FIRST = 2.0
@@ -180,12 +183,17 @@ class _Tracker:
         self.versions[name] = self.versions.get(name, 0) + 1
         self.mark(name)
 
-    def period(self) -> None:
-        """A new period: the heartbeat, leases, reports and held breakers."""
-        self.beat_due = True
+    def renew_leases(self) -> None:
+        """The leases this instance holds are due for renewal."""
         self.leases.update(
             dict.fromkeys(n for n, v in self.told.items() if v is View.PROBE)
         )
+        self._wake.set()
+
+    def period(self) -> None:
+        """A new period: the heartbeat, leases, reports and held breakers."""
+        self.beat_due = True
+        self.renew_leases()
         self.routine.update(dict.fromkeys(self.reported))
         self.routine.update(
             dict.fromkeys(n for n, v in self.told.items() if v is View.OFF)
@@ -223,16 +231,11 @@ class _Tracker:
         self._wake = trio.Event()
 
 
-@final
-@attrs.define(eq=False)
-class _Sync:
-    """One breaker's part of a round trip: what was sent, as of which change."""
-
-    name: str
-    member: Member | None
-    mode: Mode
-    version: int
-    keys: list[str]
+# One breaker's part of a round trip: its name, the mode sent, and the
+# version (count of changes) it was sent at. A tuple of a str, a str and an
+# int: the garbage collector stops tracking it, so that thousands of them
+# waiting on a round trip never make it walk the heap.
+_Sync = tuple[str, Mode, int]
 
 
 @final
@@ -571,9 +574,16 @@ class RedisFleet(Fleet):
             await tracker.wait()
 
     async def _tick(self, tracker: _Tracker) -> None:
-        """Start a period: heartbeat, leases, reports, polls of held breakers."""
+        """Start a period: heartbeat, leases, reports, polls of held breakers.
+
+        Leases are renewed twice a period: a lease lasts two periods, so
+        three renewals in a row may come late (a stalled process, a slow
+        round trip) before it lapses.
+        """
         while True:
-            await trio.sleep(self.period)
+            await trio.sleep(self.period / 2)
+            tracker.renew_leases()
+            await trio.sleep(self.period / 2)
             tracker.period()
 
     async def _listen(
@@ -630,8 +640,7 @@ class RedisFleet(Fleet):
         cluster = isinstance(client, coredis.RedisCluster)
         groups: dict[int, list[_Sync]] = {}
         for i, name in enumerate(names):
-            member = link.member(name)
-            mode = self._mode(member, tracker, name)
+            mode = self._mode(link.member(name), tracker, name)
             if mode is None:
                 tracker.told.pop(name, None)
                 tracker.keys.pop(name, None)
@@ -639,11 +648,11 @@ class RedisFleet(Fleet):
             if mode == "recover":
                 recovered.add(name)
             fresh = fresh or (mode == "report" and i < urgent)
-            keys, slot = self._keys(tracker, name)
-            sync = _Sync(name, member, mode, tracker.versions.get(name, 0), keys)
+            sync = (name, mode, tracker.versions.get(name, 0))
             syncs.append(sync)
             # Script calls: one slot each (on a cluster), at most _CHUNK.
-            groups.setdefault(slot if cluster else 0, []).append(sync)
+            slot = self._keys(tracker, name)[1] if cluster else 0
+            groups.setdefault(slot, []).append(sync)
         tracker.recovered -= recovered
         calls = [
             group[i : i + _CHUNK]
@@ -656,16 +665,16 @@ class RedisFleet(Fleet):
                 # quorum counts the live instances.
                 tracker.beat_due = False
                 self._live = await self._beat(client, "beat")
-            replies = await self._sync(client, calls)
+            replies = await self._sync(client, tracker, calls)
         except BaseException:
             # Not told to Redis: tried again, in this session or the next.
             tracker.recovered |= recovered
-            for sync in syncs:
-                tracker.dirty[sync.name] = None
+            for name, _, _ in syncs:
+                tracker.dirty[name] = None
             raise
         for call, reply in zip(calls, replies, strict=True):
             for j, sync in enumerate(call):
-                self._apply(tracker, sync, reply[3 * j : 3 * j + 3])
+                self._apply(link, tracker, sync, reply, 3 * j)
 
     async def _beat(self, client: Client, mode: str) -> int:
         """The heartbeat (or the goodbye): how many instances live."""
@@ -677,7 +686,9 @@ class RedisFleet(Fleet):
         msg = f"no answer within {self._timeout:g} s"
         raise _StoreGoneError(msg)
 
-    async def _sync(self, client: Client, calls: list[list[_Sync]]) -> list[list[Any]]:
+    async def _sync(
+        self, client: Client, tracker: _Tracker, calls: list[list[_Sync]]
+    ) -> list[list[Any]]:
         """Send the script calls in one pipeline; the replies, in order."""
         if not calls:
             return []
@@ -691,49 +702,56 @@ class RedisFleet(Fleet):
             self.channel,
             self._live,
         ]
-        with trio.move_on_after(self._timeout):
+        # Redis runs a thousand breakers' syncs in milliseconds; the room per
+        # breaker is for this process, busy (or collecting its garbage)
+        # between the writes and the reads of a large round.
+        timeout = self._timeout + _ROOM_PER_BREAKER * sum(map(len, calls))
+        with trio.move_on_after(timeout):
             async with client.pipeline(transaction=False) as pipe:
                 requests = [
                     pipe.evalsha(
                         _sha(SYNC),
-                        keys=[k for s in call for k in s.keys],
-                        args=common + [a for s in call for a in (s.mode, s.name)],
+                        keys=[k for s in call for k in self._keys(tracker, s[0])[0]],
+                        args=common + [a for s in call for a in (s[1], s[0])],
                     )
                     for call in calls
                 ]
             return [cast("list[Any]", await request) for request in requests]
-        msg = f"no answer within {self._timeout:g} s"
+        msg = f"no answer within {timeout:g} s"
         raise _StoreGoneError(msg)
 
-    def _apply(self, tracker: _Tracker, sync: _Sync, reply: list[Any]) -> None:
+    def _apply(
+        self, link: Link, tracker: _Tracker, sync: _Sync, reply: list[Any], at: int
+    ) -> None:
         """Tell the breaker what Redis answered, unless it changed meanwhile."""
-        name, member = sync.name, sync.member
-        if sync.mode == "report":
+        name, mode, version = sync
+        if mode == "report":
             tracker.reported.add(name)
         else:
             tracker.reported.discard(name)
-        if tracker.versions.get(name, 0) != sync.version:
+        if tracker.versions.get(name, 0) != version:
             return  # changed while Redis answered: its next sync tells it
-        if sync.mode == "leave" or member is None:
+        member = link.member(name)
+        if mode == "leave" or member is None:
             tracker.told.pop(name, None)
             tracker.versions.pop(name, None)
             tracker.keys.pop(name, None)
             return
-        if sync.mode == "yield":
+        if mode == "yield":
             # Forced OFF: whatever the fleet says waits for reset(), which
             # clears any hold; nothing to renew until then.
             tracker.told.pop(name, None)
             return
         told = tracker.told.get(name, View.ON)
-        if not int(reply[0]):
+        if not int(reply[at]):
             if told is View.ON:
                 return  # the common case: nothing to say
             view, reason = View.ON, tracker.on_reasons.pop(name, "fleet ON")
-        elif int(reply[1]):
+        elif int(reply[at + 1]):
             view = View.PROBE
-            reason = f"fleet OFF: {_text(reply[2])}; this instance probes"
+            reason = f"fleet OFF: {_text(reply[at + 2])}; this instance probes"
         else:
-            view, reason = View.OFF, f"fleet OFF: {_text(reply[2])}"
+            view, reason = View.OFF, f"fleet OFF: {_text(reply[at + 2])}"
         # Told again if the breaker went its own way since (a reset() whose
         # start failed reports OFF while the fleet still holds it).
         if view is told and not (view is not View.ON and member.sees_off):
