@@ -219,3 +219,51 @@ def cluster(binary: str, directory: Path) -> Cluster:
         server.cwd = directory
         nodes.append(server)
     return Cluster(nodes)
+
+
+@attrs.define
+class Proxy:
+    """A TCP proxy to a server that can hold its traffic (both ways) a while.
+
+    Holding delays what is on the wire for the clients behind the proxy only;
+    the server and its other clients go on as before.
+    """
+
+    target: int
+    port: int = 0
+    _open: trio.Event = attrs.Factory(trio.Event)
+
+    def __attrs_post_init__(self) -> None:
+        self._open.set()
+
+    def hold(self) -> None:
+        self._open = trio.Event()
+
+    def release(self) -> None:
+        self._open.set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None]) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._relay, listeners)
+
+    async def _relay(self, client: trio.SocketStream) -> None:
+        server = await trio.open_tcp_stream("127.0.0.1", self.target)
+        async with client, server, trio.open_nursery() as nursery:
+            nursery.start_soon(self._pump, client, server, nursery.cancel_scope)
+            await self._pump(server, client, nursery.cancel_scope)
+
+    async def _pump(
+        self,
+        source: trio.SocketStream,
+        sink: trio.SocketStream,
+        scope: trio.CancelScope,
+    ) -> None:
+        try:
+            while data := await source.receive_some():
+                await self._open.wait()
+                await sink.send_all(data)
+        except trio.BrokenResourceError:
+            pass
+        scope.cancel()

@@ -149,21 +149,29 @@ async def test_a_recovery_during_a_sync_is_not_lost(
     redis_server: ServerProcess,
 ) -> None:
     # Defect 3: force_off() then reset() on the prober; the start succeeds
-    # while the sync of the FORCED_OFF change waits for Redis (frozen here,
-    # for less than the fleet's timeout), and the recovery was dropped.
-    async with fleet_of(redis_server, 3, policy=PATIENT, ttl=6) as (nodes, down):
-        down["all"] = True
-        trip(nodes[0])
-        trip(nodes[1])
-        prober = await prober_of(nodes)
-        down["all"] = False
-        redis_server.freeze()
-        prober.db.force_off()
-        await trio.sleep(0.1)  # its sync is on the wire, unanswered
-        prober.db.reset()
-        await until(lambda: prober.db.state is State.ON)
-        redis_server.thaw()
-        await until(lambda: all(n.db.state is State.ON for n in nodes), within=3)
+    # while the sync of the FORCED_OFF change waits for Redis (the prober's
+    # traffic is held by a proxy), and the recovery was dropped.
+    proxy = servers.Proxy(redis_server.port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        urls = iter([url_of(redis_server)] * 2 + [f"redis://127.0.0.1:{proxy.port}/0"])
+        async with fleet_of(
+            redis_server, 3, policy=PATIENT, ttl=6, source=urls.__next__
+        ) as (nodes, down):
+            down["all"] = True
+            trip(nodes[0])
+            await trio.sleep(0.2)
+            trip(nodes[2])  # its report makes the quorum: it takes the lease
+            await until(lambda: nodes[2].db._machine.hold.name == "PROBER")
+            down["all"] = False
+            proxy.hold()
+            nodes[2].db.force_off()
+            await trio.sleep(0.1)  # its sync is on the wire, unanswered
+            nodes[2].db.reset()
+            await until(lambda: nodes[2].db.state is State.ON)
+            proxy.release()
+            await until(lambda: all(n.db.state is State.ON for n in nodes), within=3)
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_lapsed_report_stops_counting(redis_server: ServerProcess) -> None:
