@@ -7,10 +7,13 @@ clock, with generous limits except the targets the issue sets.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 import coredis
+import coredis.exceptions
+import coredis.retry
 import pytest
 import servers
 import trio
@@ -284,3 +287,55 @@ async def test_a_misconfigured_server_gets_one_error_with_its_fix(
     error = await refused_once(RedisFleet(url, instance="a"), caplog)
     assert says in error
     assert "Fix: " in error
+
+
+async def test_a_client_of_ones_own_rides_out_an_outage(
+    redis_server: ServerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="breaky")
+    client = coredis.Redis(
+        "127.0.0.1", redis_server.port, retry_policy=coredis.retry.NoRetryPolicy()
+    )
+    async with client:
+        fleet = RedisFleet(client, instance="a", report_ttl=TTL)
+        async with breaky.open_supervisor(fleet=fleet) as sup:
+            db = await sup.start_circuit_breaker("db", Node("a", fleet, bool).resource)
+            await trio.sleep(0.3)  # joined
+            redis_server.freeze()  # the next heartbeat gets no answer
+            await until(lambda: "does not answer" in " ".join(messages(caplog)))
+            redis_server.thaw()
+            await until(lambda: "Redis answers again" in " ".join(messages(caplog)))
+            assert db.state is State.ON
+
+
+def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "breaky"]
+
+
+async def test_a_busy_server_is_waited_for(
+    redis_server: ServerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="breaky")
+    await redis_server.kill()
+    redis_server.argv += ["--lua-time-limit", "10"]
+    await redis_server.start()
+    fleet = RedisFleet(url_of(redis_server), instance="a", report_ttl=TTL)
+    async with (
+        coredis.Redis("127.0.0.1", redis_server.port) as busy,
+        coredis.Redis("127.0.0.1", redis_server.port) as killer,
+        breaky.open_supervisor(fleet=fleet) as sup,
+        trio.open_nursery() as nursery,
+    ):
+        await sup.start_circuit_breaker("db", Node("a", fleet, bool).resource)
+        await trio.sleep(0.3)  # joined
+
+        async def spin() -> None:
+            with contextlib.suppress(coredis.exceptions.ResponseError):
+                await busy.eval("while true do end", [], [])  # killed below
+
+        nursery.start_soon(spin)
+        await until(lambda: "cannot serve now" in " ".join(messages(caplog)))
+        await killer.script_kill()
+        await until(lambda: "Redis answers again" in " ".join(messages(caplog)))
+    (busy_record,) = [m for m in messages(caplog) if "cannot serve now" in m]
+    assert "BUSY" in busy_record
