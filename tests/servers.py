@@ -267,3 +267,18 @@ class Proxy:
         except trio.BrokenResourceError:
             pass
         scope.cancel()
+
+
+def sentinel(binary: str, primary: int, directory: Path) -> ServerProcess:
+    """A Redis Sentinel watching the primary on ``primary`` as ``breaky``."""
+    port = free_port()
+    config = directory / f"sentinel-{port}.conf"
+    # Sentinel rewrites its configuration file: it must be its own, writable.
+    config.write_text(
+        f"port {port}\n"
+        "bind 127.0.0.1\n"
+        "protected-mode no\n"
+        f"sentinel monitor breaky 127.0.0.1 {primary} 1\n"
+        "sentinel down-after-milliseconds breaky 1000\n"
+    )
+    return ServerProcess([binary, str(config), "--sentinel"], port, "redis-sentinel")

@@ -17,6 +17,7 @@ import coredis.retry
 import pytest
 import servers
 import trio
+from coredis.connection import TCPLocation
 from fleet_nodes import TTL, Node, fleet_of, prober_of, trip, until, url_of
 
 import breaky
@@ -339,3 +340,29 @@ async def test_a_busy_server_is_waited_for(
         await until(lambda: "Redis answers again" in " ".join(messages(caplog)))
     (busy_record,) = [m for m in messages(caplog) if "cannot serve now" in m]
     assert "BUSY" in busy_record
+
+
+async def test_a_sentinel_primary_serves_a_fleet(
+    redis_server: ServerProcess, tmp_path: Path
+) -> None:
+    watcher = servers.sentinel(redis_server.argv[0], redis_server.port, tmp_path)
+    await watcher.start()
+    where = [TCPLocation("127.0.0.1", watcher.port)]
+    try:
+        async with (
+            coredis.Sentinel(where) as sentinel,
+            fleet_of(
+                redis_server,
+                2,
+                quorum=1,
+                source=lambda: sentinel.primary_for("breaky"),
+            ) as (nodes, down),
+        ):
+            down["all"] = True
+            trip(nodes[0])
+            await until(lambda: nodes[1].db.state is State.OFF)
+            assert "fleet OFF: 1 of 2 instances report OFF" in [
+                c.reason for c in nodes[1].changes
+            ]
+    finally:
+        await watcher.kill()
