@@ -1,32 +1,40 @@
-"""Circuit-breaking supervisors for Trio tasks that depend on external resources.
+"""Circuit breakers for Trio: around your own calls, and around resource tasks.
 
-Open a supervisor with :func:`open_supervisor`, start a breaker for each
-resource task with :meth:`Supervisor.start_circuit_breaker`, and send it
-requests with :meth:`CircuitBreaker.call`. While the resource keeps failing,
-the breaker is OFF: calls get :data:`OFF` at once, and starts are retried at a
-slower rate until one succeeds.
+A :class:`Guard` wraps calls made in the caller's own task (``await
+guard.run(client.get, url)``, or a decorator). A :class:`CircuitBreaker`
+supervises a resource task that owns a connection and serves an inbox:
+open a supervisor with :func:`open_supervisor`, start one with
+:meth:`Supervisor.start_circuit_breaker`, and send it requests with
+:meth:`CircuitBreaker.call`. While the dependency keeps failing, either kind
+is OFF: calls get :data:`OFF` at once, and attempts (a start, a trial call)
+are made at a slower rate until one succeeds.
 """
 
 from ._breaker import CircuitBreaker
-from ._errors import CallTimeout, ResourceLost
+from ._errors import BreakerOff, CallTimeout, ResourceLost
 from ._events import StateChange, StateChanges
+from ._guard import Guard, RaisingGuard
 from ._inbox import Inbox
 from ._machine import State
 from ._off import OFF, Off, OffType
 from ._policy import Policy
+from ._public import publish
 from ._request import Request
 from ._statistics import BreakerStatistics
 from ._supervisor import Supervisor, open_supervisor
 
 __all__ = [
     "OFF",
+    "BreakerOff",
     "BreakerStatistics",
     "CallTimeout",
     "CircuitBreaker",
+    "Guard",
     "Inbox",
     "Off",
     "OffType",
     "Policy",
+    "RaisingGuard",
     "Request",
     "ResourceLost",
     "State",
@@ -35,3 +43,6 @@ __all__ = [
     "Supervisor",
     "open_supervisor",
 ]
+
+publish(__name__, globals())
+del publish

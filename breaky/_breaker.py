@@ -1,51 +1,41 @@
-"""A circuit breaker: the Trio task that runs one resource around a Machine."""
+"""A resource breaker: the Trio task that runs one resource around a Core."""
 
 from __future__ import annotations
 
-import enum
-import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, final
+from typing import TYPE_CHECKING, Any, Generic, final
 
 import attrs
 import trio
 
+from ._core import Core, logger
 from ._errors import split_errors
-from ._events import Publisher, StateChange, StateChanges
 from ._inbox import Inbox
-from ._machine import Hold, Machine, State
+from ._machine import Machine, State
 from ._mailbox import Mailbox
 from ._off import OFF, Off
-from ._policy import Policy, check_count, check_seconds
+from ._policy import FROM_POLICY, FromPolicy, Kind, Policy, check_seconds
 from ._request import MessageT, ReplyT
-from ._statistics import BreakerStatistics, Totals
 
-logger = logging.getLogger("breaky")
+if TYPE_CHECKING:
+    from ._events import Publisher, StateChange, StateChanges
+    from ._statistics import BreakerStatistics
 
 ResourceFunction = Callable[..., Awaitable[object]]
-
-
-class FromPolicy(enum.Enum):
-    """The default of options that, when not given, come from the policy."""
-
-    FROM_POLICY = "from the policy"
-
-    def __repr__(self) -> str:
-        return f"<{self.value}>"
-
-
-FROM_POLICY = FromPolicy.FROM_POLICY
 
 
 @final
 class _ResourceStatus(trio.TaskStatus[Any]):
     """The ``task_status`` a resource instance reports its start through."""
 
-    __slots__ = ("_breaker", "called")
+    __slots__ = ("_breaker", "_inbox", "called")
 
-    def __init__(self, breaker: CircuitBreaker[Any, Any]) -> None:
+    def __init__(
+        self, breaker: CircuitBreaker[Any, Any], inbox: Inbox[Any, Any]
+    ) -> None:
         self._breaker = breaker
+        self._inbox = inbox
         self.called = False
 
     def started(self, value: Any = None) -> None:  # noqa: ANN401 - any resource
@@ -56,6 +46,7 @@ class _ResourceStatus(trio.TaskStatus[Any]):
             msg = "task_status.started() of a resource instance that has ended"
             raise RuntimeError(msg)
         self.called = True
+        self._inbox._started = True
         self._breaker._on_started(value)
 
 
@@ -71,13 +62,10 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
     _fn: ResourceFunction
     _args: tuple[object, ...]
     _policy: Policy
-    _shutdown_timeout: float
     # The supervisor's subscribers, told of this breaker's changes too.
-    _supervisor_publisher: Publisher
-    _machine: Machine = attrs.field(init=False)
-    _totals: Totals = attrs.field(init=False, factory=Totals)
+    _watchers: Publisher | None
+    _core: Core = attrs.field(init=False)
     _mailbox: Mailbox[MessageT, ReplyT] = attrs.field(init=False)
-    _publisher: Publisher = attrs.field(init=False, factory=Publisher)
     _resource: Any = attrs.field(init=False, default=OFF)
     # The running resource instance's scope and start status, if any.
     _instance: trio.CancelScope | None = attrs.field(init=False, default=None)
@@ -88,13 +76,14 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
     # The scope of the wait for the next attempt while OFF.
     _waiting: trio.CancelScope | None = attrs.field(init=False, default=None)
     _settled: trio.Event = attrs.field(init=False, factory=trio.Event)
-    # Why the next start is made, when a fleet turning ON asked for it.
-    _fleet_on_reason: str | None = attrs.field(init=False, default=None)
     _finished: trio.Event = attrs.field(init=False, factory=trio.Event)
 
     def __attrs_post_init__(self) -> None:
-        self._machine = Machine(self._policy)
-        self._mailbox = Mailbox(self._name, self._policy, self._totals, self._failed)
+        core = self._core = Core(
+            self._name, self._policy, Kind.RESOURCE, self._watchers
+        )
+        core.effects = self
+        self._mailbox = Mailbox(self._name, self._policy, core)
 
     def __repr__(self) -> str:
         return f"<breaky.CircuitBreaker {self._name!r} {self.state.name}>"
@@ -107,7 +96,7 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
     @property
     def state(self) -> State:
         """The breaker's :class:`breaky.State`."""
-        return self._machine.state
+        return self._core.machine.state
 
     @property
     def policy(self) -> Policy:
@@ -131,7 +120,8 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         """Send ``message`` to the resource and return its reply, or OFF.
 
         Returns :data:`breaky.OFF` at once when the breaker is not ON (or
-        starting); the resource never sees that request. If the caller is
+        starting); the resource never sees that request. A call already queued
+        when the breaker turns OFF is answered OFF then. If the caller is
         cancelled before the resource took the request, the request is
         withdrawn and never seen; after, its reply is dropped.
 
@@ -151,29 +141,17 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             seconds = self._policy.call_timeout
         else:
             seconds = check_seconds("timeout", timeout, allow_none=True)
-        totals = self._totals
-        totals.calls += 1
-        if not self._machine.accepting:
-            return await self._refuse(shed=False)
+        core = self._core
+        core.totals.calls += 1
+        if not core.machine.accepting:
+            await core.refuse(shed=False)
+            return OFF
         request = self._mailbox.put(message, trio.lowlevel.current_task(), seconds)
         if request is None:
-            return await self._refuse(shed=True)
+            await core.refuse(shed=True)
+            return OFF
         await trio.lowlevel.wait_task_rescheduled(request._abort)
         return request._outcome()  # type: ignore[no-any-return]
-
-    async def _refuse(self, *, shed: bool) -> Off:
-        """Answer a call OFF: not serving, or shed (``max_queued`` waiting)."""
-        totals = self._totals
-        try:
-            await trio.lowlevel.checkpoint()
-        except BaseException:
-            totals.cancelled += 1  # the caller got Cancelled, not OFF
-            raise
-        if shed:
-            totals.shed += 1
-        else:
-            totals.off += 1
-        return OFF
 
     async def cast(self, message: MessageT) -> Off | None:
         """Queue ``message`` for the resource without waiting for an answer.
@@ -183,11 +161,11 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         """
         await trio.lowlevel.checkpoint()
         if (
-            not self._machine.accepting
+            not self._core.machine.accepting
             or self._mailbox.put(message, None, None) is None
         ):
             return OFF
-        self._totals.casts += 1
+        self._core.totals.casts += 1
         return None
 
     def failure(self) -> None:
@@ -195,10 +173,10 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
 
         breaky does not count error replies by itself (unless the policy's
         ``failure_exceptions`` says so); call this when a reply shows the
-        resource is failing. At ``failure_threshold`` the resource is
+        resource is failing. At the failure rule's limit the resource is
         cancelled and the breaker turns OFF. Ignored unless ON or starting.
         """
-        self._failed("failure() was called")
+        self._core.failed("failure() was called")
 
     def force_off(self) -> None:
         """Turn OFF now and stop the resource; nothing is tried until reset().
@@ -207,14 +185,14 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         the state is :attr:`State.FORCED_OFF <breaky.State.FORCED_OFF>`.
         Ignored once stopped.
         """
-        self._feed(Machine.force_off, "force_off() was called")
+        self._core.feed(Machine.force_off, "force_off() was called")
 
     def reset(self) -> None:
         """Forget the failures counted; if OFF (forced or not), start now.
 
         While ON this only clears the count. Ignored once stopped.
         """
-        self._feed(Machine.reset, "reset() was called")
+        self._core.feed(Machine.reset, "reset() was called")
 
     def subscribe(self, *, max_buffer: int = 100) -> StateChanges:
         """Return a channel of this breaker's later state changes, in order.
@@ -223,30 +201,25 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         oldest is dropped and counted in ``missed``. It ends when the breaker
         stops.
         """
-        check_count("max_buffer", max_buffer, minimum=1)
-        return self._publisher.subscribe(max_buffer)
+        return self._core.subscribe(max_buffer)
 
     def statistics(self) -> BreakerStatistics:
         """Return a snapshot of the state, the failures and the totals."""
-        return BreakerStatistics(
-            state=self._machine.state,
-            failures=self._machine.count(trio.current_time()),
-            pending=self._mailbox.pending_calls(),
-            **attrs.asdict(self._totals),
-        )
+        return self._core.statistics(self._mailbox.pending_calls())
 
     # The breaker's task.
 
     async def _run(self) -> None:
         """Start the resource, restart it, retry while OFF, until stopped."""
         first = True
+        core = self._core
         try:
-            while (machine := self._machine).state is not State.STOPPED:
-                if machine.wants_start:
+            while (machine := core.machine).state is not State.STOPPED:
+                if machine.wants_attempt:
                     if machine.state is State.OFF:
-                        self._totals.retries += 1
+                        core.totals.retries += 1
                     elif not first:
-                        self._totals.restarts += 1
+                        core.totals.restarts += 1
                     first = False
                     await self._run_instance()
                 else:
@@ -264,8 +237,7 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
 
     def _stop(self, grace: float) -> None:
         """Stop: close the inbox, let the resource finish within ``grace`` s."""
-        if self._machine.state is not State.STOPPED:
-            self._feed(lambda machine, _: machine.stop(), "stopped")
+        self._core.stop()
         instance = self._instance
         if instance is None:
             return
@@ -282,10 +254,11 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             self._instance.cancel()
 
     async def _run_instance(self) -> None:
-        status = self._status = _ResourceStatus(self)
         inbox = Inbox(self._mailbox)
+        status = self._status = _ResourceStatus(self, inbox)
         error: Exception | None = None
         self._dismissed = False
+        core = self._core
         start_timeout = self._policy.start_timeout
         try:
             with trio.CancelScope() as scope:
@@ -310,140 +283,87 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             inbox._end()
             self._mailbox.lose_held(error)
         # Ends that breaky asked for (a trip, force_off, a stop) are not failures.
-        dismissed = self._dismissed or self._machine.state is State.STOPPED
+        dismissed = self._dismissed or core.machine.state is State.STOPPED
         if scope.cancelled_caught and not dismissed:
             # Only the start deadline cancels an instance without dismissing it.
-            logger.error(
-                "breaker %r: the resource did not start within start_timeout (%g s)",
-                self._name,
-                start_timeout,
-                extra=self._extra(),
+            core.log_error(
+                f"resource did not start within start_timeout ({start_timeout:g} s)",
+                None,
             )
         else:
             self._log_end(error, started=status.called, dismissed=dismissed)
         if dismissed:
             return
         if status.called:
-            self._totals.crashes += 1
-            self._feed(Machine.crashed, "the resource crashed")
+            core.totals.crashes += 1
+            core.feed(Machine.failure, "the resource crashed")
         else:
-            self._totals.failed_starts += 1
-            self._feed(Machine.start_failed, "the resource failed to start")
+            core.totals.failed_starts += 1
+            core.feed(Machine.attempt_failed, "the resource failed to start")
 
     async def _wait_for_retry(self) -> None:
-        retry_at = self._machine.retry_at
+        core = self._core
+        retry_at = core.machine.retry_at
         with trio.CancelScope(
             deadline=math.inf if retry_at is None else retry_at
         ) as waiting:
             self._waiting = waiting
             await trio.sleep_forever()
         self._waiting = None
-        self._feed(Machine.retry_due, "retry")
-        if self._machine.wants_start:
-            logger.info(
+        core.feed(Machine.retry_due, "retry")
+        if core.machine.wants_attempt:
+            # DEBUG: a failed retry is logged anyway, one line (see log_error).
+            logger.debug(
                 "breaker %r is OFF: trying to start the resource",
                 self._name,
-                extra=self._extra(),
+                extra=core.extra(),
             )
 
     def _on_started(self, value: object) -> None:
         instance = self._instance
         assert instance is not None  # noqa: S101 - a live status has an instance
         instance.deadline = math.inf  # no start_timeout any more
-        reason, self._fleet_on_reason = self._fleet_on_reason, None
-        self._feed(
-            Machine.started,
-            "the resource started" + ("" if reason is None else f" after {reason}"),
+        core = self._core
+        core.feed(
+            Machine.attempt_succeeded, core.attempt_reason("the resource started")
         )
-        if self._machine.state is State.ON:
+        if core.machine.state is State.ON:
             self._resource = value
 
-    def _failed(self, reason: str) -> None:
-        self._feed(Machine.failure, reason)
+    # The effects of the core's inputs (Effects).
 
-    def _fleet_says(self, event: Callable[[Machine, float], None], reason: str) -> None:
-        """What the fleet says (see :mod:`breaky._fleet`): one more input."""
-        if event is Machine.fleet_on and self._machine.hold is not Hold.NONE:
-            self._fleet_on_reason = reason  # the next start's reason says so
-        self._feed(event, reason)
-
-    # State changes: the one place where the machine is fed.
-
-    def _feed(self, event: Callable[[Machine, float], None], reason: str) -> None:
-        machine = self._machine
-        old = machine.state
-        now = trio.current_time()
-        event(machine, now)
+    def react(self, change: StateChange | None) -> None:
+        """Wake or re-time the runner; dismiss and answer OFF on a trip."""
         self._end_wait_if_due()
-        if machine.state is not old:
-            self._changed(StateChange(self._name, old, machine.state, reason, now))
+        if change is None:
+            return
+        old, new = change.old, change.new
+        if old is State.STARTING:
+            self._settled.set()
+        if new is State.STOPPED:
+            self._resource = OFF
+            self._mailbox.close()
+        elif new is State.FORCED_OFF or (
+            new is State.OFF and old is not State.FORCED_OFF
+        ):
+            # Turned OFF, or forced OFF: nothing more is served.
+            self._resource = OFF
+            self._mailbox.reject_queued()
+            self._dismiss()
 
     def _end_wait_if_due(self) -> None:
         """Wake the runner once there is something to do; keep it to its timer."""
-        machine = self._machine
+        machine = self._core.machine
         waiting = self._waiting
         if waiting is not None:
-            if machine.wants_start or machine.state is State.STOPPED:
+            if machine.wants_attempt or machine.state is State.STOPPED:
                 waiting.cancel()  # reset() wants a start now, or stop()
             else:
                 # A fleet may arm, move or drop the one retry timer.
                 retry_at = machine.retry_at
                 waiting.deadline = math.inf if retry_at is None else retry_at
-        elif machine.state is State.OFF and not machine.wants_start:
+        elif machine.state is State.OFF and not machine.wants_attempt:
             self._dismiss()  # an attempt the fleet no longer wants
-
-    def _changed(self, change: StateChange) -> None:
-        old, new = change.old, change.new
-        if old is State.STARTING:
-            self._settled.set()
-        if new is State.ON:
-            logger.info(
-                "breaker %r is ON (%s)", self._name, change.reason, extra=self._extra()
-            )
-        elif new is State.STOPPED:
-            self._resource = OFF
-            self._mailbox.close()
-            logger.info("breaker %r stopped", self._name, extra=self._extra())
-        elif new is State.OFF and old is State.FORCED_OFF:
-            logger.info("breaker %r was reset", self._name, extra=self._extra())
-        else:
-            # Turned OFF, or forced OFF: nothing more is served.
-            self._resource = OFF
-            self._mailbox.reject_queued()
-            self._dismiss()
-            if new is State.OFF:
-                self._totals.trips += 1
-            self._log_off(change)
-        self._publisher.publish(change)
-        self._supervisor_publisher.publish(change)
-        if new is State.STOPPED:
-            self._publisher.end()
-
-    def _log_off(self, change: StateChange) -> None:
-        if change.new is State.FORCED_OFF:
-            logger.warning("breaker %r forced OFF", self._name, extra=self._extra())
-            return
-        retry_at = self._machine.retry_at
-        if self._machine.hold is not Hold.NONE:
-            logger.error(
-                "breaker %r turned OFF (%s)%s",
-                self._name,
-                change.reason,
-                ""
-                if retry_at is None
-                else f"; next start in {retry_at - change.time:g} s",
-                extra=self._extra(),
-            )
-            return
-        assert retry_at is not None  # noqa: S101 - a trip arms the retry
-        logger.error(
-            "breaker %r turned OFF after %d failures (last: %s); next start in %g s",
-            self._name,
-            self._machine.failures,
-            change.reason,
-            retry_at - change.time,
-            extra=self._extra(),
-        )
 
     def _log_end(
         self, error: Exception | None, *, started: bool, dismissed: bool
@@ -457,13 +377,4 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
                 if started
                 else "returned without calling task_status.started()"
             )
-        logger.error(
-            "breaker %r: the resource %s",
-            self._name,
-            what,
-            exc_info=error,
-            extra=self._extra(),
-        )
-
-    def _extra(self) -> dict[str, object]:
-        return {"breaker": self._name, "state": self._machine.state.value}
+        self._core.log_error(f"resource {what}", error)

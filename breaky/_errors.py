@@ -20,6 +20,21 @@ class ResourceLost(Exception):  # noqa: N818 - it is an outcome, not a bug repor
 
 
 @final
+class BreakerOff(Exception):  # noqa: N818 - it is an answer, as OFF is
+    """A guard's raising form refused the call: the guard is OFF, or shed it.
+
+    The call was not made. ``breaker`` is the guard's name; ``shed`` tells a
+    call shed by the bulkhead (too many waiting) from one refused while OFF.
+    """
+
+    def __init__(self, breaker: str, *, shed: bool = False) -> None:
+        why = "too many calls wait (shed)" if shed else "it is OFF"
+        super().__init__(f"guard {breaker!r} refused the call: {why}; it was not made")
+        self.breaker = breaker
+        self.shed = shed
+
+
+@final
 class CallTimeout(trio.TooSlowError):
     """The call was not answered before its timeout; this counts as one failure."""
 

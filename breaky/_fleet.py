@@ -1,19 +1,19 @@
 """The seam between a supervisor's breakers and a fleet that shares their state.
 
 A fleet (for now only :class:`breaky.redis.RedisFleet`) runs as one task in a
-supervisor's nursery. It sees the supervisor through a :class:`Link`: the
-names of its breakers, each breaker as a :class:`Member`, and a subscription
-to their state changes. It tells a breaker what the fleet decided through one
-method, :meth:`Member.tell`, which feeds the breaker's state machine like any
-other input. Nothing else of the core is open to it, and the core imports
-nothing of any fleet.
+supervisor's nursery. It sees the supervisor's breakers, of both kinds,
+through a :class:`Link` over its registry: their names, each breaker's core as
+a :class:`Member`, and a subscription to their state changes. It tells a
+breaker what the fleet decided through one method, :meth:`Member.tell`, which
+feeds the breaker's state machine like any other input. Nothing else of the
+core is open to it, and the core imports nothing of any fleet.
 """
 
 from __future__ import annotations
 
 import abc
 import enum
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, final
 
 import attrs
 
@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 
     import trio
 
-    from ._breaker import CircuitBreaker
+    from ._core import Core
     from ._events import StateChanges
-    from ._supervisor import Supervisor
+    from ._registry import Registry
 
 __all__ = ["Fleet", "Link", "Member", "View"]
 
@@ -57,46 +57,51 @@ _INPUTS: dict[View, Callable[[Machine, float], None]] = {
 class Member:
     """One breaker, as a fleet sees it."""
 
-    _breaker: CircuitBreaker[Any, Any]
+    _core: Core
+
+    @property
+    def name(self) -> str:
+        """The breaker's name."""
+        return self._core.name
 
     @property
     def state(self) -> State:
         """The breaker's state here."""
-        return self._breaker.state
+        return self._core.machine.state
 
     @property
     def sees_off(self) -> bool:
         """Whether it is OFF by its own failures: what the fleet counts."""
-        return self._breaker._machine.sees_off
+        return self._core.machine.sees_off
 
     def tell(self, view: View, reason: str) -> None:
         """Feed the breaker's machine what the fleet says, with its reason."""
-        self._breaker._fleet_says(_INPUTS[view], reason)
+        self._core.fleet_says(_INPUTS[view], reason)
 
 
 @final
 @attrs.define(eq=False)
 class Link:
-    """A supervisor, as its fleet sees it."""
+    """A supervisor's breakers, as its fleet sees them."""
 
-    _supervisor: Supervisor
+    _registry: Registry
 
     def names(self) -> list[str]:
         """The names of the breakers running now."""
-        return list(self._supervisor)
+        return self._registry.names()
 
     def members(self) -> list[Member]:
         """The breakers running now."""
-        return [Member(b) for b in self._supervisor._breakers.values()]
+        return [Member(entry.core) for entry in self._registry.entries()]
 
     def member(self, name: str) -> Member | None:
         """The breaker running under ``name``, or ``None``."""
-        breaker = self._supervisor._breakers.get(name)
-        return None if breaker is None else Member(breaker)
+        entry = self._registry.get(name)
+        return None if entry is None else Member(entry.core)
 
     def subscribe(self) -> StateChanges:
         """Every later state change; the channel ends when the supervisor closes."""
-        return self._supervisor.subscribe(max_buffer=10_000)
+        return self._registry.publisher.subscribe(10_000)
 
 
 class Fleet(abc.ABC):
@@ -105,15 +110,15 @@ class Fleet(abc.ABC):
     __slots__ = ()
 
     @abc.abstractmethod
-    def _claim(self) -> None:
+    def claim(self) -> None:
         """Reserve the fleet for one supervisor, or raise ``RuntimeError``.
 
         Called by :func:`breaky.open_supervisor` before anything starts; the
-        fleet is free again when :meth:`_serve` ends.
+        fleet is free again when :meth:`serve` ends.
         """
 
     @abc.abstractmethod
-    async def _serve(self, link: Link, *, task_status: trio.TaskStatus[None]) -> None:
+    async def serve(self, link: Link, *, task_status: trio.TaskStatus[None]) -> None:
         """Serve one supervisor until its subscription ends.
 
         Called in the supervisor's nursery; ``task_status.started()`` must

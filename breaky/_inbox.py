@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from ._mailbox import Mailbox
 
 _CLOSED = "this inbox was closed: use the inbox of a running instance"
+_NOT_STARTED = (
+    "the resource read its inbox before calling task_status.started(): call "
+    "task_status.started() first, once it is ready to serve (a failed start)"
+)
 
 
 @final
@@ -45,12 +49,14 @@ class Inbox(
     served by the next instance, never lost.
     """
 
-    __slots__ = ("_closed", "_ended", "_mailbox")
+    __slots__ = ("_closed", "_ended", "_mailbox", "_started")
 
     def __init__(self, mailbox: Mailbox[MessageT, ReplyT]) -> None:
         self._mailbox = mailbox
         self._closed = False  # aclose() was called
         self._ended = False  # its resource instance has ended
+        # Its instance called task_status.started(): it may take requests.
+        self._started = False
 
     def __repr__(self) -> str:
         mailbox = self._mailbox
@@ -68,6 +74,8 @@ class Inbox(
 
         """
         self._check_open()
+        if not self._started:
+            raise RuntimeError(_NOT_STARTED)
         request = self._mailbox.take()
         if request is None:
             raise trio.WouldBlock
@@ -90,6 +98,8 @@ class Inbox(
         # receive() is built on this rather than the other way round, as
         # trio.abc.ReceiveChannel does: ``async for`` is the hot path.
         mailbox = self._mailbox
+        if not self._started:
+            raise RuntimeError(_NOT_STARTED)
         if mailbox.queued:
             # Serving a backlog must still let other tasks run.
             await trio.lowlevel.checkpoint()

@@ -24,10 +24,8 @@ from ._off import OFF
 from ._request import QUEUED, SETTLED, TAKEN, MessageT, ReplyT, Request
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
+    from ._core import Core
     from ._policy import Policy
-    from ._statistics import Totals
 
 # Compact the deadline heap when it holds more than this many settled entries
 # beyond twice the pending ones: memory stays bounded, cost stays O(1) per call.
@@ -44,9 +42,8 @@ class Mailbox(Generic[MessageT, ReplyT]):
 
     name: str
     _policy: Policy
-    _totals: Totals
-    # Tells the breaker of one failure, with the reason.
-    _failed: Callable[[str], None]
+    # The breaker's core: it counts, and judges what is a failure.
+    _core: Core
     _queue: deque[Request[MessageT, ReplyT]] = attrs.field(
         init=False, factory=deque[Request[MessageT, ReplyT]]
     )
@@ -77,6 +74,14 @@ class Mailbox(Generic[MessageT, ReplyT]):
     _clock: trio.abc.Clock = attrs.field(
         init=False, factory=trio.lowlevel.current_clock
     )
+    # Whether a reply needs no judging: no slow-call limit, no rate rule.
+    _plain_replies: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        policy = self._policy
+        self._plain_replies = (
+            policy.slow_call_duration is None and policy.failure_rate is None
+        )
 
     def pending_calls(self) -> int:
         """Calls queued or held, not answered yet (casts are not counted)."""
@@ -150,27 +155,24 @@ class Mailbox(Generic[MessageT, ReplyT]):
         error: Exception | None,
     ) -> None:
         """The resource answered a request it took (reply or fail)."""
-        slow = False
-        if request._caller is not None:
-            self.held.discard(request)
-            totals = self._totals
-            if error is None:
-                totals.replies += 1
-            else:
-                totals.errors += 1
-            limit = self._policy.slow_call_duration
-            if (
-                limit is not None
-                and self._clock.current_time() - request._sent_at > limit
-            ):
-                totals.slow_calls += 1
-                slow = True
+        core = self._core
+        if request._caller is None:
+            # A cast: nobody waits and it is no call, but its error may count.
+            request._settle(value, error)
+            if error is not None and core.counts(error):
+                core.failed(f"a cast failed with {type(error).__name__}")
+            return
+        self.held.discard(request)
+        if error is None and self._plain_replies:
+            # The hot path: a reply with nothing to judge (no slow-call limit,
+            # no rate rule), counted here rather than by core.judge().
+            core.totals.replies += 1
+            request._settle(value, None)
+            return
+        reason = core.judge(error, request._sent_at)
         request._settle(value, error)
         # The caller has its answer; now the breaker may react (even trip).
-        if slow:
-            self._failed("a call was slow")
-        if error is not None and self._policy.counts_as_failure(error):
-            self._failed(f"a request failed with {type(error).__name__}")
+        core.outcome(reason)
 
     def withdrawn(self, request: Request[Any, Any]) -> None:
         """A caller was cancelled; a queued request will be skipped."""
@@ -178,7 +180,7 @@ class Mailbox(Generic[MessageT, ReplyT]):
             self.queued -= 1
         else:
             self.held.discard(request)
-        self._totals.cancelled += 1
+        self._core.totals.cancelled += 1
 
     # The breaker's side.
 
@@ -189,7 +191,7 @@ class Mailbox(Generic[MessageT, ReplyT]):
             request = queue.popleft()
             if request._phase is QUEUED:
                 if request._caller is not None:
-                    self._totals.off += 1
+                    self._core.totals.off += 1
                 request._settle(OFF)
         self.queued = 0
 
@@ -203,7 +205,7 @@ class Mailbox(Generic[MessageT, ReplyT]):
         """The resource instance ended: its unanswered calls get ResourceLost."""
         held = list(self.held)
         self.held.clear()
-        self._totals.lost += len(held)
+        self._core.totals.lost += len(held)
         for request in held:
             lost = ResourceLost(
                 f"the resource of breaker {self.name!r} ended "
@@ -257,8 +259,8 @@ class Mailbox(Generic[MessageT, ReplyT]):
                         "before the call's timeout"
                     ),
                 )
-                self._totals.timeouts += 1
-                self._failed("a call timed out")
+                self._core.totals.timeouts += 1
+                self._core.failed("a call timed out")
 
     def stop_keeping_deadlines(self) -> None:
         """End :meth:`keep_deadlines`: nothing is pending any more."""

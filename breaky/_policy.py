@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import math
 import random
 from typing import TYPE_CHECKING, Any, TypeAlias, cast, final
@@ -10,6 +11,8 @@ import attrs
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from typing_extensions import TypedDict
 
 
 def check_seconds(
@@ -90,14 +93,26 @@ def _jitter(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
         raise ValueError(msg)
 
 
+def _rate(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    msg = f"{attribute.name} must be a number > 0 and <= 1, or None, got {value!r}"
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(msg)
+    if not 0 < value <= 1:  # NaN fails this too
+        raise ValueError(msg)
+
+
 def _exceptions(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return  # the kind's default
     if callable(value) and not isinstance(value, type):
         return  # a predicate
     types = cast("tuple[object, ...]", value if isinstance(value, tuple) else (value,))
     if not all(isinstance(t, type) and issubclass(t, Exception) for t in types):
         msg = (
             f"{attribute.name} must be an Exception subclass, a tuple of them, "
-            f"or a predicate taking an exception, got {value!r}"
+            f"a predicate taking an exception, or None, got {value!r}"
         )
         raise TypeError(msg)
 
@@ -109,8 +124,14 @@ def _rng(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
 
 
 FailureExceptions: TypeAlias = (
-    "type[Exception] | tuple[type[Exception], ...] | Callable[[Exception], bool]"
+    "type[Exception] | tuple[type[Exception], ...] | Callable[[Exception], bool] | None"
 )
+
+# A start that has not called task_status.started() after this long is a
+# failed start. Long enough for a connect, a TLS handshake and a health check
+# over a slow network; short enough that a service whose dependency hangs
+# settles OFF (after failure_threshold attempts) instead of hanging with it.
+DEFAULT_START_TIMEOUT = 10.0
 
 
 @final
@@ -118,14 +139,20 @@ FailureExceptions: TypeAlias = (
 class Policy:
     """Every option of a circuit breaker, checked when it is made.
 
-    A policy can be shared by many breakers; pass one to
-    :meth:`breaky.Supervisor.start_circuit_breaker` as ``policy=``, where
-    keyword options override its fields. The defaults are the Erlang seed's.
+    A policy can be shared by many breakers, of either kind: pass one as
+    ``policy=`` to :meth:`breaky.Supervisor.start_circuit_breaker`,
+    :meth:`breaky.Supervisor.guard` or :class:`breaky.Guard`, where keyword
+    options (any field's name) override its fields. The defaults are the
+    Erlang seed's. A field that means nothing for one kind (``start_timeout``
+    for a guard; ``trial_calls`` and ``max_concurrent`` for a resource
+    breaker) is refused there unless it keeps its default.
 
     Attributes:
-        failure_threshold: failures that turn the breaker OFF; an int >= 1.
-        retry_timeout: seconds from a trip to the first start attempt while
-            OFF, and between attempts when ``retry_backoff`` is 1; > 0.
+        failure_threshold: failures that turn the breaker OFF; an int >= 1
+            (the count rule; unused when ``failure_rate`` is set).
+        retry_timeout: seconds from a trip to the first attempt while OFF (a
+            start, or a guard's trial call), and between attempts when
+            ``retry_backoff`` is 1; > 0.
         call_timeout: default seconds a call waits for its answer; ``None``
             waits as long as the caller's own cancel scopes allow.
         failure_window: when set, only failures in the last ``failure_window``
@@ -139,23 +166,46 @@ class Policy:
         retry_jitter: spreads each wait uniformly over +/- this fraction of it
             (0.1 is +/-10%), so a fleet of breakers does not retry in lockstep;
             >= 0 and < 1.
-        failure_exceptions: exceptions that, passed to ``request.fail()``,
-            count one failure: an exception type, a tuple of them, or a
-            predicate. By default none count: the caller decides, with
-            :meth:`~breaky.CircuitBreaker.failure`.
+        failure_exceptions: the exceptions that count one failure (passed to
+            ``request.fail()``, or raised by a guarded call): an exception
+            type, a tuple of them, or a predicate. ``None`` (the default)
+            means the kind's default: for a resource breaker none count (the
+            caller decides, with :meth:`~breaky.CircuitBreaker.failure`); for
+            a guard every ``Exception`` counts. An exception that does not
+            count is still the caller's answer, and a success.
         slow_call_duration: a call answered later than this many seconds counts
             one failure (the reply is still delivered); ``None`` to disable.
         rng: the random source of the jitter; pass ``random.Random(seed)`` to
             make it repeatable. By default each breaker has its own.
         max_queued: load shedding. When this many requests (calls and casts)
-            wait in the inbox, not yet taken by the resource, a new one is
+            wait in the inbox, not yet taken by the resource (for a guard:
+            calls wait for one of ``max_concurrent`` places), a new one is
             answered :data:`~breaky.OFF` at once and never reaches the
             resource; a shed call is not a failure and changes no state.
             ``None`` (the default) queues without limit; an int >= 1.
         start_timeout: seconds a start (the first, a restart or a retry) may
             take to call ``task_status.started()``; a start still pending then
-            is cancelled and counts as a failed start. ``None`` (the default)
-            waits as long as it takes; > 0.
+            is cancelled and counts as a failed start. 10 by default (long
+            enough for a connect, a TLS handshake and a health check; short
+            enough that a hung dependency turns the breaker OFF rather than
+            hanging the service); ``None`` waits as long as it takes; > 0.
+        trial_calls: a guard's half-open rule: once the retry wait has
+            passed, this many trial calls, one at a time, must succeed before
+            the guard is ON again; every other call meanwhile is answered
+            OFF. An int >= 1.
+        max_concurrent: a guard's bulkhead: at most this many calls run at
+            once; with ``max_queued``, that many more wait for a place (in
+            order, within their timeout), and beyond it a call is shed.
+            ``None`` (the default): no limit.
+        failure_rate: the rate rule, which replaces the count rule when set:
+            the breaker trips when, within the last ``failure_window`` seconds
+            (required with it), at least ``minimum_calls`` calls had an
+            outcome and this share of them failed. A success is a reply
+            (resource breaker) or a return (guard). > 0 and <= 1, or ``None``.
+            Outcomes are kept in twentieths of the window, so each counts for
+            between 95% and 100% of it.
+        minimum_calls: the fewest outcomes in the window for the rate rule
+            to trip; an int >= 1.
 
     """
 
@@ -171,14 +221,20 @@ class Policy:
     )
     retry_jitter: float = attrs.field(default=0.0, validator=_jitter)
     failure_exceptions: FailureExceptions = attrs.field(
-        default=(), validator=_exceptions
+        default=None, validator=_exceptions
     )
     slow_call_duration: float | None = attrs.field(
         default=None, validator=_positive_or_none
     )
     rng: random.Random | None = attrs.field(default=None, eq=False, validator=_rng)
     max_queued: int | None = attrs.field(default=None, validator=_count_or_none)
-    start_timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
+    start_timeout: float | None = attrs.field(
+        default=DEFAULT_START_TIMEOUT, validator=_positive_or_none
+    )
+    trial_calls: int = attrs.field(default=1, validator=_threshold)
+    max_concurrent: int | None = attrs.field(default=None, validator=_count_or_none)
+    failure_rate: float | None = attrs.field(default=None, validator=_rate)
+    minimum_calls: int = attrs.field(default=10, validator=_threshold)
 
     def __attrs_post_init__(self) -> None:
         cap = self.max_retry_timeout
@@ -188,10 +244,111 @@ class Policy:
                 f" got {cap!r}"
             )
             raise ValueError(msg)
+        if self.failure_rate is not None and self.failure_window is None:
+            msg = (
+                "failure_rate needs a failure_window (the seconds its share of "
+                "failures is measured over), got failure_window=None"
+            )
+            raise ValueError(msg)
 
-    def counts_as_failure(self, error: Exception) -> bool:
-        """Whether ``error``, passed to ``request.fail()``, counts one failure."""
-        kinds = self.failure_exceptions
-        if isinstance(kinds, tuple | type):
-            return isinstance(error, kinds)
-        return bool(kinds(error))
+
+if TYPE_CHECKING:
+
+    class PolicyOptions(TypedDict, total=False):
+        """Every field of :class:`Policy`, as keyword options (for type checkers)."""
+
+        failure_threshold: int
+        retry_timeout: float
+        call_timeout: float | None
+        failure_window: float | None
+        retry_backoff: float
+        max_retry_timeout: float | None
+        retry_jitter: float
+        failure_exceptions: FailureExceptions
+        slow_call_duration: float | None
+        rng: random.Random | None
+        max_queued: int | None
+        start_timeout: float | None
+        trial_calls: int
+        max_concurrent: int | None
+        failure_rate: float | None
+        minimum_calls: int
+
+
+class FromPolicy(enum.Enum):
+    """The default of options that, when not given, come from the policy."""
+
+    FROM_POLICY = "from the policy"
+
+    def __repr__(self) -> str:
+        return f"<{self.value}>"
+
+
+FROM_POLICY = FromPolicy.FROM_POLICY
+
+
+class Kind(enum.Enum):
+    """The two kinds of breaker, as a policy's checks name them."""
+
+    RESOURCE = "a resource breaker"
+    GUARD = "a guard"
+
+
+# The fields that mean nothing for one kind, and what to use instead.
+_MEANINGLESS: dict[Kind, dict[str, str]] = {
+    Kind.GUARD: {
+        "start_timeout": "a guard starts nothing; bound each call with call_timeout",
+    },
+    Kind.RESOURCE: {
+        "trial_calls": "a resource breaker's trial is its start (with its health "
+        "check); a guard has trial calls",
+        "max_concurrent": "a resource serves as many requests at once as it takes "
+        "from its inbox; use inbox.serve(handler, concurrency=N)",
+    },
+}
+_DEFAULTS = Policy()
+_FIELDS = tuple(f.name for f in attrs.fields(Policy))
+
+
+def policy_for(
+    kind: Kind, policy: object, options: dict[str, object], *, hint: str = ""
+) -> Policy:
+    """``policy`` (or the default) with ``options`` applied, checked for ``kind``.
+
+    Raises ``TypeError`` for an option that is no field of Policy (its
+    message ends with ``hint``), and ``ValueError`` for a field that means
+    nothing for ``kind``.
+    """
+    if policy is None:
+        policy = _DEFAULTS
+    elif not isinstance(policy, Policy):
+        msg = f"policy must be a breaky.Policy or None, got {policy!r}"
+        raise TypeError(msg)
+    unknown = sorted(set(options) - set(_FIELDS))
+    if unknown:
+        msg = (
+            f"unexpected option {unknown[0]!r}: the options are the fields of "
+            f"breaky.Policy ({', '.join(_FIELDS)}){hint}"
+        )
+        raise TypeError(msg)
+    if options:
+        policy = attrs.evolve(policy, **options)  # type: ignore[arg-type]
+    for name, instead in _MEANINGLESS[kind].items():
+        if getattr(policy, name) != getattr(_DEFAULTS, name):
+            msg = (
+                f"{name} means nothing for {kind.value}: {instead} "
+                f"(got {name}={getattr(policy, name)!r})"
+            )
+            raise ValueError(msg)
+    if (
+        kind is Kind.GUARD
+        and policy.max_queued is not None
+        and (policy.max_concurrent is None)
+    ):
+        msg = (
+            "max_queued needs max_concurrent for a guard: calls wait only for "
+            f"one of max_concurrent places (got max_queued={policy.max_queued!r}, "
+            "max_concurrent=None)"
+        )
+        raise ValueError(msg)
+    return policy

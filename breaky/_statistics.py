@@ -1,4 +1,10 @@
-"""Counts of what happened to a breaker, and the frozen snapshot users see."""
+"""What a breaker counts, declared once, and the frozen snapshot users see.
+
+:class:`Counts` declares every counter with what it counts and its unit; the
+running :class:`Totals` and the :class:`BreakerStatistics` snapshot both
+inherit it, and the metrics exporters read the same declarations, so a new
+counter is written in one place.
+"""
 
 from __future__ import annotations
 
@@ -10,76 +16,128 @@ if TYPE_CHECKING:
     from ._machine import State
 
 
+def _counter(text: str, unit: str, outcome: str | None = None) -> int:
+    """A counter field: ``outcome`` names a way a call can end, if it is one."""
+    return attrs.field(
+        default=0, metadata={"help": text, "unit": unit, "outcome": outcome}
+    )
+
+
 @attrs.define
-class Totals:
-    """The running counts; updated in place on the request path."""
+class Counts:
+    """Every counter of a breaker; both kinds count the same things.
 
-    calls: int = 0
-    replies: int = 0
-    errors: int = 0
-    off: int = 0
-    shed: int = 0
-    timeouts: int = 0
-    lost: int = 0
-    cancelled: int = 0
-    slow_calls: int = 0
-    casts: int = 0
-    crashes: int = 0
-    failed_starts: int = 0
-    restarts: int = 0
-    trips: int = 0
-    retries: int = 0
+    A call ends exactly one way: the fields with an ``outcome`` in their
+    metadata, so that those plus the calls pending add up to the calls made.
+    """
+
+    calls: int = _counter("Calls made.", "{call}")
+    replies: int = _counter(
+        "Calls answered with a reply (a guarded call returned).", "{call}", "reply"
+    )
+    errors: int = _counter(
+        "Calls answered with an exception (request.fail(), or raised by a "
+        "guarded call), whether it counted as a failure or not.",
+        "{call}",
+        "error",
+    )
+    off: int = _counter(
+        "Calls answered OFF because the breaker was not serving.", "{call}", "off"
+    )
+    shed: int = _counter(
+        "Calls answered OFF because too many were waiting (load shedding).",
+        "{call}",
+        "shed",
+    )
+    timeouts: int = _counter("Calls answered CallTimeout.", "{call}", "timeout")
+    lost: int = _counter(
+        "Calls answered ResourceLost (the resource ended while holding them).",
+        "{call}",
+        "lost",
+    )
+    cancelled: int = _counter(
+        "Calls whose caller was cancelled before their answer.", "{call}", "cancelled"
+    )
+    slow_calls: int = _counter(
+        "Calls answered later than the policy's slow_call_duration.", "{call}"
+    )
+    casts: int = _counter(
+        "Casts queued (a cast answered OFF is not counted).", "{cast}"
+    )
+    crashes: int = _counter(
+        "Started resource instances that ended on their own.", "{crash}"
+    )
+    failed_starts: int = _counter("Start attempts that failed.", "{start}")
+    restarts: int = _counter(
+        "Starts made at once after a crash or a failed start.", "{restart}"
+    )
+    trips: int = _counter(
+        "Times the breaker turned OFF on its own failures (not on a fleet's word).",
+        "{trip}",
+    )
+    retries: int = _counter(
+        "Attempts made while OFF: starts of a resource, trial calls of a guard.",
+        "{retry}",
+    )
+    fleet_holds: int = _counter(
+        "Times a fleet turned the breaker OFF on other instances' word.", "{hold}"
+    )
 
 
+@attrs.define
+class Totals(Counts):
+    """The running counts; updated in place on the call path."""
+
+
+# (name, help, unit, outcome) of every counter, in declaration order.
+COUNTERS: tuple[tuple[str, str, str, str | None], ...] = tuple(
+    (f.name, f.metadata["help"], f.metadata["unit"], f.metadata["outcome"])
+    for f in attrs.fields(Counts)
+)
+
+
+# attrs freezes a subclass of a mutable class (its __setattr__ refuses every
+# field); dataclass rules, which pyright applies, do not allow it.
 @final
-@attrs.frozen
-class BreakerStatistics:
-    """A snapshot of one breaker, from :meth:`~breaky.CircuitBreaker.statistics`.
+@attrs.frozen(kw_only=True)  # pyright: ignore[reportGeneralTypeIssues]
+class BreakerStatistics(Counts):
+    """A snapshot of one breaker or guard, from its ``statistics()``.
 
-    Every call made is exactly one of: replied, errored (``request.fail()``),
-    answered OFF, shed, timed out, lost, cancelled by its caller, or still
-    pending, so ``calls == replies + errors + off + shed + timeouts + lost +
-    cancelled + pending``.
+    Every call made is exactly one of: replied, errored, answered OFF, shed,
+    timed out, lost, cancelled by its caller, or still pending, so ``calls ==
+    replies + errors + off + shed + timeouts + lost + cancelled + pending``.
 
     Attributes:
         state: the breaker's state.
-        failures: the failures that count toward the threshold now.
-        pending: calls not answered yet (queued, or held by the resource).
+        failures: the failures that count toward the failure rule now.
+        pending: calls not answered yet (queued or held by the resource; for
+            a guard, running or waiting for a place).
         calls: calls made.
-        replies: calls answered with ``request.reply()``.
-        errors: calls answered with ``request.fail()``.
+        replies: calls answered with ``request.reply()``; for a guard, calls
+            whose function returned.
+        errors: calls answered with ``request.fail()``; for a guard, calls
+            whose function raised (counted as a failure or not).
         off: calls answered :data:`~breaky.OFF` because the breaker was not
-            serving (OFF, forced OFF or stopped).
+            serving (OFF, forced OFF, stopped, or a guard's trial in flight).
         shed: calls answered :data:`~breaky.OFF` because ``max_queued``
             requests were already waiting (load shedding).
         timeouts: calls answered :class:`~breaky.CallTimeout`.
-        lost: calls answered :class:`~breaky.ResourceLost`.
+        lost: calls answered :class:`~breaky.ResourceLost` (never for a guard).
         cancelled: calls withdrawn because their caller was cancelled.
         slow_calls: calls answered later than ``slow_call_duration``.
         casts: casts queued (a cast answered OFF is not counted).
         crashes: started resource instances that ended on their own.
         failed_starts: start attempts that failed.
         restarts: starts made at once after a crash or failed start.
-        trips: times the breaker turned OFF on failures.
-        retries: start attempts made while OFF.
+        trips: times the breaker turned OFF on its own failures; a fleet
+            holding it OFF is not a trip.
+        retries: attempts made while OFF: starts of a resource breaker,
+            trial calls of a guard.
+        fleet_holds: times a fleet turned the breaker OFF on the word of
+            other instances (not a trip of its own).
 
     """
 
     state: State
     failures: int
     pending: int
-    calls: int
-    replies: int
-    errors: int
-    off: int
-    shed: int
-    timeouts: int
-    lost: int
-    cancelled: int
-    slow_calls: int
-    casts: int
-    crashes: int
-    failed_starts: int
-    restarts: int
-    trips: int
-    retries: int

@@ -10,68 +10,78 @@ from typing import TYPE_CHECKING, Any, cast, final
 import attrs
 import trio
 
-from ._breaker import FROM_POLICY, CircuitBreaker, FromPolicy
-from ._events import Publisher, StateChanges
+from ._breaker import CircuitBreaker
 from ._fleet import Fleet, Link
-from ._policy import Policy, check_count, check_seconds
+from ._guard import Guard
+from ._policy import Kind, Policy, check_count, check_seconds, policy_for
+from ._registry import Entry, Registry
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
     from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
-    from typing import Concatenate
 
+    from typing_extensions import TypeVarTuple, Unpack
+
+    from ._events import StateChanges
     from ._inbox import Inbox
+    from ._policy import PolicyOptions
     from ._request import MessageT, ReplyT
+
+    PosArgT = TypeVarTuple("PosArgT")
+
+
+_PARTIAL = (
+    "; pass keyword arguments for the resource function with "
+    "functools.partial(fn, name=value)"
+)
 
 
 @final
 @attrs.define(eq=False, repr=False)
 class Supervisor:
-    """Owns circuit breakers; made by :func:`breaky.open_supervisor`.
+    """Owns circuit breakers and guards; made by :func:`breaky.open_supervisor`.
 
-    Look breakers up by name: ``sup["db"]``, ``"db" in sup``, ``len(sup)``,
-    and ``for name in sup``.
+    Look them up by name: ``sup["db"]``, ``"db" in sup``, ``len(sup)``, and
+    ``for name in sup``; a name is taken once, whatever the kind.
     """
 
     _nursery: trio.Nursery
     _shutdown_timeout: float
-    _breakers: dict[str, CircuitBreaker[Any, Any]] = attrs.field(
-        init=False, factory=dict[str, CircuitBreaker[Any, Any]]
-    )
+    _registry: Registry = attrs.field(init=False, factory=Registry)
     _closed: bool = attrs.field(init=False, default=False)
-    _publisher: Publisher = attrs.field(init=False, factory=Publisher)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<breaky.Supervisor {state}, breakers: {list(self._breakers)}>"
+        return f"<breaky.Supervisor {state}, breakers: {self._registry.names()}>"
 
-    def __getitem__(self, name: str) -> CircuitBreaker[Any, Any]:
-        try:
-            return self._breakers[name]
-        except KeyError:
-            msg = f"no circuit breaker named {name!r}; known: {sorted(self._breakers)}"
-            raise KeyError(msg) from None
+    def __getitem__(self, name: str) -> CircuitBreaker[Any, Any] | Guard:
+        entry = self._registry.get(name)
+        if entry is None:
+            msg = (
+                f"no circuit breaker named {name!r}; known: "
+                f"{sorted(self._registry.names())}"
+            )
+            raise KeyError(msg)
+        return entry.breaker  # type: ignore[no-any-return]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._breakers
+        return name in self._registry
 
     def __len__(self) -> int:
-        return len(self._breakers)
+        return len(self._registry)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self._breakers))
+        return iter(self._registry)
 
-    async def start_circuit_breaker(  # noqa: PLR0913 - the options are the API
+    async def start_circuit_breaker(
         self,
         name: str,
-        fn: Callable[Concatenate[Inbox[MessageT, ReplyT], ...], Awaitable[object]],
-        *args: object,
+        fn: Callable[[Inbox[MessageT, ReplyT], Unpack[PosArgT]], Awaitable[object]],
+        *args: Unpack[PosArgT],
         policy: Policy | None = None,
-        failure_threshold: int | FromPolicy = FROM_POLICY,
-        retry_timeout: float | FromPolicy = FROM_POLICY,
-        call_timeout: float | FromPolicy | None = FROM_POLICY,
+        **options: Unpack[PolicyOptions],
     ) -> CircuitBreaker[MessageT, ReplyT]:
         """Start a circuit breaker that supervises ``fn(inbox, *args)``.
 
@@ -84,33 +94,25 @@ class Supervisor:
         Args:
             name: a name unique in this supervisor, used in logs and lookups.
             fn: the resource function, ``async def fn(inbox, *args, task_status)``.
-            args: positional arguments for ``fn`` after the inbox.
+            args: positional arguments for ``fn`` after the inbox (use
+                :func:`functools.partial` for keyword arguments).
             policy: the breaker's :class:`~breaky.Policy` (by default
-                ``Policy()``: the Erlang seed's defaults); the keyword options
-                below override its fields.
-            failure_threshold: failures counted since the breaker last turned
-                ON that turn it OFF; an int >= 1 (default 10).
-            retry_timeout: seconds between start attempts while OFF; > 0
-                (default 10).
-            call_timeout: seconds a call waits by default; > 0, or None
-                (default 5).
+                ``Policy()``: the Erlang seed's defaults).
+            **options: fields of Policy (``failure_threshold=5``,
+                ``max_queued=100``, ...), overriding the policy's.
 
         Raises:
             TypeError, ValueError: a bad argument; nothing was started.
             RuntimeError: the supervisor is closed.
 
         """
-        policy = _policy_with(
-            policy,
-            failure_threshold=failure_threshold,
-            retry_timeout=retry_timeout,
-            call_timeout=call_timeout,
-        )
-        self._check_new(name, fn, args)
+        policy = policy_for(Kind.RESOURCE, policy, dict(options), hint=_PARTIAL)
+        self._check_new(name)
+        _check_resource_function(fn, args)
         breaker: CircuitBreaker[MessageT, ReplyT] = CircuitBreaker(
-            name, fn, args, policy, self._shutdown_timeout, self._publisher
+            name, fn, args, policy, self._registry.publisher
         )
-        self._breakers[name] = breaker
+        self._registry.add(name, Entry(breaker, breaker._core, breaker._stop))
         # The breaker lives in the supervisor's nursery, not the caller's.
         self._nursery.start_soon(breaker._run, name=f"breaky {name!r}")
         self._nursery.start_soon(breaker._keep_deadlines, name=f"breaky {name!r} calls")
@@ -121,10 +123,39 @@ class Supervisor:
             # once the start has settled, the breaker stays.
             if not breaker._settled.is_set():
                 # Unsettled, so neither stopped nor closed: still registered.
-                del self._breakers[name]
+                self._registry.remove(name)
                 breaker._stop(grace=0)
             raise
         return breaker
+
+    def guard(
+        self,
+        name: str,
+        *,
+        policy: Policy | None = None,
+        **options: Unpack[PolicyOptions],
+    ) -> Guard:
+        """Make a :class:`~breaky.Guard` that belongs to this supervisor.
+
+        It is listed with the supervisor's breakers (``sup[name]``), its
+        changes reach :meth:`subscribe`, it joins the supervisor's fleet, and
+        it is STOPPED (answering OFF) when the supervisor closes.
+
+        Args:
+            name: a name unique in this supervisor, whatever the kind.
+            policy: the guard's :class:`~breaky.Policy`.
+            **options: fields of Policy, overriding the policy's.
+
+        Raises:
+            TypeError, ValueError: a bad argument; nothing was made.
+            RuntimeError: the supervisor is closed.
+
+        """
+        policy = policy_for(Kind.GUARD, policy, dict(options))
+        self._check_new(name)
+        guard = Guard._made_for(name, policy, self._registry.publisher)
+        self._registry.add(name, Entry(guard, guard._core, lambda _: guard._stop()))
+        return guard
 
     def subscribe(self, *, max_buffer: int = 1000) -> StateChanges:
         """Return a channel of every breaker's later state changes, in order.
@@ -134,10 +165,10 @@ class Supervisor:
         ``missed``. It ends when the supervisor closes.
         """
         check_count("max_buffer", max_buffer, minimum=1)
-        return self._publisher.subscribe(max_buffer)
+        return self._registry.publisher.subscribe(max_buffer)
 
     async def stop_circuit_breaker(self, name: str) -> None:
-        """Stop the breaker ``name`` and wait until its resource has ended.
+        """Stop the breaker (or guard) ``name``; wait until its resource has ended.
 
         Its inbox is closed (the resource's ``async for`` ends) and queued
         requests are answered OFF; a resource still running after the
@@ -149,47 +180,40 @@ class Supervisor:
 
         """
         breaker = self[name]
-        del self._breakers[name]
-        breaker._stop(grace=self._shutdown_timeout)
-        await breaker._finished.wait()
+        entry = self._registry.remove(name)
+        entry.stop(self._shutdown_timeout)
+        if isinstance(breaker, CircuitBreaker):
+            await breaker._finished.wait()
+        else:
+            await trio.lowlevel.checkpoint()
 
-    def _check_new(self, name: object, fn: object, args: tuple[object, ...]) -> None:
+    def _check_new(self, name: object) -> None:
         if self._closed:
             msg = "this supervisor is closed: its async with block has ended"
             raise RuntimeError(msg)
-        if not isinstance(name, str):
-            msg = f"name must be a str, got {name!r}"
-            raise TypeError(msg)
-        if name in self._breakers:
-            msg = f"a circuit breaker named {name!r} is already running here"
-            raise ValueError(msg)
-        _check_resource_function(fn, args)
+        self._registry.check_free(name)
 
     def _close(self, grace: float) -> None:
         self._closed = True
-        breakers = list(self._breakers.values())
-        self._breakers.clear()
-        for breaker in breakers:
-            breaker._stop(grace=grace)
+        for entry in self._registry.clear():
+            entry.stop(grace)
         # Every breaker is STOPPED now: there will be no more changes.
-        self._publisher.end()
-
-
-def _policy_with(policy: Policy | None, **options: object) -> Policy:
-    """``policy`` (or the default) with the options that were given."""
-    if policy is None:
-        policy = Policy()
-    elif not isinstance(cast("object", policy), Policy):
-        msg = f"policy must be a breaky.Policy or None, got {policy!r}"
-        raise TypeError(msg)
-    given: dict[str, Any] = {
-        key: value for key, value in options.items() if value is not FROM_POLICY
-    }
-    return attrs.evolve(policy, **given) if given else policy
+        self._registry.publisher.end()
 
 
 def _check_resource_function(fn: object, args: tuple[object, ...]) -> None:
     """Refuse, before anything starts, a function that cannot be a resource."""
+    if inspect.iscoroutine(fn):
+        # fn(...) instead of fn: say so, as trio does, and close it, so that
+        # no "never awaited" warning follows the error.
+        name = fn.__qualname__
+        fn.close()
+        msg = (
+            f"fn must be an async function, got a coroutine object of {name}: "
+            f"pass {name}, not {name}(); its arguments follow it, as in "
+            f"start_circuit_breaker(name, {name}, arg1, arg2)"
+        )
+        raise TypeError(msg)
     # Like nursery.start, accept a sync wrapper (functools.wraps) of an async
     # function; refuse a plain sync function before it fails every start.
     if not callable(fn) or (
@@ -212,6 +236,13 @@ def _check_resource_function(fn: object, args: tuple[object, ...]) -> None:
             )
         else:
             msg = f"{fn!r} cannot be called as fn(inbox, *args, task_status=...): {exc}"
+            if any(
+                p.kind is p.KEYWORD_ONLY
+                and p.default is p.empty
+                and p.name != "task_status"
+                for p in signature.parameters.values()
+            ):  # a keyword-only argument it needs, and *args cannot give
+                msg += _PARTIAL
         raise TypeError(msg) from None
 
 
@@ -248,13 +279,13 @@ async def open_supervisor(
         )
         raise TypeError(msg)
     if fleet is not None:
-        fleet._claim()  # one supervisor at a time; freed when it is served
+        fleet.claim()  # one supervisor at a time; freed when it is served
     body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
             supervisor = Supervisor(nursery, grace)
             if fleet is not None:
-                await nursery.start(fleet._serve, Link(supervisor))
+                await nursery.start(fleet.serve, Link(supervisor._registry))
             try:
                 yield supervisor
             except BaseException as exc:  # noqa: BLE001 - re-raised below

@@ -381,13 +381,15 @@ class RedisFleet(Fleet):
 
     # The fleet's task, in the supervisor's nursery.
 
-    def _claim(self) -> None:
+    def claim(self) -> None:
+        """Reserve this fleet for one supervisor (see :class:`breaky._fleet.Fleet`)."""
         if self._serving:
             msg = f"{self!r} already serves a supervisor"
             raise RuntimeError(msg)
         self._serving = True
 
-    async def _serve(self, link: Link, *, task_status: trio.TaskStatus[None]) -> None:
+    async def serve(self, link: Link, *, task_status: trio.TaskStatus[None]) -> None:
+        """Keep the supervisor's breakers in the fleet, until it closes."""
         try:
             tracker = _Tracker()
             changes = link.subscribe()

@@ -27,6 +27,7 @@ import attrs
 import trio
 
 from ._breaker import CircuitBreaker
+from ._guard import Guard
 from ._machine import State
 from ._policy import check_seconds
 
@@ -156,8 +157,10 @@ class Faults:
         return None
 
 
-async def wait_for_state(breaker: CircuitBreaker[Any, Any], state: State) -> None:
-    """Wait until ``breaker`` is in ``state``.
+async def wait_for_state(
+    breaker: CircuitBreaker[Any, Any] | Guard, state: State
+) -> None:
+    """Wait until ``breaker`` (a circuit breaker or a guard) is in ``state``.
 
     Returns (after a checkpoint) at once if it is in ``state`` now, otherwise
     as soon as it changes to ``state``: a state it passes through is not
@@ -166,13 +169,13 @@ async def wait_for_state(breaker: CircuitBreaker[Any, Any], state: State) -> Non
     and time moves on Trio's clock only as far as the breaker takes it.
 
     Raises:
-        TypeError: ``breaker`` is not a :class:`~breaky.CircuitBreaker` or
-            ``state`` not a :class:`~breaky.State`.
+        TypeError: ``breaker`` is not a :class:`~breaky.CircuitBreaker` nor
+            a :class:`~breaky.Guard`, or ``state`` not a :class:`~breaky.State`.
         RuntimeError: the breaker stopped before it got to ``state``.
 
     """
-    if not isinstance(cast("object", breaker), CircuitBreaker):
-        msg = f"breaker must be a breaky.CircuitBreaker, got {breaker!r}"
+    if not isinstance(cast("object", breaker), CircuitBreaker | Guard):
+        msg = f"breaker must be a breaky.CircuitBreaker or Guard, got {breaker!r}"
         raise TypeError(msg)
     if not isinstance(cast("object", state), State):
         msg = f"state must be a breaky.State, got {state!r}"

@@ -70,7 +70,8 @@ async def test_at_quorum_every_instance_turns_off_within_half_a_second(
             assert await node.db.call("x") is OFF
             (change,) = [c for c in node.changes if c.new is State.OFF]
             assert change.reason == "fleet OFF: 2 of 4 instances report OFF"
-            assert node.db.statistics().trips == 1
+            stats = node.db.statistics()
+            assert (stats.trips, stats.fleet_holds) == (0, 1)
         assert "breaker 'db' turned OFF (fleet OFF: 2 of 4 instances report OFF)" in [
             r.getMessage() for r in caplog.records
         ]
@@ -125,12 +126,13 @@ async def test_the_lease_passes_on_when_the_prober_goes(
         if how == "cancelled":
             prober.scope.cancel()  # no goodbye: its lease expires
         else:
-            # Its supervisor closes: the lease is released at once.
+            # Its supervisor closes (as at the end of its ``async with``, which
+            # this task cannot leave here): the lease is released at once.
             assert prober.sup is not None
             prober.sup._close(grace=0)
         rest = [n for n in nodes if n is not prober]
         took = await until(
-            lambda: any(n.db._machine.hold.name == "PROBER" for n in rest)
+            lambda: any(n.db._core.machine.hold.name == "PROBER" for n in rest)
         )
         assert took < (0.5 if how == "closed" else TTL)
         down["all"] = False
@@ -171,7 +173,7 @@ async def test_calls_are_answered_while_redis_is_killed_frozen_and_back(
             down["n0"] = down["n1"] = True
             trip(nodes[0])
             trip(nodes[1])
-            await until(lambda: healthy.db._machine.hold.name == "HELD")
+            await until(lambda: healthy.db._core.machine.hold.name == "HELD")
             if outage == 1:
                 await redis_server.kill()
             else:

@@ -21,8 +21,7 @@ from coredis.connection import TCPLocation
 from fleet_nodes import TTL, Node, fleet_of, prober_of, trip, until, url_of
 
 import breaky
-from breaky import State
-from breaky._fleet_demo import redis_server_binary
+from breaky import State, _servers
 from breaky.redis import RedisFleet
 
 if TYPE_CHECKING:
@@ -42,7 +41,7 @@ async def store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[ServerProcess | None, Callable[[], Any]]]:
     """Where a fleet lives: a server to name, and how each instance reaches it."""
-    binary = redis_server_binary()
+    binary = _servers.redis_server_binary()
     assert binary is not None
     if request.param == "cluster":
         cluster = servers.cluster(binary, tmp_path)
@@ -56,7 +55,7 @@ async def store(
     if request.param == "valkey":
         binary = servers.valkey_server_binary()
         assert binary is not None
-    server = servers.redis(binary)
+    server = _servers.redis_server(binary)
     await server.start()
     try:
         yield server, lambda: url_of(server)
@@ -141,7 +140,7 @@ async def test_a_forced_off_prober_gives_up_its_lease_at_once(
         prober.db.force_off()
         rest = [n for n in nodes if n is not prober]
         took = await until(
-            lambda: any(n.db._machine.hold.name == "PROBER" for n in rest)
+            lambda: any(n.db._core.machine.hold.name == "PROBER" for n in rest)
         )
         assert took < 0.5
         down["all"] = False
@@ -166,7 +165,7 @@ async def test_a_recovery_during_a_sync_is_not_lost(
             trip(nodes[0])
             await trio.sleep(0.2)
             trip(nodes[2])  # its report makes the quorum: it takes the lease
-            await until(lambda: nodes[2].db._machine.hold.name == "PROBER")
+            await until(lambda: nodes[2].db._core.machine.hold.name == "PROBER")
             down["all"] = False
             proxy.hold()
             nodes[2].db.force_off()
@@ -254,7 +253,7 @@ async def test_a_plain_client_on_a_cluster_node_is_told_to_use_a_cluster_client(
 async def test_a_replica_is_told_apart_from_an_outage(
     redis_server: ServerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
-    replica = servers.redis(redis_server.argv[0])
+    replica = _servers.redis_server(redis_server.argv[0])
     replica.argv += ["--replicaof", "127.0.0.1", str(redis_server.port)]
     await replica.start()
     try:

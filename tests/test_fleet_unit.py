@@ -1,4 +1,9 @@
-"""The fleet's pure parts: arguments, URLs, slots, errors, the seam."""
+"""The fleet's pure parts: arguments, URLs, slots, errors, the seam.
+
+An internals test module: it drives RedisFleet's private steps (``_watch``,
+``_knock``, the tracker's queues...) one at a time, which no public call can
+isolate.
+"""
 
 from __future__ import annotations
 
@@ -220,11 +225,11 @@ class BrokenLink:
 @servers.coredis_runs_on_this_trio
 async def test_a_bug_in_the_fleet_is_not_swallowed() -> None:
     fleet = RedisFleet("redis://127.0.0.1:1/0", instance="a")
-    fleet._claim()
+    fleet.claim()
     with pytest.RaisesGroup(ZeroDivisionError, flatten_subgroups=True):
         async with trio.open_nursery() as nursery:
-            await nursery.start(fleet._serve, BrokenLink())
-    fleet._claim()  # free again
+            await nursery.start(fleet.serve, BrokenLink())
+    fleet.claim()  # free again
 
 
 @pytest.mark.parametrize(

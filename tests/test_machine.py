@@ -17,9 +17,9 @@ def machine(threshold: int = 3, retry_timeout: float = 10.0) -> Machine:
 
 def tripped(threshold: int = 3, at: float = 5.0) -> Machine:
     m = machine(threshold)
-    m.started(0.0)
+    m.attempt_succeeded(0.0)
     for _ in range(threshold):
-        m.crashed(at)
+        m.failure(at)
     assert m.state is State.OFF
     return m
 
@@ -31,9 +31,9 @@ def test_a_new_machine_is_starting_with_nothing_counted():
 
 def test_started_turns_it_on_with_a_fresh_count():
     m = machine()
-    m.start_failed(1.0)
-    m.start_failed(2.0)
-    m.started(3.0)
+    m.attempt_failed(1.0)
+    m.attempt_failed(2.0)
+    m.attempt_succeeded(3.0)
     assert (m.state, m.failures, m.retry_at) == (State.ON, 0, None)
 
 
@@ -41,65 +41,63 @@ def test_started_turns_it_on_with_a_fresh_count():
 def test_failed_first_starts_turn_it_off_exactly_at_the_threshold(threshold):
     m = machine(threshold, retry_timeout=10.0)
     for n in range(1, threshold):
-        m.start_failed(float(n))
+        m.attempt_failed(float(n))
         assert (m.state, m.failures, m.retry_at) == (State.STARTING, n, None)
-    m.start_failed(100.0)
+    m.attempt_failed(100.0)
     assert (m.state, m.failures, m.retry_at) == (State.OFF, threshold, 110.0)
 
 
 def test_failed_restarts_while_on_are_counted_too():
     m = machine(threshold=2)
-    m.started(0.0)
-    m.start_failed(1.0)
+    m.attempt_succeeded(0.0)
+    m.attempt_failed(1.0)
     assert (m.state, m.failures) == (State.ON, 1)
-    m.start_failed(2.5)
+    m.attempt_failed(2.5)
     assert (m.state, m.retry_at) == (State.OFF, 12.5)
 
 
 def test_crashes_count_and_turn_it_off_at_the_threshold():
     m = machine(threshold=3)
-    m.started(0.0)
-    m.crashed(1.0)
-    m.crashed(2.0)
+    m.attempt_succeeded(0.0)
+    m.failure(1.0)
+    m.failure(2.0)
     assert (m.state, m.failures, m.retry_at) == (State.ON, 2, None)
-    m.crashed(3.0)
+    m.failure(3.0)
     assert (m.state, m.failures, m.retry_at) == (State.OFF, 3, 13.0)
 
 
 def test_reported_failures_count_like_crashes():
     m = machine(threshold=2)
-    m.started(0.0)
+    m.attempt_succeeded(0.0)
     m.failure(1.0)
     assert (m.state, m.failures) == (State.ON, 1)
-    m.crashed(2.0)
+    m.failure(2.0)
     assert (m.state, m.retry_at) == (State.OFF, 12.0)
 
 
 def test_the_count_survives_a_restart_and_never_decays():
     m = machine(threshold=3)
-    m.started(0.0)
-    m.crashed(1.0)
-    m.started(1.0)  # the restarted instance is up again
-    m.crashed(1000.0)
+    m.attempt_succeeded(0.0)
+    m.failure(1.0)
+    m.attempt_succeeded(1.0)  # the restarted instance is up again
+    m.failure(1000.0)
     assert (m.state, m.failures) == (State.ON, 2)
-    m.started(1000.0)
+    m.attempt_succeeded(1000.0)
     m.failure(10_000.0)
     assert m.state is State.OFF
 
 
-@pytest.mark.parametrize("event", [Machine.failure, Machine.crashed])
+@pytest.mark.parametrize("event", [Machine.failure])
 def test_failures_are_ignored_while_off(event):
     m = tripped(threshold=3, at=5.0)
     event(m, 7.0)
     assert (m.state, m.failures, m.retry_at) == (State.OFF, 3, 15.0)
 
 
-@pytest.mark.parametrize(
-    "event", [Machine.failure, Machine.crashed, Machine.start_failed]
-)
+@pytest.mark.parametrize("event", [Machine.failure, Machine.attempt_failed])
 def test_failures_are_ignored_once_stopped(event):
     m = machine(threshold=1)
-    m.stop()
+    m.stop(0.0)
     event(m, 1.0)
     assert (m.state, m.failures, m.retry_at) == (State.STOPPED, 0, None)
 
@@ -107,32 +105,32 @@ def test_failures_are_ignored_once_stopped(event):
 def test_retry_is_due_at_retry_at_and_not_before():
     m = tripped(at=5.0)  # retry_at = 15.0
     m.retry_due(14.999)
-    assert (m.retry_at, m.wants_start) == (15.0, False)
+    assert (m.retry_at, m.wants_attempt) == (15.0, False)
     m.retry_due(15.0)
-    assert (m.state, m.retry_at, m.wants_start) == (State.OFF, None, True)
+    assert (m.state, m.retry_at, m.wants_attempt) == (State.OFF, None, True)
 
 
 def test_retry_is_due_after_retry_at():
     m = tripped(at=5.0)
     m.retry_due(99.0)
-    assert (m.state, m.retry_at, m.wants_start) == (State.OFF, None, True)
+    assert (m.state, m.retry_at, m.wants_attempt) == (State.OFF, None, True)
 
 
 def test_a_failed_retry_rearms_the_timer_from_its_own_time():
     m = tripped(threshold=3, at=5.0)
     m.retry_due(15.0)
-    m.start_failed(16.0)
+    m.attempt_failed(16.0)
     assert (m.state, m.failures, m.retry_at) == (State.OFF, 3, 26.0)
-    assert not m.wants_start
+    assert not m.wants_attempt
 
 
 def test_a_successful_retry_turns_it_on_with_a_fresh_count():
     m = tripped(threshold=3, at=5.0)
     m.retry_due(15.0)
-    m.started(16.0)
+    m.attempt_succeeded(16.0)
     assert (m.state, m.failures, m.retry_at) == (State.ON, 0, None)
-    m.crashed(17.0)
-    m.crashed(18.0)
+    m.failure(17.0)
+    m.failure(18.0)
     assert m.state is State.ON  # a full threshold again before the next trip
 
 
@@ -140,34 +138,34 @@ def test_a_successful_retry_turns_it_on_with_a_fresh_count():
 def test_stop_is_final(state_of):
     m = machine(threshold=1)
     if state_of != "starting":
-        m.started(0.0)
+        m.attempt_succeeded(0.0)
     if state_of.startswith("off"):
-        m.crashed(1.0)
+        m.failure(1.0)
     if state_of == "off due":
         m.retry_due(100.0)
-    m.stop()
+    m.stop(0.0)
     assert (m.state, m.retry_at) == (State.STOPPED, None)
-    m.started(200.0)
-    m.start_failed(201.0)
-    m.crashed(202.0)
+    m.attempt_succeeded(200.0)
+    m.attempt_failed(201.0)
+    m.failure(202.0)
     m.failure(203.0)
     m.retry_due(1e9)
     assert (m.state, m.retry_at) == (State.STOPPED, None)
     assert not m.accepting
-    assert not m.wants_start
+    assert not m.wants_attempt
 
 
-def test_accepting_and_wants_start_in_every_state():
+def test_accepting_and_wants_attempt_in_every_state():
     starting = machine(threshold=1)
     on = machine(threshold=1)
-    on.started(0.0)
+    on.attempt_succeeded(0.0)
     waiting = tripped(threshold=1)
     due = tripped(threshold=1)
     due.retry_due(1e9)
     stopped = machine()
-    stopped.stop()
+    stopped.stop(0.0)
     seen = {
-        name: (m.state, m.accepting, m.wants_start)
+        name: (m.state, m.accepting, m.wants_attempt)
         for name, m in {
             "starting": starting,
             "on": on,
@@ -191,7 +189,7 @@ def test_a_late_start_while_off_and_waiting_is_ignored():
     # its next checkpoint (e.g. after a shielded connect): the trip stands.
     m = machine(threshold=1)
     m.failure(1.0)
-    m.started(2.0)
+    m.attempt_succeeded(2.0)
     assert (m.state, m.failures, m.retry_at) == (State.OFF, 1, 11.0)
 
 
@@ -211,16 +209,16 @@ class Model:
             return
         if event == "stop":
             self.state, self.retry_at = State.STOPPED, None
-        elif event == "started" and self.state is not State.ON:
+        elif event == "attempt_succeeded" and self.state is not State.ON:
             if self.state is State.OFF and self.retry_at is not None:
                 return  # a dismissed instance: the trip stands
             self.state, self.failures, self.retry_at = State.ON, 0, None
-        elif event == "start_failed" and self.state is State.OFF:
+        elif event == "attempt_failed" and self.state is State.OFF:
             self.retry_at = now + self.retry_timeout
         elif event == "retry_due":
             if self.retry_at is not None and now >= self.retry_at:
                 self.retry_at = None
-        elif event in {"start_failed", "crashed", "failure"} and self.state in {
+        elif event in {"attempt_failed", "failure"} and self.state in {
             State.STARTING,
             State.ON,
         }:
@@ -229,7 +227,7 @@ class Model:
                 self.state, self.retry_at = State.OFF, now + self.retry_timeout
 
 
-EVENTS = ["started", "start_failed", "crashed", "failure", "retry_due", "stop"]
+EVENTS = ["attempt_succeeded", "attempt_failed", "failure", "retry_due", "stop"]
 
 
 @given(
@@ -250,7 +248,7 @@ def test_random_inputs_follow_the_model_and_keep_the_invariants(
         now += elapsed
         was_stopped = m.state is State.STOPPED
         if event == "stop":
-            m.stop()
+            m.stop(0.0)
         else:
             getattr(m, event)(now)
         model.feed(event, now)
@@ -260,7 +258,7 @@ def test_random_inputs_follow_the_model_and_keep_the_invariants(
             model.failures,
             model.retry_at,
         )
-        waiting = m.state is State.OFF and not m.wants_start
+        waiting = m.state is State.OFF and not m.wants_attempt
         assert (m.retry_at is not None) == waiting
         assert m.retry_at is None or m.retry_at <= now + retry_timeout
         if m.accepting:
@@ -274,14 +272,14 @@ def test_random_inputs_follow_the_model_and_keep_the_invariants(
 
 def held(prober: bool = False) -> Machine:
     m = machine()
-    m.started(0.0)
+    m.attempt_succeeded(0.0)
     (m.fleet_probe if prober else m.fleet_off)(1.0)
     return m
 
 
 def test_fleet_off_turns_an_on_machine_off_with_no_timer():
     m = held()
-    assert (m.state, m.hold, m.retry_at, m.wants_start) == (
+    assert (m.state, m.hold, m.retry_at, m.wants_attempt) == (
         State.OFF,
         Hold.HELD,
         None,
@@ -294,15 +292,15 @@ def test_fleet_off_drops_a_tripped_machines_timer_and_its_report():
     m = tripped()
     assert m.sees_off
     m.fleet_off(6.0)
-    assert (m.retry_at, m.wants_start, m.sees_off) == (None, False, False)
+    assert (m.retry_at, m.wants_attempt, m.sees_off) == (None, False, False)
 
 
 def test_the_prober_retries_at_the_policys_rate():
     m = held(prober=True)
     assert (m.state, m.hold, m.retry_at) == (State.OFF, Hold.PROBER, 11.0)
     m.retry_due(11.0)
-    assert m.wants_start
-    m.start_failed(11.5)
+    assert m.wants_attempt
+    m.attempt_failed(11.5)
     assert (m.retry_at, m.sees_off) == (21.5, False)  # held: no report
 
 
@@ -318,13 +316,13 @@ def test_a_held_machine_that_becomes_the_prober_waits_one_period():
     assert m.retry_at == 14.0
     m.retry_due(14.0)
     m.fleet_probe(14.0)  # said again while the attempt is under way
-    assert (m.retry_at, m.wants_start) == (None, True)
+    assert (m.retry_at, m.wants_attempt) == (None, True)
 
 
 def test_the_prober_told_held_stops_trying():
     m = held(prober=True)
     m.fleet_off(2.0)
-    assert (m.retry_at, m.wants_start) == (None, False)
+    assert (m.retry_at, m.wants_attempt) == (None, False)
 
 
 def test_fleet_on_asks_a_held_machine_for_a_start_within_the_spread():
@@ -343,7 +341,7 @@ def test_fleet_on_brings_the_probers_next_start_forward_never_back():
     m = held(prober=True)
     m.retry_due(11.0)  # the probe is under way: left alone
     m.fleet_on(11.0)
-    assert (m.retry_at, m.wants_start) == (None, True)
+    assert (m.retry_at, m.wants_attempt) == (None, True)
 
 
 def test_fleet_on_changes_nothing_unless_held_and_off():
@@ -351,9 +349,9 @@ def test_fleet_on_changes_nothing_unless_held_and_off():
     m.fleet_on(6.0)  # never held: its own trip stands
     assert m.retry_at == 15.0
     m = held()
-    m.started(2.0)  # not wanted: ignored
+    m.attempt_succeeded(2.0)  # not wanted: ignored
     m.reset(2.0)
-    m.started(2.0)
+    m.attempt_succeeded(2.0)
     m.fleet_probe(3.0)
     m.reset(3.0)
     assert m.hold is Hold.NONE
@@ -374,7 +372,7 @@ def test_fleet_lost_puts_a_held_machine_back_on_local_retries():
 
 def test_a_stopped_or_forced_off_machine_ignores_the_fleet():
     m = machine()
-    m.stop()
+    m.stop(0.0)
     m.fleet_off(1.0)
     assert (m.state, m.hold) == (State.STOPPED, Hold.NONE)
     m = machine()
@@ -382,7 +380,7 @@ def test_a_stopped_or_forced_off_machine_ignores_the_fleet():
     m.fleet_off(2.0)
     assert (m.state, m.hold, m.retry_at) == (State.FORCED_OFF, Hold.HELD, None)
     m.reset(3.0)  # the manual override: start now
-    assert (m.hold, m.wants_start) == (Hold.NONE, True)
+    assert (m.hold, m.wants_attempt) == (Hold.NONE, True)
 
 
 def test_a_failed_attempt_while_not_held_reports_off_again():
@@ -391,5 +389,5 @@ def test_a_failed_attempt_while_not_held_reports_off_again():
     assert not m.sees_off
     assert m.retry_at is not None
     m.retry_due(m.retry_at)
-    m.start_failed(3.0)
+    m.attempt_failed(3.0)
     assert m.sees_off

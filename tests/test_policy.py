@@ -56,7 +56,13 @@ def test_policy_defaults_are_the_seeds() -> None:
     assert policy.max_retry_timeout is None
     assert policy.retry_jitter == 0.0
     assert policy.slow_call_duration is None
-    assert not policy.counts_as_failure(OSError())
+    assert policy.failure_exceptions is None
+    assert policy.start_timeout == 10.0
+    assert (policy.trial_calls, policy.max_concurrent, policy.failure_rate) == (
+        1,
+        None,
+        None,
+    )
 
 
 @pytest.mark.parametrize(
@@ -159,13 +165,17 @@ async def test_the_wait_goes_back_to_retry_timeout_after_a_success(
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker("db", service, world, policy=policy)
         await trio.sleep(10 + 30 + 1)  # attempts at 10 and 40 failed
-        assert db._machine.retry_at == pytest.approx(40 + 90)
         world.down = False
+        await trio.sleep_until(129.9)  # the next wait is 90
+        assert (world.starts, db.state) == (3, State.OFF)
         await trio.sleep_until(130.5)
-        assert db.state is State.ON
+        assert (world.starts, db.state) == (4, State.ON)
         world.down = True
         db.failure()  # trip at 130.5: the wait is 10 again
-        assert db._machine.retry_at == pytest.approx(140.5)
+        await trio.sleep_until(140.4)
+        assert world.starts == 4
+        await trio.sleep_until(140.6)
+        assert world.starts == 5
 
 
 async def test_jitter_spreads_waits_and_a_seed_repeats_them(
@@ -203,10 +213,10 @@ async def test_failure_exceptions_count_failed_requests(autojump_clock: Clock) -
         db = await sup.start_circuit_breaker("db", service, World(), policy=policy)
         with pytest.raises(LookupError):
             await db.call(("fail", LookupError()))
-        assert db._machine.failures == 0
+        assert db.statistics().failures == 0
         with pytest.raises(ConnectionError):
             await db.call(("fail", ConnectionError()))
-        assert db._machine.failures == 1
+        assert db.statistics().failures == 1
         with pytest.raises(TimeoutError):
             await db.call(("fail", TimeoutError()))
         assert db.state is State.OFF
@@ -288,7 +298,7 @@ async def test_reset_while_off_tries_at_once_and_while_on_clears(
         db.reset()
         db.failure()
         assert db.state is State.ON
-        assert db._machine.failures == 1
+        assert db.statistics().failures == 1
 
 
 async def test_force_off_while_a_retry_is_starting(autojump_clock: Clock) -> None:

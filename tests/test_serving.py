@@ -560,3 +560,55 @@ async def test_a_dismissed_start_is_not_a_timed_out_one(
             )
         assert "db" not in sup
     assert not any("start_timeout" in r.getMessage() for r in caplog.records)
+
+
+async def test_reading_the_inbox_before_started_is_a_failed_start(
+    autojump_clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def eager(inbox: breaky.Inbox[str, str], *, task_status: Any) -> None:
+        async for request in inbox:  # forgot task_status.started()
+            request.reply(request.message)
+
+    async def batching(inbox: breaky.Inbox[str, str], *, task_status: Any) -> None:
+        inbox.receive_nowait()
+
+    async with breaky.open_supervisor() as sup:
+        for name, fn in (("eager", eager), ("batching", batching)):
+            db = await sup.start_circuit_breaker(name, fn, failure_threshold=2)
+            assert db.state is State.OFF
+            assert db.statistics().failed_starts == 2
+    [first, *_] = [r for r in caplog.records if "eager" in r.getMessage()]
+    assert first.exc_info is not None
+    assert "call task_status.started() first" in str(first.exc_info[1])
+
+
+async def test_a_start_timeout_of_none_waits_as_long_as_it_takes(
+    autojump_clock: Clock,
+) -> None:
+    async def slow(inbox: breaky.Inbox[str, str], *, task_status: Any) -> None:
+        await trio.sleep(3600)
+        task_status.started()
+        async for request in inbox:
+            request.reply(request.message)
+
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker("db", slow, start_timeout=None)
+        assert db.state is State.ON
+        assert trio.current_time() >= 3600
+
+
+async def test_a_failed_cast_counts_when_its_error_counts(
+    autojump_clock: Clock,
+) -> None:
+    async def fails(inbox: breaky.Inbox[str, str], *, task_status: Any) -> None:
+        task_status.started()
+        async for request in inbox:
+            request.fail(ConnectionError(request.message))
+
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker(
+            "db", fails, failure_threshold=1, failure_exceptions=ConnectionError
+        )
+        assert await db.cast("x") is None
+        await trio.testing.wait_all_tasks_blocked()
+        assert db.state is State.OFF

@@ -22,6 +22,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import pytest
 import trio
 import trio.testing
 
@@ -186,6 +187,8 @@ async def soak_round(
         injected.update(fault.injected)
 
 
+# The full soak runs for minutes on the real clock.
+@pytest.mark.timeout(1800 if FULL else 120)
 async def test_chaos_soak(autojump_clock: Clock) -> None:
     seed = int(os.environ.get("BREAKY_SOAK_SEED", random.randrange(10**6)))  # noqa: S311
     print(f"soak seed: {seed} (replay with BREAKY_SOAK_SEED={seed})")  # noqa: T201

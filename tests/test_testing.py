@@ -208,7 +208,11 @@ async def test_wait_for_state_when_the_breaker_stops_first(
 @pytest.mark.parametrize(
     ("breaker", "state", "match"),
     [
-        ("db", State.ON, r"breaker must be a breaky\.CircuitBreaker, got 'db'"),
+        (
+            "db",
+            State.ON,
+            r"breaker must be a breaky\.CircuitBreaker or Guard, got 'db'",
+        ),
         (None, "on", r"state must be a breaky\.State, got 'on'"),
     ],
 )
