@@ -15,9 +15,12 @@ fleet groups breakers by slot on Redis Cluster). KEYS: three per breaker,
 ``reports`` (sorted set: instance -> expiry, of the instances that see it
 OFF), ``fleet`` (string: why the fleet holds it OFF, with a time to live that
 the instances it holds renew) and ``probe`` (string: the prober's token, with
-a time to live: the lease). ARGV: instance, token, time to live (ms), lease
-(ms), quorum, channel, live instances (the heartbeat's last count, for the
-reason's wording), then a mode and a name per breaker. The modes:
+a time to live: the lease). On a single server one more key may
+come last, ``instances`` (the heartbeats), whose live ones the reason counts;
+on a cluster (it is in another slot) the count comes as an argument. ARGV:
+instance, token, time to live (ms), lease (ms), quorum, channel, live
+instances (the last heartbeat's count), then a mode and a name per breaker.
+The modes:
 
 - ``report``: this instance sees the breaker OFF (the report is renewed);
 - ``check``: it does not (its report, if any, is withdrawn);
@@ -60,8 +63,13 @@ local channel, live = ARGV[6], tonumber(ARGV[7])
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
+if #KEYS % 3 == 1 then
+  -- One server: the heartbeats' key came last; count them fresh.
+  live = redis.call('ZCOUNT', KEYS[#KEYS], '(' .. now, '+inf')
+end
+
 local replies = {}
-for i = 1, #KEYS / 3 do
+for i = 1, math.floor(#KEYS / 3) do
   local reports, fleet, probe = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   local mode, breaker = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
 

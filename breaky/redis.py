@@ -661,16 +661,19 @@ class RedisFleet(Fleet):
             for group in groups.values()
             for i in range(0, len(group), _CHUNK)
         ]
+        beat = False
         try:
-            if tracker.beat_due or fresh:
-                # First, and fresh before a new report: the reason of a
-                # quorum counts the live instances.
+            if cluster and fresh:
+                # The heartbeats' key is in another slot: count them first,
+                # so that the reason of a quorum counts the live instances.
                 tracker.beat_due = False
                 self._live = await self._beat(client, "beat")
-            replies = await self._sync(client, tracker, calls)
+            beat, tracker.beat_due = tracker.beat_due, False
+            replies = await self._sync(client, tracker, calls, beat=beat)
         except BaseException:
             # Not told to Redis: tried again, in this session or the next.
             tracker.recovered |= recovered
+            tracker.beat_due = tracker.beat_due or beat
             for name, _, _ in syncs:
                 tracker.dirty[name] = None
             raise
@@ -689,11 +692,17 @@ class RedisFleet(Fleet):
         raise _StoreGoneError(msg)
 
     async def _sync(
-        self, client: Client, tracker: _Tracker, calls: list[list[_Sync]]
+        self,
+        client: Client,
+        tracker: _Tracker,
+        calls: list[list[_Sync]],
+        *,
+        beat: bool,
     ) -> list[list[Any]]:
-        """Send the script calls in one pipeline; the replies, in order."""
-        if not calls:
-            return []
+        """Send the heartbeat and the script calls in one pipeline.
+
+        Return the calls' replies, in order.
+        """
         ttl_ms = round(self.report_ttl * 1000)
         common: list[str | int] = [
             self.instance,
@@ -704,20 +713,34 @@ class RedisFleet(Fleet):
             self.channel,
             self._live,
         ]
+        # On one server, each call counts the live heartbeats itself.
+        single = (
+            [] if isinstance(client, coredis.RedisCluster) else [self.instances_key]
+        )
         # Redis runs a thousand breakers' syncs in milliseconds; the room per
         # breaker is for this process, busy (or collecting its garbage)
         # between the writes and the reads of a large round.
         timeout = self._timeout + _ROOM_PER_BREAKER * sum(map(len, calls))
         with trio.move_on_after(timeout):
+            heartbeat = None
             async with client.pipeline(transaction=False) as pipe:
+                if beat:
+                    heartbeat = pipe.evalsha(
+                        _sha(BEAT),
+                        [self.instances_key],
+                        [self.instance, "beat", ttl_ms],
+                    )
                 requests = [
                     pipe.evalsha(
                         _sha(SYNC),
-                        keys=[k for s in call for k in self._keys(tracker, s[0])[0]],
+                        keys=[k for s in call for k in self._keys(tracker, s[0])[0]]
+                        + single,
                         args=common + [a for s in call for a in (s[1], s[0])],
                     )
                     for call in calls
                 ]
+            if heartbeat is not None:
+                self._live = int(cast("int", await heartbeat))
             return [cast("list[Any]", await request) for request in requests]
         msg = f"no answer within {timeout:g} s"
         raise _StoreGoneError(msg)
