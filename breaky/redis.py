@@ -9,10 +9,9 @@ starts it the fleet turns ON again. See the how-to on fleets in the docs.
 What it costs: each instance sends one heartbeat every ``report_ttl / 3``
 seconds, whatever its number of breakers. Only a breaker that reports OFF,
 holds the lease or is held costs more: one share of a script call per period,
-batched with the others (one call per hash slot and up to ``_CHUNK``
-breakers, pipelined). State changes and announcements go out as they come,
-and the leases this instance holds are renewed before any other per-breaker
-work.
+batched with the others (one call per hash slot and up to 200 breakers,
+pipelined). State changes and announcements go out as they come, and the
+leases this instance holds are renewed before any other per-breaker work.
 
 Where the fleet notices that Redis is gone: connecting and every round trip
 run under a Trio timeout of the fleet's own (``min(1, report_ttl / 3)``
