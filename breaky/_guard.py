@@ -176,7 +176,6 @@ class Guard:
                 return OFF
         elif self._lean and timeout is FROM_POLICY:
             # The lean path, inline: nothing to time, no place to take.
-            # (KeyedGuard.run repeats it; tests/test_keyed.py compares both.)
             totals = core.totals
             totals.calls += 1
             try:

@@ -493,27 +493,6 @@ class KeyedGuard(_Group[Guard]):
                 return await self._refuse()
         else:
             order.move_to_end(key)
-        core = guard._core
-        if core.machine.state is _ON and guard._lean and timeout is FROM_POLICY:
-            # Guard.run's lean path, inline: a second coroutine per call
-            # would cost more than the lookup (see benchmarks/keyed.py).
-            totals = core.totals
-            totals.calls += 1
-            try:
-                call = fn(*args)
-            except Exception:
-                totals.errors += 1
-                raise
-            try:
-                result = await call
-            except Exception as exc:
-                core.outcome(core.judge(exc, None))
-                raise
-            except BaseException:
-                totals.cancelled += 1
-                raise
-            totals.replies += 1
-            return result
         return await guard.run(fn, *args, timeout=timeout)
 
     def _make(self, name: str, key: str) -> Guard:  # noqa: ARG002 - as _Group's
