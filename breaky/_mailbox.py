@@ -159,8 +159,10 @@ class Mailbox(Generic[MessageT, ReplyT]):
         if request._caller is None:
             # A cast: nobody waits and it is no call, but its error may count.
             request._settle(value, error)
-            if error is not None and core.counts(error):
-                core.failed(f"a cast failed with {type(error).__name__}")
+            failed = error is not None and core.counts(error)
+            core.outcome(
+                f"a cast failed with {type(error).__name__}" if failed else None
+            )
             return
         self.held.discard(request)
         if error is None and self._plain_replies:
