@@ -252,10 +252,16 @@ async def test_a_plain_client_on_a_cluster_node_is_told_to_use_a_cluster_client(
 
 
 async def test_a_replica_is_told_apart_from_an_outage(
-    redis_server: ServerProcess, caplog: pytest.LogCaptureFixture
+    redis_server: ServerProcess, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
+    # The first sync of a replica goes through a file on both sides (the
+    # primary's dump.rdb): in tmp_path, not in the working directory.
+    await redis_server.kill()
+    redis_server.argv += ["--dir", str(tmp_path)]
+    await redis_server.start()
     replica = _servers.redis_server(redis_server.argv[0])
     replica.argv += ["--replicaof", "127.0.0.1", str(redis_server.port)]
+    replica.argv += ["--dir", str(tmp_path)]
     await replica.start()
     try:
         error = await refused_once(
