@@ -530,23 +530,18 @@ class RedisFleet(Fleet):
                     await stack.enter_async_context(client.connection_pool)
                 else:
                     await stack.enter_async_context(client)
-                # mypy on Python 3.13 reads this as object, pyright does not.
-                pubsub = cast(  # pyright: ignore[reportUnnecessaryCast]
-                    "PubSub[Any] | ClusterPubSub[Any]",
-                    await stack.enter_async_context(
-                        client.pubsub(
-                            channels=[self.channel],
-                            ignore_subscribe_messages=True,
-                            retry_policy=None,
-                        )
-                    ),
+                subscriber: PubSub[Any] | ClusterPubSub[Any] = client.pubsub(
+                    channels=[self.channel],
+                    ignore_subscribe_messages=True,
+                    retry_policy=None,
                 )
+                await stack.enter_async_context(subscriber)
                 # Loaded up front: EVALSHA needs no NOSCRIPT round trip.
                 await client.script_load(BEAT)
                 await client.script_load(SYNC)
                 setup.deadline = float("inf")
                 nursery = await stack.enter_async_context(trio.open_nursery())
-                nursery.start_soon(self._listen, pubsub, link, tracker)
+                nursery.start_soon(self._listen, subscriber, link, tracker)
                 nursery.start_soon(self._tick, tracker)
                 await self._in_step(client, link, tracker)
                 nursery.cancel_scope.cancel()

@@ -209,6 +209,7 @@ def sentinel(binary: str, primary: int, directory: Path) -> ServerProcess:
         "bind 127.0.0.1\n"
         "protected-mode no\n"
         f"sentinel monitor breaky 127.0.0.1 {primary} 1\n"
-        "sentinel down-after-milliseconds breaky 1000\n"
+        "sentinel down-after-milliseconds breaky 500\n"
+        "sentinel failover-timeout breaky 2000\n"
     )
     return ServerProcess([binary, str(config), "--sentinel"], port, "redis-sentinel")

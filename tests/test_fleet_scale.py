@@ -252,10 +252,16 @@ async def test_a_plain_client_on_a_cluster_node_is_told_to_use_a_cluster_client(
 
 
 async def test_a_replica_is_told_apart_from_an_outage(
-    redis_server: ServerProcess, caplog: pytest.LogCaptureFixture
+    redis_server: ServerProcess, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
+    # The first sync of a replica goes through a file on both sides (the
+    # primary's dump.rdb): in tmp_path, not in the working directory.
+    await redis_server.kill()
+    redis_server.argv += ["--dir", str(tmp_path)]
+    await redis_server.start()
     replica = _servers.redis_server(redis_server.argv[0])
     replica.argv += ["--replicaof", "127.0.0.1", str(redis_server.port)]
+    replica.argv += ["--dir", str(tmp_path)]
     await replica.start()
     try:
         error = await refused_once(
@@ -372,3 +378,45 @@ async def test_a_sentinel_primary_serves_a_fleet(
             )
     finally:
         await watcher.kill()
+
+
+async def test_a_sentinel_primary_follows_a_failover(
+    redis_server: ServerProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="breaky")
+    await redis_server.kill()
+    redis_server.argv += ["--dir", str(tmp_path)]  # the sync's file
+    await redis_server.start()
+    replica = _servers.redis_server(redis_server.argv[0])
+    replica.argv += ["--replicaof", "127.0.0.1", str(redis_server.port)]
+    replica.argv += ["--dir", str(tmp_path)]
+    await replica.start()
+    watcher = servers.sentinel(redis_server.argv[0], redis_server.port, tmp_path)
+    await watcher.start()
+    try:
+        async with (
+            coredis.Sentinel([TCPLocation("127.0.0.1", watcher.port)]) as sentinel,
+        ):
+            # The sentinel has seen the replica (it promotes only one it knows).
+            with trio.fail_after(20):
+                while not await sentinel.discover_replicas("breaky"):  # noqa: ASYNC110
+                    await trio.sleep(0.1)
+            async with fleet_of(
+                redis_server,
+                2,
+                quorum=1,
+                source=lambda: sentinel.primary_for("breaky"),
+            ) as (nodes, down):
+                await redis_server.kill()  # the primary dies: a failover
+                # Each instance's session ends (one warning), and the next
+                # one reaches the primary the sentinel promoted.
+                await until(
+                    lambda: sum("answers again" in m for m in messages(caplog)) == 2,
+                    within=30,
+                )
+                down["all"] = True
+                trip(nodes[0])  # the fleet works on the new primary
+                await until(lambda: nodes[1].db.state is State.OFF)
+    finally:
+        await watcher.kill()
+        await replica.kill()
