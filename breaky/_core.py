@@ -189,8 +189,12 @@ class Core:
 
     def fleet_says(self, event: Callable[[Machine, float], None], reason: str) -> None:
         """What a fleet says (see :mod:`breaky._fleet`): one more input."""
-        if event is Machine.fleet_on and self.machine.hold is not Hold.NONE:
-            self._fleet_on_reason = reason  # the next attempt's reason says so
+        machine = self.machine
+        if event is Machine.fleet_on and machine.hold is not Hold.NONE:
+            # The next attempt's reason says so; one that is ON already has
+            # no attempt to make, so a later, unrelated one must not say it.
+            if not machine.accepting:
+                self._fleet_on_reason = reason
         self.feed(event, reason)
 
     def attempt_reason(self, what: str) -> str:

@@ -23,7 +23,7 @@ import trio
 import breaky
 from breaky import State, StateChange
 from breaky._events import Publisher
-from breaky._fleet import View
+from breaky._fleet import Link, View
 from breaky._hash_slot import hash_slot
 from breaky._redis_errors import Kind, classify
 from breaky._redis_errors import describe as _describe
@@ -329,3 +329,41 @@ def test_failures_are_told_apart(error: Exception, kind: Kind, says: str) -> Non
     assert trouble.kind is kind
     assert says in trouble.cause + trouble.fix
     assert bool(trouble.fix) is (kind is Kind.CONFIG)
+
+
+async def test_fleet_on_to_a_breaker_already_on_leaves_no_reason_behind(
+    autojump_clock: Any,
+) -> None:
+    """Defect 4: a later, unrelated start was logged "after fleet ON"."""
+
+    async def resource(inbox: Any, *, task_status: Any) -> None:
+        task_status.started()
+        async for request in inbox:
+            request.reply(request.message)
+
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker(
+            "db", resource, failure_threshold=1, retry_timeout=1
+        )
+        member = Link(sup._registry).member("db")
+        assert member is not None
+        changes = db.subscribe()
+        member.tell(View.PROBE, "fleet OFF: you probe")
+        await trio.sleep(2)  # its probe (a start) succeeds: ON, still the prober
+        assert db.state is breaky.State.ON
+        member.tell(View.ON, "fleet ON: web-2 started the resource")
+        db.failure()  # trips on its own
+        await trio.sleep(2)  # its own retry
+        assert db.state is breaky.State.ON
+        reasons = []
+        while True:
+            try:
+                reasons.append(changes.receive_nowait().reason)
+            except trio.WouldBlock:
+                break
+        assert reasons == [
+            "fleet OFF: you probe",
+            "the resource started",
+            "failure() was called",
+            "the resource started",  # not "after fleet ON: ..."
+        ]
