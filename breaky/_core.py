@@ -190,11 +190,14 @@ class Core:
     def fleet_says(self, event: Callable[[Machine, float], None], reason: str) -> None:
         """What a fleet says (see :mod:`breaky._fleet`): one more input."""
         machine = self.machine
-        if event is Machine.fleet_on and machine.hold is not Hold.NONE:
-            # The next attempt's reason says so; one that is ON already has
-            # no attempt to make, so a later, unrelated one must not say it.
-            if not machine.accepting:
-                self._fleet_on_reason = reason
+        # The next attempt's reason says so; one that is ON already has no
+        # attempt to make, so a later, unrelated one must not say it.
+        if (
+            event is Machine.fleet_on
+            and machine.hold is not Hold.NONE
+            and not machine.accepting
+        ):
+            self._fleet_on_reason = reason
         self.feed(event, reason)
 
     def attempt_reason(self, what: str) -> str:

@@ -7,6 +7,7 @@ isolate.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import ssl
@@ -355,15 +356,18 @@ async def test_fleet_on_to_a_breaker_already_on_leaves_no_reason_behind(
         db.failure()  # trips on its own
         await trio.sleep(2)  # its own retry
         assert db.state is breaky.State.ON
-        reasons = []
-        while True:
-            try:
-                reasons.append(changes.receive_nowait().reason)
-            except trio.WouldBlock:
-                break
-        assert reasons == [
+        assert [c.reason for c in buffered(changes)] == [
             "fleet OFF: you probe",
             "the resource started",
             "failure() was called",
             "the resource started",  # not "after fleet ON: ..."
         ]
+
+
+def buffered(changes: breaky.StateChanges) -> list[StateChange]:
+    """The changes buffered in ``changes`` now, taken without waiting."""
+    seen: list[StateChange] = []
+    with contextlib.suppress(trio.WouldBlock):
+        while True:
+            seen.append(changes.receive_nowait())
+    return seen
