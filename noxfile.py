@@ -140,11 +140,19 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[-1])
 def typing(session: nox.Session) -> None:
-    """Mypy and pyright, both strict, on the package and on its API as used."""
+    """Mypy and pyright, both strict, on the package and on its API as used.
+
+    As used: tests/typing (code written as a user would, with assert_type()),
+    examples/, and the README's Python, extracted into a package of its own
+    (an error's line number there is the README's).
+    """
     session.install(".", *_group("typing"))
-    # tests/typing holds code written as a user would, with assert_type().
-    session.run("mypy", "breaky", "tests/typing")
-    session.run("pyright", "breaky", "tests/typing")
+    readme = Path(session.create_tmp()) / "readme"
+    shutil.rmtree(readme, ignore_errors=True)
+    session.run("python", "tests/typing/extract_readme.py", str(readme))
+    checked = ["breaky", "tests/typing", "examples", str(readme)]
+    session.run("mypy", *checked)
+    session.run("pyright", *checked)
 
 
 @nox.session(python=PYTHONS[-1])
@@ -194,7 +202,7 @@ def model(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """The benchmarks, targets enforced (not in the default run: timings)."""
-    session.install(".[redis,prometheus]")
+    session.install(".[redis,prometheus]", *_group("bench"))
     session.run(
         "python",
         "benchmarks/run.py",
@@ -208,7 +216,7 @@ def bench(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench_quick(session: nox.Session) -> None:
     """A smoke run of the benchmarks, so that they cannot rot."""
-    session.install(".[redis,prometheus]")
+    session.install(".[redis,prometheus]", *_group("bench"))
     session.run(
         "python",
         "benchmarks/run.py",

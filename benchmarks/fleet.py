@@ -21,21 +21,11 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 import breaky
-from breaky._fleet_demo import _Redis, redis_server_binary
+from benchmarks._harness import Result, echo, per_op, rounds
+from breaky._servers import redis_server, redis_server_binary
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from benchmarks.run import Result
-
-    # run.py's Result class and its per_op and rounds helpers.
-    Kit = tuple[type[Result], Any, Any]
-
-
-async def echo(inbox: breaky.Inbox[Any, Any], *, task_status: Any) -> None:
-    task_status.started()
-    async for request in inbox:
-        request.reply(request.message)
 
 
 # What a client sends; the server also counts each command a script runs.
@@ -55,8 +45,7 @@ async def commands_processed(url: str) -> int:
         )
 
 
-async def bench_calls(url: str, n: int, count: int, kit: Kit) -> Result:
-    result, per_op, rounds = kit
+async def bench_calls(url: str, n: int, count: int) -> Result:
     from breaky.redis import RedisFleet  # noqa: PLC0415
 
     fleet = RedisFleet(url, instance="bench")
@@ -69,13 +58,13 @@ async def bench_calls(url: str, n: int, count: int, kit: Kit) -> Result:
         await trio.sleep(0.2)  # joined
 
         async def fleet_call(m: int) -> float:
-            return float(await per_op(m, in_fleet.call))
+            return await per_op(m, in_fleet.call)
 
         async def local_call(m: int) -> float:
-            return float(await per_op(m, local.call))
+            return await per_op(m, local.call)
 
         medians = await rounds(n, count, {"fleet": fleet_call, "local": local_call})
-    return result(
+    return Result(
         "call through a fleet breaker",
         "us",
         medians["fleet"] * 1e6,
@@ -85,7 +74,7 @@ async def bench_calls(url: str, n: int, count: int, kit: Kit) -> Result:
     )
 
 
-async def bench_commands(url: str, window: float, result: type[Result]) -> list[Result]:
+async def bench_commands(url: str, window: float) -> list[Result]:
     from breaky.redis import RedisFleet  # noqa: PLC0415
 
     # report_ttl=3: a renewal each second, so a short window sees several.
@@ -120,7 +109,7 @@ async def bench_commands(url: str, window: float, result: type[Result]) -> list[
             rates[name] = (after - before - overhead) / elapsed
     call_rate = calls / window
     return [
-        result(
+        Result(
             "Redis commands/s per breaker: busy vs idle",
             "cmd/s",
             rates["busy"],
@@ -132,7 +121,7 @@ async def bench_commands(url: str, window: float, result: type[Result]) -> list[
     ]
 
 
-async def bench_propagation(url: str, count: int, result: type[Result]) -> list[Result]:
+async def bench_propagation(url: str, count: int) -> list[Result]:
     from breaky.redis import RedisFleet  # noqa: PLC0415
 
     offs: list[float] = []
@@ -197,7 +186,7 @@ async def bench_propagation(url: str, count: int, result: type[Result]) -> list[
             ons.append(max(c[-1].time for c in changes) - first_on)
             nursery.cancel_scope.cancel()
     return [
-        result(
+        Result(
             "quorum-making trip to every instance OFF",
             "ms",
             statistics.median(offs) * 1e3,
@@ -205,7 +194,7 @@ async def bench_propagation(url: str, count: int, result: type[Result]) -> list[
             "the issue's target, 0.5 s",
             target=1.0,
         ),
-        result(
+        Result(
             "prober's start to every instance ON",
             "ms",
             statistics.median(ons) * 1e3,
@@ -222,9 +211,7 @@ async def until(condition: Callable[[], bool]) -> None:
             await trio.sleep(0.001)
 
 
-async def run_fleet(
-    quick: bool, result: type[Result], per_op: Any, rounds: Any
-) -> list[Result]:
+async def run_fleet(quick: bool) -> list[Result]:
     """Every fleet benchmark, or none (with a note) without a redis-server."""
     binary = redis_server_binary()
     try:
@@ -234,14 +221,14 @@ async def run_fleet(
     if binary is None:
         print("fleet benchmarks skipped: no redis-server, or no coredis")
         return []
-    server = _Redis(binary)
+    server = redis_server(binary)
     await server.start()
     url = f"redis://127.0.0.1:{server.port}/0"
     try:
         n, count = (2_000, 3) if quick else (20_000, 9)
-        results = [await bench_calls(url, n, count, (result, per_op, rounds))]
-        results += await bench_commands(url, 1.0 if quick else 6.0, result)
-        results += await bench_propagation(url, 1 if quick else 5, result)
+        results = [await bench_calls(url, n, count)]
+        results += await bench_commands(url, 1.0 if quick else 6.0)
+        results += await bench_propagation(url, 1 if quick else 5)
     finally:
         await server.kill()
     return results

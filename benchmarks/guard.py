@@ -9,11 +9,13 @@ await's, measured in turns in the same rounds.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+import statistics
+from typing import TYPE_CHECKING
 
 import trio
 
 import breaky
+from benchmarks._harness import Result, per_op, rounds
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -44,7 +46,7 @@ def _peers() -> dict[str, Callable[[int], Awaitable[object]]]:
     return {"aiobreaker": aiobreaker_call, "purgatory": purgatory_call}
 
 
-async def run_guard(quick: bool, result: Any, per_op: Any, rounds: Any) -> list[Any]:
+async def run_guard(quick: bool) -> list[Result]:
     """The guard's figures: ON, ON with a timeout, OFF."""
     n, count = (2_000, 3) if quick else (50_000, 9)
     lean = breaky.Guard("lean", call_timeout=None)
@@ -74,17 +76,30 @@ async def run_guard(quick: bool, result: Any, per_op: Any, rounds: Any) -> list[
         op: Callable[[int], Awaitable[object]],
     ) -> Callable[[int], Awaitable[float]]:
         async def measure(m: int) -> float:
-            return await per_op(m, op)  # type: ignore[no-any-return]
+            return await per_op(m, op)
 
         return measure
 
+    # The overheads are small differences of two timings: each round times
+    # the bare await and every breaker back to back, and the overhead is the
+    # median of the rounds' differences, so that a slow spell of the machine
+    # shifts both sides of a difference alike.
+    on_path = {
+        "bare": timing(one_checkpoint),
+        "guard": timing(guarded),
+        **{name: timing(call) for name, call in peers.items()},
+    }
+    differences: dict[str, list[float]] = {name: [] for name in on_path}
+    for _ in range(count):
+        medians = await rounds(n // 5, 5, on_path)
+        for name, value in medians.items():
+            differences[name].append(value - medians["bare"])
+    overhead = {name: statistics.median(d) for name, d in differences.items()}
     medians = await rounds(
         n,
         count,
         {
             "bare": timing(one_checkpoint),
-            "guard": timing(guarded),
-            **{name: timing(call) for name, call in peers.items()},
             "guard, timeout": timing(with_timeout),
             "move_on_after": timing(move_on_after),
             "guard OFF": timing(refused),
@@ -93,11 +108,10 @@ async def run_guard(quick: bool, result: Any, per_op: Any, rounds: Any) -> list[
     )
     us = 1e6
     bare = medians["bare"]
-    overhead = {name: medians[name] - bare for name in ("guard", *peers)}
     best_peer = min(peers, key=lambda name: overhead[name])
     peer_note = ", ".join(f"{name} {overhead[name] * us:.2f} us" for name in peers)
     return [
-        result(
+        Result(
             name="guard overhead over a bare await (ON) vs the best peer's",
             unit="us",
             breaky=overhead["guard"] * us,
@@ -106,7 +120,7 @@ async def run_guard(quick: bool, result: Any, per_op: Any, rounds: Any) -> list[
             target=0.5,
             note=f"bare await {bare * us:.2f} us; peers: {peer_note}",
         ),
-        result(
+        Result(
             name="guard with call_timeout vs move_on_after",
             unit="us",
             breaky=medians["guard, timeout"] * us,
@@ -114,7 +128,7 @@ async def run_guard(quick: bool, result: Any, per_op: Any, rounds: Any) -> list[
             floor_name="trio.move_on_after + await",
             target=1.1,
         ),
-        result(
+        Result(
             name="guard OFF vs one checkpoint",
             unit="us",
             breaky=medians["guard OFF"] * us,

@@ -13,16 +13,14 @@ Needs prometheus_client (``pip install '.[prometheus]'``) for the collector's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
-import json
 import logging
 import math
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import outcome
@@ -31,59 +29,28 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import contextlib
-
 import breaky
 from benchmarks import fleet, guard
+from benchmarks._harness import (
+    FloorRequest,
+    Result,
+    crowd,
+    echo,
+    floor_call,
+    floor_server,
+    per_op,
+    report,
+    rounds,
+    rss_bytes,
+    write_json,
+)
+from benchmarks.scale import bench_scale
 from breaky.prometheus import BreakyCollector
-
-if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
 
 logging.getLogger("breaky").setLevel(logging.CRITICAL)
 
 
-@attrs.frozen
-class Result:
-    """One benchmark's medians, ratio and target."""
-
-    name: str
-    unit: str
-    breaky: float
-    floor: float
-    floor_name: str
-    # "max": breaky / floor must be <= target; "min": >= target; None: report.
-    target: float | None = None
-    sense: str = "max"
-    note: str = ""
-
-    @property
-    def ratio(self) -> float:
-        return self.breaky / self.floor
-
-    @property
-    def met(self) -> bool | None:
-        if self.target is None:
-            return None
-        if self.sense == "max":
-            return self.ratio <= self.target
-        return self.ratio >= self.target
-
-
-def rss_bytes() -> int:
-    """The resident set size of this process, from /proc."""
-    with Path("/proc/self/statm").open() as statm:
-        pages = int(statm.read().split()[1])
-    return pages * 4096
-
-
 # Resources and floors.
-
-
-async def echo(inbox: breaky.Inbox[Any, Any], *, task_status: Any) -> None:
-    task_status.started()
-    async for request in inbox:
-        request.reply(request.message)
 
 
 async def crashy(inbox: breaky.Inbox[Any, Any], *, task_status: Any) -> None:
@@ -96,33 +63,6 @@ async def crashy(inbox: breaky.Inbox[Any, Any], *, task_status: Any) -> None:
 
 async def dead(inbox: breaky.Inbox[Any, Any], *, task_status: Any) -> None:
     raise ConnectionRefusedError
-
-
-@attrs.define
-class FloorRequest:
-    """The hand-written request: a message, an Event, and a reply slot."""
-
-    message: Any
-    done: trio.Event = attrs.Factory(trio.Event)
-    reply: Any = None
-
-
-async def floor_server(
-    receive: trio.MemoryReceiveChannel[FloorRequest],
-    *,
-    task_status: Any = trio.TASK_STATUS_IGNORED,
-) -> None:
-    task_status.started()
-    async for request in receive:
-        request.reply = request.message
-        request.done.set()
-
-
-async def floor_call(send: trio.MemorySendChannel[FloorRequest], message: Any) -> Any:
-    request = FloorRequest(message)
-    await send.send(request)
-    await request.done.wait()
-    return request.reply
 
 
 @attrs.define(eq=False)
@@ -155,28 +95,6 @@ class PingPong:
 
 def _abort(_: object) -> trio.lowlevel.Abort:
     return trio.lowlevel.Abort.SUCCEEDED
-
-
-# The measurements: each returns seconds per operation for one round.
-
-
-async def per_op(n: int, op: Callable[[int], Awaitable[object]]) -> float:
-    start = time.perf_counter()
-    for i in range(n):
-        await op(i)
-    return (time.perf_counter() - start) / n
-
-
-async def rounds(
-    n: int, count: int, pairs: dict[str, Callable[[int], Awaitable[float]]]
-) -> dict[str, float]:
-    """Run each measurement ``count`` times, in turns; return the medians."""
-    samples: dict[str, list[float]] = {name: [] for name in pairs}
-    for _ in range(count):
-        for name, measure in pairs.items():
-            gc.collect()
-            samples[name].append(await measure(n))
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 async def bench_call(n: int, count: int) -> list[Result]:
@@ -415,22 +333,6 @@ async def bench_serve(callers: int, per_caller: int, count: int) -> Result:
     )
 
 
-async def crowd(
-    callers: int, per_caller: int, call: Callable[[int], Awaitable[object]]
-) -> float:
-    """Calls per second when ``callers`` tasks each make ``per_caller`` calls."""
-
-    async def caller() -> None:
-        for i in range(per_caller):
-            await call(i)
-
-    start = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for _ in range(callers):
-            nursery.start_soon(caller)
-    return callers * per_caller / (time.perf_counter() - start)
-
-
 async def ten_ms_each(inbox: breaky.Inbox[Any, Any], *, task_status: Any) -> None:
     """A healthy resource that answers every request, one at a time, in 10 ms."""
     task_status.started()
@@ -566,125 +468,7 @@ async def bench_leak(n: int) -> list[Result]:
     return results
 
 
-# Scale: each side in a fresh interpreter, so RSS is its own.
-
-SCALE_CHILD = """
-import gc, math, sys, time
-sys.path.insert(0, {root!r})
-import trio
-import benchmarks.run as run
-
-async def breaky_side(n):
-    async with run.breaky.open_supervisor() as sup:
-        gc.collect(); before = run.rss_bytes(); start = time.perf_counter()
-        for i in range(n):
-            await sup.start_circuit_breaker(f"b{{i}}", run.echo)
-        took = time.perf_counter() - start; gc.collect()
-        grown = run.rss_bytes() - before
-        sup._nursery.cancel_scope.cancel()
-    return took, grown
-
-async def floor_side(n):
-    async def watcher(receive, task_status=trio.TASK_STATUS_IGNORED):
-        # Restart the resource whenever it fails: the hand-written supervisor.
-        first = True
-        while True:
-            try:
-                async with trio.open_nursery() as inner:
-                    await inner.start(run.floor_server, receive)
-                    if first:
-                        first = False
-                        task_status.started()
-            except Exception:
-                pass
-
-    async with trio.open_nursery() as nursery:
-        gc.collect(); before = run.rss_bytes(); start = time.perf_counter()
-        for _ in range(n):
-            send, receive = trio.open_memory_channel(math.inf)
-            await nursery.start(watcher, receive)
-        took = time.perf_counter() - start; gc.collect()
-        grown = run.rss_bytes() - before
-        nursery.cancel_scope.cancel()
-    return took, grown
-
-side = {{"breaky": breaky_side, "floor": floor_side}}[sys.argv[1]]
-took, grown = trio.run(side, int(sys.argv[2]))
-print(took, grown)
-"""
-
-
-def scale_side(side: str, n: int) -> tuple[float, float]:
-    root = str(Path(__file__).resolve().parent.parent)
-    out = subprocess.run(
-        [sys.executable, "-c", SCALE_CHILD.format(root=root), side, str(n)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    return float(out[0]), float(out[1])
-
-
-def bench_scale(n: int, count: int) -> list[Result]:
-    samples: dict[str, list[tuple[float, float]]] = {"breaky": [], "floor": []}
-    for _ in range(count):
-        for side, values in samples.items():
-            values.append(scale_side(side, n))
-    took = {s: statistics.median(v[0] for v in vs) for s, vs in samples.items()}
-    grown = {s: statistics.median(v[1] for v in vs) for s, vs in samples.items()}
-    return [
-        Result(
-            f"scale: start {n:,} breakers, time each",
-            "us",
-            took["breaky"] / n * 1e6,
-            took["floor"] / n * 1e6,
-            "resource task + channel + restarting watcher",
-            target=2.0,
-        ),
-        Result(
-            f"scale: start {n:,} breakers, RSS each",
-            "KiB",
-            grown["breaky"] / n / 1024,
-            grown["floor"] / n / 1024,
-            "resource task + channel + restarting watcher",
-            target=2.0,
-        ),
-    ]
-
-
 # The run.
-
-
-def report(results: list[Result], *, enforce: bool) -> int:
-    """Print the table; return 1 if an enforced target was missed."""
-    print(
-        f"{'benchmark':42} {'breaky':>10} {'floor':>10} {'unit':8}"
-        f" {'ratio':>6} {'target':>8}"
-    )
-    missed = []
-    for r in results:
-        if r.target is None:
-            target = "report"
-        else:
-            target = f"{'<=' if r.sense == 'max' else '>='} {r.target:g}"
-        verdict = {True: "ok", False: "MISSED", None: ""}[r.met]
-        print(
-            f"{r.name:42} {r.breaky:10.2f} {r.floor:10.2f} {r.unit:8}"
-            f" {r.ratio:6.2f} {target:>8} {verdict}"
-        )
-        if r.note:
-            print(f"    ({r.note})")
-        if r.met is False:
-            missed.append(r)
-    for r in missed:
-        print(
-            f"missed: {r.name}: ratio {r.ratio:.2f} against a target of "
-            f"{'at most' if r.sense == 'max' else 'at least'} {r.target:g} "
-            f"(floor: {r.floor_name})"
-        )
-    if missed and not enforce:
-        print("(--quick: targets are not enforced)")
-    return 1 if missed and enforce else 0
 
 
 async def run_all(quick: bool) -> list[Result]:
@@ -698,8 +482,8 @@ async def run_all(quick: bool) -> list[Result]:
     results.append(await bench_overload(200 if quick else 2_000))
     results.append(await bench_restart(n // 10, count))
     results.extend(await bench_leak(10_000 if quick else 1_000_000))
-    results.extend(await guard.run_guard(quick, Result, per_op, rounds))
-    results.extend(await fleet.run_fleet(quick, Result, per_op, rounds))
+    results.extend(await guard.run_guard(quick))
+    results.extend(await fleet.run_fleet(quick))
     return results
 
 
@@ -712,12 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     results.extend(bench_scale(1_000 if args.quick else 10_000, 1 if args.quick else 3))
     status = report(results, enforce=not args.quick)
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                [{**attrs.asdict(r), "ratio": r.ratio, "met": r.met} for r in results],
-                indent=2,
-            )
-        )
+        write_json(results, args.json)
     return status
 
 

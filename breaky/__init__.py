@@ -18,6 +18,7 @@ from ._inbox import Inbox
 from ._machine import State
 from ._off import OFF, Off, OffType
 from ._policy import Policy
+from ._public import publish
 from ._request import Request
 from ._statistics import BreakerStatistics
 from ._supervisor import Supervisor, open_supervisor
@@ -42,3 +43,6 @@ __all__ = [
     "Supervisor",
     "open_supervisor",
 ]
+
+publish(__name__, globals())
+del publish

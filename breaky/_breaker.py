@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, final
@@ -16,7 +15,7 @@ from ._inbox import Inbox
 from ._machine import Machine, State
 from ._mailbox import Mailbox
 from ._off import OFF, Off
-from ._policy import Kind, Policy, check_seconds
+from ._policy import FROM_POLICY, FromPolicy, Kind, Policy, check_seconds
 from ._request import MessageT, ReplyT
 
 if TYPE_CHECKING:
@@ -24,18 +23,6 @@ if TYPE_CHECKING:
     from ._statistics import BreakerStatistics
 
 ResourceFunction = Callable[..., Awaitable[object]]
-
-
-class FromPolicy(enum.Enum):
-    """The default of options that, when not given, come from the policy."""
-
-    FROM_POLICY = "from the policy"
-
-    def __repr__(self) -> str:
-        return f"<{self.value}>"
-
-
-FROM_POLICY = FromPolicy.FROM_POLICY
 
 
 @final
@@ -133,7 +120,8 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         """Send ``message`` to the resource and return its reply, or OFF.
 
         Returns :data:`breaky.OFF` at once when the breaker is not ON (or
-        starting); the resource never sees that request. If the caller is
+        starting); the resource never sees that request. A call already queued
+        when the breaker turns OFF is answered OFF then. If the caller is
         cancelled before the resource took the request, the request is
         withdrawn and never seen; after, its reply is dropped.
 
@@ -156,10 +144,12 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         core = self._core
         core.totals.calls += 1
         if not core.machine.accepting:
-            return await _refuse(core, shed=False)
+            await core.refuse(shed=False)
+            return OFF
         request = self._mailbox.put(message, trio.lowlevel.current_task(), seconds)
         if request is None:
-            return await _refuse(core, shed=True)
+            await core.refuse(shed=True)
+            return OFF
         await trio.lowlevel.wait_task_rescheduled(request._abort)
         return request._outcome()  # type: ignore[no-any-return]
 
@@ -388,18 +378,3 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
                 else "returned without calling task_status.started()"
             )
         self._core.log_error(f"resource {what}", error)
-
-
-async def _refuse(core: Core, *, shed: bool) -> Off:
-    """Answer a call OFF after one checkpoint: not serving, or shed."""
-    totals = core.totals
-    try:
-        await trio.lowlevel.checkpoint()
-    except BaseException:
-        totals.cancelled += 1  # the caller got Cancelled, not OFF
-        raise
-    if shed:
-        totals.shed += 1
-    else:
-        totals.off += 1
-    return OFF

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import final
 
+import outcome
 import trio
 
 
@@ -37,8 +38,11 @@ class Places:
         limit = self._max_waiting
         return limit is not None and len(self._waiting) >= limit
 
-    async def wait(self) -> None:
-        """Wait in line until a place is handed over (the caller then owns it)."""
+    async def wait(self) -> bool:
+        """Wait in line for a place: ``True`` once handed one (then owned).
+
+        ``False`` if the line was turned away (:meth:`turn_away`) instead.
+        """
         task = trio.lowlevel.current_task()
         waiting = self._waiting
         waiting.append(task)
@@ -47,11 +51,18 @@ class Places:
             waiting.remove(task)
             return trio.lowlevel.Abort.SUCCEEDED
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        handed: bool = await trio.lowlevel.wait_task_rescheduled(abort)
+        return handed
 
     def give_back(self) -> None:
         """A call that had a place is done: hand it on, or free it."""
         if self._waiting:
-            trio.lowlevel.reschedule(self._waiting.popleft())
+            trio.lowlevel.reschedule(self._waiting.popleft(), outcome.Value(True))  # noqa: FBT003 - the wait's answer
         else:
             self._free += 1
+
+    def turn_away(self) -> None:
+        """Send every call in line away without a place (the guard turned OFF)."""
+        waiting = self._waiting
+        while waiting:
+            trio.lowlevel.reschedule(waiting.popleft(), outcome.Value(False))  # noqa: FBT003

@@ -150,6 +150,23 @@ class Core:
         elif self.machine.counts_successes:
             self.feed(Machine.success, "a call succeeded")
 
+    async def refuse(self, *, shed: bool) -> None:
+        """A call is answered OFF (not serving, or ``shed``): one checkpoint.
+
+        Counted as OFF or shed once the checkpoint is passed; a caller
+        cancelled in it got ``Cancelled``, and is counted so.
+        """
+        totals = self.totals
+        try:
+            await trio.lowlevel.checkpoint()
+        except BaseException:
+            totals.cancelled += 1
+            raise
+        if shed:
+            totals.shed += 1
+        else:
+            totals.off += 1
+
     def fleet_says(self, event: Callable[[Machine, float], None], reason: str) -> None:
         """What a fleet says (see :mod:`breaky._fleet`): one more input."""
         if event is Machine.fleet_on and self.machine.hold is not Hold.NONE:

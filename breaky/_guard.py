@@ -16,20 +16,19 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, final
 
 import trio
 
-from ._breaker import FROM_POLICY, FromPolicy
 from ._bulkhead import Places
 from ._core import Core
 from ._errors import BreakerOff, CallTimeout
 from ._machine import Machine, State
 from ._off import OFF, Off
-from ._policy import Kind, check_seconds, policy_for
+from ._policy import FROM_POLICY, FromPolicy, Kind, check_seconds, policy_for
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
 
     from typing_extensions import TypeVarTuple, Unpack
 
-    from ._events import Publisher, StateChanges
+    from ._events import Publisher, StateChange, StateChanges
     from ._policy import Policy, PolicyOptions
     from ._statistics import BreakerStatistics
 
@@ -99,6 +98,8 @@ class Guard:
         self._core = Core(name, policy, Kind.GUARD, watchers)
         limit = policy.max_concurrent
         self._places = None if limit is None else Places(limit, policy.max_queued)
+        if self._places is not None:
+            self._core.effects = self
         self._timeout = policy.call_timeout
         # With no timeout, slow-call limit, rate rule or bulkhead, a call
         # needs no clock and no scope: the lean path.
@@ -162,8 +163,8 @@ class Guard:
         core = self._core
         if core.machine.state is not _ON:
             if not self._trial_due():
-                # OFF, answered here: no frame more than the checkpoint's
-                # (as _refuse does).
+                # OFF, answered here as Core.refuse() does, with no frame
+                # more than the checkpoint's: this is the hot OFF path.
                 totals = core.totals
                 totals.calls += 1
                 try:
@@ -237,6 +238,11 @@ class Guard:
         )
         return self._core.statistics(totals.calls - answered)
 
+    def react(self, change: StateChange | None) -> None:
+        """Effects: calls waiting for a place get OFF once the guard is not ON."""
+        if change is not None and change.new is not _ON and self._places is not None:
+            self._places.turn_away()
+
     def _stop(self) -> None:
         """Its supervisor closed: STOPPED, answering OFF, for good."""
         self._core.stop()
@@ -273,23 +279,24 @@ class Guard:
             else:
                 waits = places
         start = trio.current_time()
+        placed = waits is None  # else it waits in line for a place first
         running = False
         try:
             with trio.CancelScope(
                 deadline=math.inf if seconds is None else start + seconds
             ) as scope:
-                if waits is not None:
-                    await waits.wait()
-                    owns = waits  # it was handed a place: it gives it back
-                try:
-                    call = fn(*args) if kwargs is None else fn(*args, **kwargs)
-                except Exception:
-                    totals.errors += 1  # a wrong call, not the dependency failing
-                    if ticket is not None:
-                        core.end_trial(ticket, passed=None)
-                    raise
-                running = True
-                result = await call
+                if waits is not None and await waits.wait():
+                    placed, owns = True, waits  # handed a place: it gives it back
+                if placed:
+                    try:
+                        call = fn(*args) if kwargs is None else fn(*args, **kwargs)
+                    except Exception:
+                        totals.errors += 1  # a wrong call, not a failing dependency
+                        if ticket is not None:
+                            core.end_trial(ticket, passed=None)
+                        raise
+                    running = True
+                    result = await call
         except Exception as exc:
             if running:
                 self._ended(ticket, core.judge(exc, start), exc)
@@ -302,14 +309,20 @@ class Guard:
         finally:
             if owns is not None:
                 owns.give_back()
-        if scope.cancelled_caught:
-            if not running:
-                # Its wait for a place reached the call's timeout: overload
-                # is no failure, so the call is shed, never run.
+        if not running:
+            # Never run: its wait for a place reached the call's timeout
+            # (overload is no failure: shed), or the guard turned OFF while
+            # it waited in line (answered OFF, as a resource breaker answers
+            # its queue).
+            shed = scope.cancelled_caught
+            if shed:
                 totals.shed += 1
-                if raise_off:
-                    raise BreakerOff(core.name, shed=True)
-                return OFF
+            else:
+                totals.off += 1
+            if raise_off:
+                raise BreakerOff(core.name, shed=shed)
+            return OFF
+        if scope.cancelled_caught:
             totals.timeouts += 1
             error = CallTimeout(
                 f"guard {core.name!r}: the call took longer than its timeout "
@@ -339,21 +352,14 @@ class Guard:
             core.outcome(reason)
             return
         if reason is not None:
-            core.log_error(f"trial call failed ({reason})", error)
+            # The error says why; a slow trial has none, so its reason does.
+            what = "trial call failed" if error else f"trial call failed ({reason})"
+            core.log_error(what, error)
         core.end_trial(ticket, passed=reason is None)
 
     async def _refuse(self, *, shed: bool, raise_off: bool) -> Off:
         """Answer OFF (or raise) after one checkpoint: not serving, or shed."""
-        totals = self._core.totals
-        try:
-            await trio.lowlevel.checkpoint()
-        except BaseException:
-            totals.cancelled += 1  # the caller got Cancelled, not OFF
-            raise
-        if shed:
-            totals.shed += 1
-        else:
-            totals.off += 1
+        await self._core.refuse(shed=shed)
         if raise_off:
             raise BreakerOff(self.name, shed=shed)
         return OFF

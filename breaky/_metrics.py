@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, final
 import attrs
 import trio
 
+from ._statistics import COUNTERS as COUNTS
 from ._supervisor import Supervisor
 
 if TYPE_CHECKING:
@@ -25,45 +26,22 @@ if TYPE_CHECKING:
 
 # How each finished call was answered: (label value, BreakerStatistics field).
 # Calls not answered yet are the pending gauge, so the outcomes and pending
-# add up to the calls made.
-OUTCOMES: tuple[tuple[str, str], ...] = (
-    ("reply", "replies"),
-    ("error", "errors"),
-    ("off", "off"),
-    ("shed", "shed"),
-    ("timeout", "timeouts"),
-    ("lost", "lost"),
-    ("cancelled", "cancelled"),
+# add up to the calls made. Both tables come from the counters' one
+# declaration (breaky._statistics.Counts).
+OUTCOMES: tuple[tuple[str, str], ...] = tuple(
+    (outcome, name) for name, _, _, outcome in COUNTS if outcome is not None
 )
 
-# The other totals: (name, BreakerStatistics field, unit, what it counts).
-COUNTERS: tuple[tuple[str, str, str, str], ...] = (
-    ("casts", "casts", "{cast}", "Casts queued (a cast answered OFF is not counted)."),
-    (
-        "crashes",
-        "crashes",
-        "{crash}",
-        "Started resource instances that ended on their own.",
-    ),
-    ("failed_starts", "failed_starts", "{start}", "Start attempts that failed."),
-    (
-        "restarts",
-        "restarts",
-        "{restart}",
-        "Starts made at once after a crash or a failed start.",
-    ),
-    ("retries", "retries", "{retry}", "Start attempts made while OFF."),
-    ("trips", "trips", "{trip}", "Times the breaker turned OFF on failures."),
-    (
-        "slow_calls",
-        "slow_calls",
-        "{call}",
-        "Calls answered later than the policy's slow_call_duration.",
-    ),
+# The other totals: (name, BreakerStatistics field, unit, what it counts);
+# ``calls`` is the sum of the outcomes and pending, so it is not repeated.
+COUNTERS: tuple[tuple[str, str, str, str], ...] = tuple(
+    (name, name, unit, text)
+    for name, text, unit, outcome in COUNTS
+    if outcome is None and name != "calls"
 )
 
 STATE_HELP = "The breaker's state: 1 for its current state, 0 for the others."
-FAILURES_HELP = "Failures that count toward the breaker's failure_threshold now."
+FAILURES_HELP = "Failures that count toward the breaker's failure rule now."
 PENDING_HELP = "Calls not answered yet (queued, or held by the resource)."
 CALLS_HELP = "Calls answered, by outcome; the calls made are these plus pending."
 

@@ -275,6 +275,18 @@ if TYPE_CHECKING:
         minimum_calls: int
 
 
+class FromPolicy(enum.Enum):
+    """The default of options that, when not given, come from the policy."""
+
+    FROM_POLICY = "from the policy"
+
+    def __repr__(self) -> str:
+        return f"<{self.value}>"
+
+
+FROM_POLICY = FromPolicy.FROM_POLICY
+
+
 class Kind(enum.Enum):
     """The two kinds of breaker, as a policy's checks name them."""
 
@@ -298,11 +310,14 @@ _DEFAULTS = Policy()
 _FIELDS = tuple(f.name for f in attrs.fields(Policy))
 
 
-def policy_for(kind: Kind, policy: object, options: dict[str, object]) -> Policy:
+def policy_for(
+    kind: Kind, policy: object, options: dict[str, object], *, hint: str = ""
+) -> Policy:
     """``policy`` (or the default) with ``options`` applied, checked for ``kind``.
 
-    Raises ``TypeError`` for an option that is no field of Policy, and
-    ``ValueError`` for a field that means nothing for ``kind``.
+    Raises ``TypeError`` for an option that is no field of Policy (its
+    message ends with ``hint``), and ``ValueError`` for a field that means
+    nothing for ``kind``.
     """
     if policy is None:
         policy = _DEFAULTS
@@ -313,7 +328,7 @@ def policy_for(kind: Kind, policy: object, options: dict[str, object]) -> Policy
     if unknown:
         msg = (
             f"unexpected option {unknown[0]!r}: the options are the fields of "
-            f"breaky.Policy ({', '.join(_FIELDS)})"
+            f"breaky.Policy ({', '.join(_FIELDS)}){hint}"
         )
         raise TypeError(msg)
     if options:

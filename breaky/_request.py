@@ -55,7 +55,7 @@ class Request(Generic[MessageT, ReplyT]):
     message: MessageT
     """What the caller sent."""
     _ledger: Ledger
-    # The parked caller, or None for a cast.
+    # The parked caller, or None for a cast (and for a call once settled).
     _caller: trio.lowlevel.Task | None
     _phase: Phase = QUEUED
     _answered: bool = False  # by the resource: a second answer is a bug
@@ -63,9 +63,11 @@ class Request(Generic[MessageT, ReplyT]):
     _error: BaseException | None = None
     # When the call was made, if its timing matters (a timeout, slow calls).
     _sent_at: float = 0.0
+    # A call settled: its caller is let go, and the repr still says "call".
+    _was_call: bool = False
 
     def __repr__(self) -> str:
-        kind = "call" if self._caller is not None else "cast"
+        kind = "call" if self._caller is not None or self._was_call else "cast"
         return f"<breaky.Request {kind} {self.message!r} {self._phase.value}>"
 
     def reply(self, value: ReplyT) -> None:
@@ -118,6 +120,7 @@ class Request(Generic[MessageT, ReplyT]):
             self._error = error
             trio.lowlevel.reschedule(self._caller)
             self._caller = None
+            self._was_call = True
 
     def _abort(self, _: object) -> trio.lowlevel.Abort:
         """Withdraw the request: its caller was cancelled while waiting.
@@ -128,6 +131,7 @@ class Request(Generic[MessageT, ReplyT]):
         self._ledger.withdrawn(self)
         self._phase = SETTLED
         self._caller = None
+        self._was_call = True
         return trio.lowlevel.Abort.SUCCEEDED
 
     def _outcome(self) -> Any:  # noqa: ANN401 - the caller's reply type

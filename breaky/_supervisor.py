@@ -32,6 +32,12 @@ if TYPE_CHECKING:
     PosArgT = TypeVarTuple("PosArgT")
 
 
+_PARTIAL = (
+    "; pass keyword arguments for the resource function with "
+    "functools.partial(fn, name=value)"
+)
+
+
 @final
 @attrs.define(eq=False, repr=False)
 class Supervisor:
@@ -100,7 +106,7 @@ class Supervisor:
             RuntimeError: the supervisor is closed.
 
         """
-        policy = policy_for(Kind.RESOURCE, policy, dict(options))
+        policy = policy_for(Kind.RESOURCE, policy, dict(options), hint=_PARTIAL)
         self._check_new(name)
         _check_resource_function(fn, args)
         breaker: CircuitBreaker[MessageT, ReplyT] = CircuitBreaker(
@@ -197,6 +203,17 @@ class Supervisor:
 
 def _check_resource_function(fn: object, args: tuple[object, ...]) -> None:
     """Refuse, before anything starts, a function that cannot be a resource."""
+    if inspect.iscoroutine(fn):
+        # fn(...) instead of fn: say so, as trio does, and close it, so that
+        # no "never awaited" warning follows the error.
+        name = fn.__qualname__
+        fn.close()
+        msg = (
+            f"fn must be an async function, got a coroutine object of {name}: "
+            f"pass {name}, not {name}(); its arguments follow it, as in "
+            f"start_circuit_breaker(name, {name}, arg1, arg2)"
+        )
+        raise TypeError(msg)
     # Like nursery.start, accept a sync wrapper (functools.wraps) of an async
     # function; refuse a plain sync function before it fails every start.
     if not callable(fn) or (
@@ -219,6 +236,13 @@ def _check_resource_function(fn: object, args: tuple[object, ...]) -> None:
             )
         else:
             msg = f"{fn!r} cannot be called as fn(inbox, *args, task_status=...): {exc}"
+            if any(
+                p.kind is p.KEYWORD_ONLY
+                and p.default is p.empty
+                and p.name != "task_status"
+                for p in signature.parameters.values()
+            ):  # a keyword-only argument it needs, and *args cannot give
+                msg += _PARTIAL
         raise TypeError(msg) from None
 
 

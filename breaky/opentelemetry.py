@@ -124,7 +124,7 @@ def instrument(
       calls answered; the calls made are their sum plus ``breaky.pending``.
     - ``breaky.casts``, ``breaky.crashes``, ``breaky.failed_starts``,
       ``breaky.restarts``, ``breaky.retries``, ``breaky.trips``,
-      ``breaky.slow_calls`` (counters): the
+      ``breaky.slow_calls``, ``breaky.fleet_holds`` (counters): the
       :class:`~breaky.BreakerStatistics` fields of the same names.
 
     The attributes are named as the Prometheus collector's labels, so

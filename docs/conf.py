@@ -24,6 +24,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import breaky
 
+
+def _defining_module(obj: type) -> str | None:
+    """The private module whose source defines ``obj`` (others import it)."""
+    for name, module in sorted(sys.modules.items()):
+        if (
+            name.startswith("breaky._")
+            and vars(module).get(obj.__name__) is obj
+            and obj.__name__ in ModuleAnalyzer.for_module(name).find_tags()
+        ):
+            return name
+    return None
+
+
+# breaky's public classes say they live in ``breaky`` (breaky/_public.py), as
+# trio's do; autodoc reads attribute docstrings from the source of
+# ``__module__``, so for the build it is pointed back at the defining module.
+for _name in breaky.__all__:
+    _obj = getattr(breaky, _name)
+    if isinstance(_obj, type) and (_where := _defining_module(_obj)):
+        _obj.__module__ = _where
+
 project = "breaky"
 author = "The breaky developers"
 copyright = "The breaky developers"

@@ -178,7 +178,7 @@ async def main() -> dict[str, object]:
             await traffic(web, seen, 3)
             stats = web.statistics()
         nursery.cancel_scope.cancel()
-    result = {
+    result: dict[str, object] = {
         **seen,
         "shed": stats.shed,
         "trips": stats.trips,

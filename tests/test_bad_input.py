@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import re
 
@@ -144,13 +145,31 @@ async def two_args(inbox, user, password, *, task_status=trio.TASK_STATUS_IGNORE
     pass  # pragma: no cover
 
 
+async def needs_a_keyword(inbox, *, ssl, task_status=trio.TASK_STATUS_IGNORED):
+    pass  # pragma: no cover
+
+
+async def needs_two_and_task_status(inbox, user, password, *, task_status):
+    pass  # pragma: no cover
+
+
 BAD_FUNCTIONS = [
     (no_task_status, (), r"accept.*task_status"),
     (sync_resource, (), "async"),
-    (two_args, ("only user",), "cannot be called"),
+    (two_args, ("only user",), r"cannot be called.*'password'$"),
     (two_args, ("user", "password", "extra"), "cannot be called"),
     (echo, ("unexpected",), "cannot be called"),
     ("not a function", (), "async function"),
+    (
+        needs_a_keyword,
+        (),
+        (
+            r"missing a required.*'ssl'; pass keyword arguments for the resource "
+            r"function with functools\.partial\(fn, name=value\)$"
+        ),
+    ),
+    # Its task_status is no argument to bind with functools.partial.
+    (needs_two_and_task_status, ("user",), r"cannot be called.*'password'$"),
 ]
 
 
@@ -194,12 +213,29 @@ async def test_a_closed_supervisor_starts_nothing():
     assert len(sup) == 0
 
 
+TWICE = "was already answered; a request takes one answer"
+
+
 def reply(request):
     request.reply("first")
 
 
 def fail(request):
     request.fail(KeyError("first"))
+
+
+async def test_a_coroutine_instead_of_its_function_gets_trios_hint(recwarn):
+    async with breaky.open_supervisor() as sup:
+        with pytest.raises(
+            TypeError,
+            match=r"got a coroutine object of echo: pass echo, not echo\(\); its "
+            r"arguments follow it, as in start_circuit_breaker\(name, echo, arg1",
+        ):
+            await sup.start_circuit_breaker("x", echo(None))
+        assert "x" not in sup
+    # It was closed: no "coroutine ... was never awaited" warning follows.
+    gc.collect()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
 
 
 @pytest.mark.parametrize("second", [reply, fail])
@@ -225,7 +261,56 @@ async def test_answering_a_request_twice_is_refused_in_the_resource(first, secon
                 await b.call("hi")
     assert len(errors) == 1
     assert isinstance(errors[0], RuntimeError)
-    assert "already answered" in str(errors[0])
+    # It was a call, answered already: the repr still says so.
+    assert str(errors[0]) == f"<breaky.Request call 'hi' settled> {TWICE}"
+
+
+async def test_a_cast_answered_twice_says_cast():
+    errors = []
+    done = trio.Event()
+
+    async def answers_twice(inbox, *, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        async for request in inbox:
+            request.reply(None)
+            try:
+                request.reply(None)
+            except RuntimeError as exc:
+                errors.append(str(exc))
+            done.set()
+
+    async with breaky.open_supervisor() as sup:
+        b = await sup.start_circuit_breaker("x", answers_twice)
+        assert await b.cast("hi") is None
+        await done.wait()
+    assert errors == [f"<breaky.Request cast 'hi' settled> {TWICE}"]
+
+
+async def test_a_withdrawn_call_answered_twice_says_call():
+    errors = []
+    taken = trio.Event()
+    go_on = trio.Event()
+
+    async def slow(inbox, *, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        async for request in inbox:
+            taken.set()
+            await go_on.wait()
+            request.reply(1)  # its caller left: dropped
+            try:
+                request.reply(2)
+            except RuntimeError as exc:
+                errors.append(str(exc))
+
+    async with breaky.open_supervisor() as sup:
+        b = await sup.start_circuit_breaker("x", slow)
+        with trio.move_on_after(1):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(b.call, "hi")
+                await taken.wait()
+                nursery.cancel_scope.cancel()
+        go_on.set()
+    assert errors == [f"<breaky.Request call 'hi' settled> {TWICE}"]
 
 
 @pytest.mark.parametrize("bad", ["not an exception", KeyError, KeyboardInterrupt()])

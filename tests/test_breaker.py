@@ -324,6 +324,33 @@ async def test_queued_requests_are_answered_off_at_the_trip(
         assert world.seen == [("sleep", 1)]
 
 
+async def test_off_at_once_is_for_new_calls_a_queued_one_waited_until_the_trip(
+    autojump_clock: Clock, world: World
+) -> None:
+    # As the README says: a call queued before the trip is answered OFF when
+    # the trip happens, which can be close to its timeout; a new one at once.
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker(
+            "db", service, world, failure_threshold=1, call_timeout=5
+        )
+        waited: dict[str, float] = {}
+        async with trio.open_nursery() as nursery:
+
+            async def call(name: str, message: object) -> None:
+                start = trio.current_time()
+                with contextlib.suppress(breaky.ResourceLost):
+                    assert await db.call(message) is OFF
+                waited[name] = trio.current_time() - start
+
+            nursery.start_soon(call, "busy", ("sleep", 10))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(call, "queued", "x")
+            await trio.sleep(4.5)
+            db.failure()
+            nursery.start_soon(call, "new", "y")
+        assert waited == {"busy": 4.5, "queued": 4.5, "new": 0}
+
+
 # 5. Requests queued through a restart.
 
 

@@ -55,3 +55,15 @@ async def test_redis_batch(redis_server: servers.ServerProcess) -> None:
     assert seen["right"] == seen["calls"] == 1000
     # Batches of up to 100: ten round trips, give or take a few.
     assert 10 <= seen["round_trips"] <= 20
+
+
+def test_guard() -> None:
+    seen = run_example("guard.py")
+    # Fifty callers, a 5 s outage: the failures that trip it (the calls in
+    # flight when it went down), then one trial a second.
+    assert seen["trips"] == 1
+    assert seen["seen_while_down"] <= 50 + 5
+    assert 4 <= seen["trials"] <= 6
+    assert seen["OFF"] > 1000
+    assert seen["state"] == "ON"
+    assert seen["reply"] > 50 * 100  # served before and after the outage

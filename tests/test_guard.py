@@ -708,11 +708,8 @@ async def test_log_records_name_the_guard(
             "guard 'api' turned OFF after 2 failures "
             "(last: a call failed with Down); next trial call in 10 s"
         ),
-        "guard 'api': the trial call failed (a call failed with Down)",
-        (
-            "guard 'api': the trial call failed (a call failed with Down) again "
-            "(Down: no route)"
-        ),
+        "guard 'api': the trial call failed",
+        "guard 'api': the trial call failed again (Down: no route)",
         "guard 'api' is ON (a trial call succeeded), after 30 s OFF and 3 attempts",
     ]
     first_trial = caplog.records[1]
@@ -768,6 +765,8 @@ async def test_options_a_resource_breaker_cannot_use_are_refused() -> None:
         task_status.started()
 
     async with breaky.open_supervisor() as sup:
+        with pytest.raises(TypeError, match=r"'ssl'.*functools\.partial\(fn, name="):
+            await sup.start_circuit_breaker("db", resource, ssl=True)  # type: ignore[call-arg]
         with pytest.raises(ValueError, match=r"trial_calls means nothing for a reso"):
             await sup.start_circuit_breaker("db", resource, trial_calls=2)
         with pytest.raises(ValueError, match=r"inbox.serve\(handler, concurrency=N\)"):
@@ -872,3 +871,37 @@ async def test_a_guard_follows_what_its_fleet_says(autojump_clock: Clock) -> Non
         member.tell(View.ON, "fleet ON: web-2 recovered")
         await trio.sleep(1)  # within the spread
         assert await api.run(dep.get, "soon") == "soon"
+
+
+async def test_calls_waiting_for_a_place_get_off_when_the_guard_trips(
+    autojump_clock: Clock,
+) -> None:
+    api = guard(max_concurrent=1, max_queued=5, call_timeout=None, failure_threshold=1)
+    release = trio.Event()
+    ran: list[str] = []
+
+    async def hold() -> None:
+        ran.append("hold")
+        await release.wait()
+
+    async def other() -> None:
+        ran.append("other")
+
+    answers: list[object] = []
+
+    async def waiter() -> None:
+        answers.append(await api.run(other))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(api.run, hold)
+        await trio.testing.wait_all_tasks_blocked()
+        for _ in range(3):
+            nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        api.failure()  # trips: the line is answered OFF, never run
+        await trio.testing.wait_all_tasks_blocked()
+        assert answers == [OFF, OFF, OFF]
+        release.set()
+    assert ran == ["hold"]
+    stats = api.statistics()
+    assert (stats.off, stats.replies, stats.pending) == (3, 1, 0)

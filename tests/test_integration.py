@@ -21,11 +21,21 @@ import trio.testing
 
 import breaky
 from breaky import OFF, State
-from breaky._demo import POLICY, Server
 from breaky._kv import KVError, kv_connection, serve
+from breaky._servers import KVServer
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+
+# Quick to trip and to come back, as the demo's.
+POLICY = breaky.Policy(
+    failure_threshold=3,
+    retry_timeout=0.5,
+    retry_backoff=2,
+    max_retry_timeout=2,
+    call_timeout=1,
+)
 
 
 @pytest.fixture
@@ -93,7 +103,7 @@ async def test_the_kv_protocol(clock: trio.testing.MockClock) -> None:
 async def test_a_killed_tcp_server_trips_the_breaker_and_its_return_heals_it(
     clock: trio.testing.MockClock,
 ) -> None:
-    server = Server()
+    server = KVServer()
     await server.start()
     tally = Tally()
     stop = trio.Event()
@@ -135,9 +145,9 @@ async def test_a_killed_tcp_server_trips_the_breaker_and_its_return_heals_it(
 async def test_a_server_that_cannot_listen_is_reported(
     clock: trio.testing.MockClock,
 ) -> None:
-    first = Server()
+    first = KVServer()
     await first.start()
-    second = Server()
+    second = KVServer()
     second.port = first.port  # taken: the second server cannot bind it
     try:
         with pytest.raises(RuntimeError, match="exited before it listened"):

@@ -109,6 +109,7 @@ async def test_a_collection_shows_every_statistic(autojump_clock: Clock) -> None
         "breaky.retries": ("Counter", "{retry}"),
         "breaky.trips": ("Counter", "{trip}"),
         "breaky.slow_calls": ("Counter", "{call}"),
+        "breaky.fleet_holds": ("Counter", "{hold}"),
     }
     meters.shutdown()
 

@@ -193,3 +193,24 @@ def test_made_outside_trio_is_a_clear_error() -> None:
     sup = trio.run(main)
     with pytest.raises(RuntimeError, match=r"inside trio\.run"):
         BreakyCollector(sup)
+
+
+async def test_a_supervisors_guards_are_scraped_too(autojump_clock: Clock) -> None:
+    registry = CollectorRegistry()
+    async with breaky.open_supervisor() as sup:
+        registry.register(BreakyCollector(sup))
+        api = sup.guard("api", failure_threshold=1, call_timeout=None)
+
+        async def down() -> None:
+            await trio.lowlevel.checkpoint()
+            raise ConnectionError
+
+        with pytest.raises(ConnectionError):
+            await api.run(down)
+        assert await api.run(down) is breaky.OFF
+        samples, _ = scrape(registry)
+        assert samples == expected(sup)
+        b = ("breaker", "api")
+        assert samples["breaky_state", (b, ("state", "off"))] == 1.0
+        assert samples["breaky_calls_total", (b, ("outcome", "off"))] == 1.0
+        assert samples["breaky_trips_total", (b,)] == 1.0

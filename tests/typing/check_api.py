@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry
@@ -60,6 +62,14 @@ async def main() -> None:
             assert_type(result, list[str])
         assert_type(await db.cast("x"), breaky.Off | None)
         assert_type(db.state, breaky.State)
+        # The resource's own arguments are checked (mypy: an unused ignore
+        # fails the check): a wrong type, one missing, one too many.
+        await sup.start_circuit_breaker("db2", database, 12345)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        await sup.start_circuit_breaker("db3", database)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        await sup.start_circuit_breaker("db4", database, "me", "x")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        # Every Policy field is a keyword option, typed.
+        await sup.start_circuit_breaker("db5", database, "me", max_queued=10)
+        await sup.start_circuit_breaker("db6", database, "me", max_queued="10")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
         sized = await sup.start_circuit_breaker(
             "api", api, policy=breaky.Policy(max_queued=100, start_timeout=5)
         )
@@ -72,6 +82,43 @@ async def main() -> None:
         assert_type(instrumentation, breaky.opentelemetry.Instrumentation)
         assert_type(instrumentation.instrumented, bool)
         instrumentation.uninstrument()
+
+
+payments = breaky.Guard("payments", failure_threshold=5, trial_calls=2)
+
+
+@payments
+async def charge(order: str, *, amount: int = 1) -> list[str]:
+    await trio.lowlevel.checkpoint()
+    return [order] * amount
+
+
+@payments.raising
+async def refund(order: str) -> int:
+    await trio.lowlevel.checkpoint()
+    return len(order)
+
+
+async def lookup(order: str) -> list[str]:
+    await trio.lowlevel.checkpoint()
+    return [order]
+
+
+async def guards() -> None:
+    assert_type(await charge("o1", amount=2), list[str] | breaky.Off)
+    assert_type(await refund("o1"), int)
+    receipt = await payments.run(lookup, "o2")
+    assert_type(receipt, list[str] | breaky.Off)
+    assert_type(await payments.raising.run(lookup, "o3"), list[str])
+    # The decorator and run() check the arguments (mypy: an unused ignore fails).
+    await charge(3)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    await payments.run(lookup, 3)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    assert_type(payments.statistics().fleet_holds, int)
+    async with breaky.open_supervisor() as sup:
+        api = sup.guard("api", max_concurrent=8, max_queued=16)
+        assert_type(api, breaky.Guard)
+        assert_type(sup["api"], breaky.CircuitBreaker[Any, Any] | breaky.Guard)
+        await wait_for_state(api, breaky.State.ON)
 
 
 async def fleet() -> None:
