@@ -286,7 +286,11 @@ class Guard:
                 deadline=math.inf if seconds is None else start + seconds
             ) as scope:
                 if waits is not None and await waits.wait():
-                    placed, owns = True, waits  # handed a place: it gives it back
+                    owns = waits  # handed a place: it gives it back
+                    # Unless the call that handed it over has tripped the
+                    # guard since (a timeout, a slow call): then it is
+                    # answered OFF, as the rest of the line was.
+                    placed = core.machine.state is _ON
                 if placed:
                     try:
                         call = fn(*args) if kwargs is None else fn(*args, **kwargs)

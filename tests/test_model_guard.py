@@ -178,6 +178,7 @@ class Model:
             self.failure_times.append(self.now)
             tripped = self.failures() >= self.policy.failure_threshold
         if tripped:
+            self.turn_away()
             self.state = State.OFF
             self.wait = self.policy.retry_timeout
             self.trials_passed = 0
@@ -317,16 +318,27 @@ class Model:
                 if call.phase == "waiting":
                     self.line.remove(call)
                     self.answer(call, OFF, "shed")
-            for call in expired:
-                if call.phase == "running":
-                    self.answer(call, breaky.CallTimeout, "timeouts")
-                    self.ended(call, failed=True)
-                    self.give_back(call)
+            # The calls that time out together are all judged before a
+            # waiting call takes a place one of them freed: if they trip the
+            # guard, the line is answered OFF.
+            timed_out = [c for c in expired if c.phase == "running"]
+            for call in timed_out:
+                self.answer(call, breaky.CallTimeout, "timeouts")
+                self.ended(call, failed=True)
+            for call in timed_out:
+                self.give_back(call)
         self.now = to
 
     # Commands.
 
+    def turn_away(self) -> None:
+        """No longer ON: the calls waiting for a place are answered OFF."""
+        for call in self.line:
+            self.answer(call, OFF, "off")
+        self.line.clear()
+
     def force_off(self) -> None:
+        self.turn_away()
         self.state = State.FORCED_OFF
         self.retry_at = None
         self.trial = None
