@@ -170,10 +170,10 @@ class Model:
         rate = self.policy.failure_rate
         if rate is not None:
             self.outcomes.append((self.now, True))
+            # It trips on a failure, once enough outcomes are in the window.
             kept = [f for t, f in self.outcomes if self._kept(self.now, t)]
-            tripped = len(kept) >= self.policy.minimum_calls and sum(
-                kept
-            ) >= rate * len(kept)
+            enough = len(kept) >= self.policy.minimum_calls
+            tripped = enough and sum(kept) >= rate * len(kept)
         else:
             self.failure_times.append(self.now)
             tripped = self.failures() >= self.policy.failure_threshold
