@@ -123,6 +123,7 @@ async def test_at_quorum_the_others_are_held_and_only_the_prober_trials(
         # Only n0 and n1 call while the dependency goes down: they trip, and
         # the fleet holds n2 OFF, which saw no failure at all.
         n2.calling = False
+        await trio.sleep(0.05)  # its call under way, if any, is answered
         dep.down = True
         took = await until(lambda: n2.guard.state is State.OFF)
         assert (n0.guard.state, n1.guard.state) == (State.OFF, State.OFF)
