@@ -15,6 +15,7 @@ more wait.
 from __future__ import annotations
 
 import math
+import os
 import random
 
 import attrs
@@ -47,6 +48,9 @@ class Planned:
     cancel_after: float | None
 
 
+EXAMPLES = {"default": 150, "long": 3000}[
+    os.environ.get("HYPOTHESIS_PROFILE", "default")
+]
 # Times on a grid of quarter seconds, so that many things happen at once.
 quarters = st.integers(0, 40).map(lambda n: n / 4)
 calls = st.builds(
@@ -162,7 +166,7 @@ async def every_place_is_free(
 
 
 @settings(
-    max_examples=150,
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
     print_blob=True,
@@ -172,7 +176,8 @@ async def every_place_is_free(
     crowd=st.lists(calls, min_size=1, max_size=30),
     everyone_cancelled_at=quarters.map(lambda t: t + 2),
 )
-@pytest.mark.timeout(60)
+# 150 examples take about 2 s; the long profile's 3000, 20 times that.
+@pytest.mark.timeout(60 * EXAMPLES // 150)
 def test_cancelled_calls_and_trials_leave_nothing_behind(
     policy: breaky.Policy, crowd: list[Planned], everyone_cancelled_at: float
 ) -> None:
