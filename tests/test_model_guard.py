@@ -109,6 +109,9 @@ class Call:
 
     number: int
     made_at: float
+    # How it was made: "run", "decorated" (with a keyword argument) or
+    # "raising" (BreakerOff for OFF, saying whether it was shed).
+    via: str = "run"
     # "running" (fn was called), "waiting" (in the bulkhead's line), "done".
     phase: str = "done"
     trial: bool = False
@@ -227,9 +230,9 @@ class Model:
     def timeout(self) -> float | None:
         return self.policy.call_timeout
 
-    def call(self, number: int, *, cancelled: bool) -> Call:
+    def call(self, number: int, via: str, *, cancelled: bool) -> Call:
         """A new call at ``now``; ``cancelled``: its caller's scope already is."""
-        call = Call(number, self.now)
+        call = Call(number, self.now, via)
         self.calls.append(call)
         self.totals["calls"] += 1
         limit = self.policy.max_concurrent
@@ -260,6 +263,8 @@ class Model:
         return call
 
     def answer(self, call: Call, answer: object, total: str) -> None:
+        if answer is OFF and call.via == "raising":
+            answer = ("BreakerOff", total == "shed")
         call.phase, call.answer = "done", answer
         self.totals["cancelled" if answer == "cancelled" else total] += 1
 
@@ -361,13 +366,16 @@ class Model:
 class RealCall:
     """One call made through the real guard, from a background task."""
 
+    via: str
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     release: trio.Event = attrs.Factory(trio.Event)
     how: str = "ok"
     started: bool = False
     answer: object = None
 
-    async def fn(self) -> str:
+    async def fn(self, *, tag: int = 0) -> str:
+        """Wait for the test's word; ``tag``: what a decorated call passes."""
+        assert tag == (1 if self.via == "decorated" else 0)
         self.started = True
         await self.release.wait()
         if self.how == "counted":
@@ -379,9 +387,16 @@ class RealCall:
     async def make(self, guard: breaky.Guard) -> None:
         with self.scope:
             try:
-                self.answer = await guard.run(self.fn)
+                if self.via == "run":
+                    self.answer = await guard.run(self.fn)
+                elif self.via == "decorated":
+                    self.answer = await guard(self.fn)(tag=1)
+                else:
+                    self.answer = await guard.raising.run(self.fn)
             except (Counted, NotCounted, breaky.CallTimeout) as exc:
                 self.answer = type(exc)
+            except breaky.BreakerOff as exc:
+                self.answer = ("BreakerOff", exc.shed)
             return
         self.answer = "cancelled"
 
@@ -440,17 +455,18 @@ def run_model_test(policy: Policy, counts: tuple[type[Exception], ...]) -> None:
                     cancelled=st.lists(
                         st.sampled_from([False] * 3 + [True]), min_size=3, max_size=3
                     ),
+                    via=st.sampled_from(["run", "run", "decorated", "raising"]),
                 )
-                def call(self, count: int, cancelled: list[bool]) -> None:
+                def call(self, count: int, cancelled: list[bool], via: str) -> None:
                     """``count`` calls at once; some callers are already cancelled."""
                     for at_once in cancelled[:count]:
-                        real = RealCall()
+                        real = RealCall(via)
                         number = len(self.real)
                         self.real[number] = real
                         if at_once:
                             real.scope.cancel()
                         background_start(real.make, self.guard)
-                        self.model.call(number, cancelled=at_once)
+                        self.model.call(number, via, cancelled=at_once)
 
                 @precondition(lambda self: self.pick(("running",), 0) is not None)
                 @rule(
