@@ -98,6 +98,8 @@ class Figures:
     # first answered OFF (the calls that taught it), and after (its trials).
     sent_before_trip: int = 0
     sent_after_trip: int = 0
+    # Seconds from the kill to the server accepting connections again.
+    down_for: float = 0.0
     # Seconds from the server being back to every caller answered.
     recovered_in: float = math.inf
 
@@ -162,12 +164,12 @@ async def outage(
         await trio.sleep(DOWN_FOR)
         await server.start()
         back = trio.current_time()
+        figures.down_for = back - killed
         figures.reached_dead_port = len(proxy.refused[refused_before:])
         tripped = first_off[0] if first_off else math.inf
         while_down = [t for t in sent if killed <= t < back]
         figures.sent_before_trip = len([t for t in while_down if t < tripped])
         figures.sent_after_trip = len([t for t in while_down if t >= tripped])
-        # One retry period for the next trial, and a second for slack.
         figures.recovered_in = await every_caller_replied_since(back, within=10)
         nursery.cancel_scope.cancel()
     return figures
@@ -224,10 +226,10 @@ async def test_callers_against_a_dead_server_send_one_trial_per_retry_period(
     for figures in (ours, theirs):
         print(figures)  # noqa: T201 - the figures docs/performance.md quotes
         record_property(figures.library, attrs.asdict(figures))
-    # Once OFF, at most one trial per retry period while the server was down:
-    # the periods that began within DOWN_FOR, plus one, because the server's
-    # restart (Hypercorn's start-up) makes the outage a little longer.
-    periods = math.ceil(DOWN_FOR / RETRY_TIMEOUT) + 1
+    # Once OFF, at most one trial per retry period while the server was down
+    # (DOWN_FOR, and Hypercorn's start-up): the first a period after the trip,
+    # each next one a period after the last failed.
+    periods = math.ceil(ours.down_for / RETRY_TIMEOUT)
     assert 1 <= ours.sent_after_trip <= periods, ours
     # Before the trip, each caller had at most one request under way when the
     # server died, and each failure it saw before the guard had counted
@@ -238,7 +240,9 @@ async def test_callers_against_a_dead_server_send_one_trial_per_retry_period(
     # per caller at most: a request whose connection was still being set up).
     sent = ours.sent_before_trip + ours.sent_after_trip
     assert ours.reached_dead_port <= sent + CALLERS, ours
-    assert ours.recovered_in < 3 * RETRY_TIMEOUT, ours
+    # Back: the next trial (within a period), then a reply for every caller
+    # over 50 new connections, on a machine other jobs share.
+    assert ours.recovered_in < 5 * RETRY_TIMEOUT, ours
     assert stats.trips == 1, stats
-    assert 1 <= stats.retries <= periods + 1, stats
+    assert 1 <= stats.retries <= periods + 1, stats  # the last one succeeded
     assert stats.pending == 0, stats
