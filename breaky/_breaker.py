@@ -176,7 +176,7 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         resource is failing. At the failure rule's limit the resource is
         cancelled and the breaker turns OFF. Ignored unless ON or starting.
         """
-        self._core.failed("failure() was called")
+        self._core.failure_reported()
 
     def force_off(self) -> None:
         """Turn OFF now and stop the resource; nothing is tried until reset().

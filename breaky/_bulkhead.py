@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import deque
 from typing import final
 
-import outcome
 import trio
 
 
@@ -23,7 +22,7 @@ class Places:
     def __init__(self, limit: int, max_waiting: int | None) -> None:
         self._free = limit
         self._max_waiting = max_waiting
-        self._waiting: deque[trio.lowlevel.Task] = deque()
+        self._waiting: deque[_Waiter] = deque()
 
     def take_nowait(self) -> bool:
         """Take a free place if there is one and nobody waits for it."""
@@ -43,21 +42,23 @@ class Places:
 
         ``False`` if the line was turned away (:meth:`turn_away`) instead.
         """
-        task = trio.lowlevel.current_task()
+        waiter = _Waiter(trio.lowlevel.current_task())
         waiting = self._waiting
-        waiting.append(task)
+        waiting.append(waiter)
 
         def abort(_: object) -> trio.lowlevel.Abort:
-            waiting.remove(task)
+            waiting.remove(waiter)
             return trio.lowlevel.Abort.SUCCEEDED
 
-        handed: bool = await trio.lowlevel.wait_task_rescheduled(abort)
-        return handed
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        return waiter.handed
 
     def give_back(self) -> None:
         """A call that had a place is done: hand it on, or free it."""
         if self._waiting:
-            trio.lowlevel.reschedule(self._waiting.popleft(), outcome.Value(True))  # noqa: FBT003 - the wait's answer
+            waiter = self._waiting.popleft()
+            waiter.handed = True
+            trio.lowlevel.reschedule(waiter.task)
         else:
             self._free += 1
 
@@ -65,4 +66,15 @@ class Places:
         """Send every call in line away without a place (the guard turned OFF)."""
         waiting = self._waiting
         while waiting:
-            trio.lowlevel.reschedule(waiting.popleft(), outcome.Value(False))  # noqa: FBT003
+            trio.lowlevel.reschedule(waiting.popleft().task)
+
+
+@final
+class _Waiter:
+    """A call in line, and whether it was handed a place when woken."""
+
+    __slots__ = ("handed", "task")
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.handed = False

@@ -80,6 +80,8 @@ class Core:
     _traced: tuple[str, type[BaseException] | None] | None = attrs.field(
         init=False, default=None
     )
+    # The clock the machine's times were read on (a guard outlives a run).
+    _clock: trio.abc.Clock | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         state = State.STARTING if self.kind is Kind.RESOURCE else State.ON
@@ -93,11 +95,21 @@ class Core:
 
     # Inputs.
 
+    def now(self) -> float:
+        """Trio's time; times on another run's clock are carried over first."""
+        clock = trio.lowlevel.current_clock()
+        now = clock.current_time()
+        if clock is not self._clock:
+            if self._clock is not None:
+                self.machine.new_clock(now)
+            self._clock = clock
+        return now
+
     def feed(self, event: Callable[[Machine, float], object], reason: str) -> None:
         """Apply one input to the machine, now: the one place state changes."""
         machine = self.machine
         old = machine.state
-        now = trio.current_time()
+        now = self.now()
         event(machine, now)
         if event is Machine.attempt_succeeded:
             self._traced = None  # it works again: the next failure is news
@@ -118,6 +130,10 @@ class Core:
     def failed(self, reason: str) -> None:
         """One failure, with the reason the log and the change will give."""
         self.feed(Machine.failure, reason)
+
+    def failure_reported(self) -> None:
+        """The caller's ``failure()``: the call it made failed after all."""
+        self.feed(Machine.failure_reported, "failure() was called")
 
     def judge(self, error: Exception | None, sent_at: float | None) -> str | None:
         """Count how a call was answered; return why it failed, if it did.
@@ -181,10 +197,12 @@ class Core:
     def begin_trial(self) -> int:
         """A guard lets one call through as the trial: its ticket."""
         self.totals.retries += 1
-        return self.machine.trial_began(trio.current_time())
+        return self.machine.trial_began(self.now())
 
     def end_trial(self, ticket: int, *, passed: bool | None) -> None:
         """The trial ``ticket`` passed, failed, or (``None``) was withdrawn."""
+        if ticket != self.machine.trial:
+            return  # a trial the breaker no longer waits for changes nothing
         if passed is None:
             reason = "a trial call was withdrawn"
         elif passed:
@@ -212,7 +230,7 @@ class Core:
         """A snapshot, with the calls the kind has ``pending``."""
         return BreakerStatistics(
             state=self.machine.state,
-            failures=self.machine.failures_at(trio.current_time()),
+            failures=self.machine.failures_at(self.now()),
             pending=pending,
             **attrs.asdict(self.totals),
         )

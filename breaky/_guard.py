@@ -203,7 +203,7 @@ class Guard:
 
     def failure(self) -> None:
         """Register one failure, as seen by the caller (a bad reply, say)."""
-        self._core.failed("failure() was called")
+        self._core.failure_reported()
 
     def force_off(self) -> None:
         """Turn OFF until :meth:`reset`: every call is answered OFF."""
@@ -257,13 +257,13 @@ class Guard:
         timeout: float | FromPolicy | None,  # noqa: ASYNC109 - run()'s
         raise_off: bool,  # noqa: FBT001 - internal, positional for speed
     ) -> R | Off:
+        if timeout is FROM_POLICY:
+            seconds = self._timeout
+        else:  # checked before the call counts: a bad timeout makes no call
+            seconds = check_seconds("timeout", timeout, allow_none=True)
         core = self._core
         totals = core.totals
         totals.calls += 1
-        if timeout is FROM_POLICY:
-            seconds = self._timeout
-        else:
-            seconds = check_seconds("timeout", timeout, allow_none=True)
         ticket = waits = owns = None
         places = self._places
         if core.machine.state is not _ON:
@@ -278,7 +278,7 @@ class Guard:
                 return await self._refuse(shed=True, raise_off=raise_off)
             else:
                 waits = places
-        start = trio.current_time()
+        start = ran_at = trio.current_time()
         placed = waits is None  # else it waits in line for a place first
         running = False
         try:
@@ -287,10 +287,9 @@ class Guard:
             ) as scope:
                 if waits is not None and await waits.wait():
                     owns = waits  # handed a place: it gives it back
-                    # Unless the call that handed it over has tripped the
-                    # guard since (a timeout, a slow call): then it is
-                    # answered OFF, as the rest of the line was.
+                    # Handed one in the very step the guard turned OFF: OFF.
                     placed = core.machine.state is _ON
+                    ran_at = trio.current_time()  # its own time starts now
                 if placed:
                     try:
                         call = fn(*args) if kwargs is None else fn(*args, **kwargs)
@@ -303,7 +302,7 @@ class Guard:
                     result = await call
         except Exception as exc:
             if running:
-                self._ended(ticket, core.judge(exc, start), exc)
+                self._ended(ticket, core.judge(exc, ran_at), exc)
             raise
         except BaseException:
             totals.cancelled += 1
@@ -332,17 +331,21 @@ class Guard:
                 f"guard {core.name!r}: the call took longer than its timeout "
                 f"({seconds:g} s) and was cancelled"
             )
-            self._ended(ticket, "a call timed out", error)
+            # A call that waited in line had less than its timeout to run:
+            # overload took its time, so its timeout is no outcome at all.
+            if waits is None:
+                self._ended(ticket, "a call timed out", error)
             raise error
-        self._ended(ticket, core.judge(None, start), None)
+        self._ended(ticket, core.judge(None, ran_at), None)
         return result  # pyright: ignore[reportPossiblyUnboundVariable]
 
     def _trial_due(self) -> bool:
         """Not ON: whether this call is the trial (the wait passed, none runs)."""
         core = self._core
-        retry_at = core.machine.retry_at
-        if retry_at is not None:
-            if trio.current_time() < retry_at:
+        machine = core.machine
+        if machine.retry_at is not None:
+            # The time first: another run's clock ends the wait.
+            if machine.waiting(core.now()):
                 return False  # still waiting: no input, nothing to feed
             core.feed(Machine.retry_due, "retry")
         return core.machine.trial_wanted

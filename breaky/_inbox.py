@@ -98,7 +98,7 @@ class Inbox(
         # receive() is built on this rather than the other way round, as
         # trio.abc.ReceiveChannel does: ``async for`` is the hot path.
         mailbox = self._mailbox
-        if not self._started:
+        if not self._started and not (self._closed or self._ended or mailbox.closed):
             raise RuntimeError(_NOT_STARTED)
         if mailbox.queued:
             # Serving a backlog must still let other tasks run.

@@ -107,6 +107,26 @@ class Outcomes:
             self.calls -= calls
             self.failures -= failures
 
+    def amend(self, now: float) -> bool:
+        """Turn the latest success in the window into a failure, if any."""
+        self.forget(now)
+        for part in reversed(self._slices):  # [number, calls, failures]
+            if part[1] > part[2]:
+                part[2] += 1
+                self.failures += 1
+                return True
+        return False
+
+    def rebase(self, now: float) -> None:
+        """Keep every outcome counted, as if it happened at ``now``."""
+        calls, failures = self.calls, self.failures
+        self.clear()
+        if calls:
+            self._slices.append(
+                [math.floor(now * _SLICES / self.window), calls, failures]
+            )
+            self.calls, self.failures = calls, failures
+
     def failures_at(self, now: float) -> int:
         """The failures still in the window at ``now`` (changes nothing)."""
         first_kept = math.floor(now * _SLICES / self.window) - _SLICES + 1
@@ -196,6 +216,10 @@ class Machine:
         """Whether successes matter (the rate rule): else they need no input."""
         return self._outcomes is not None
 
+    def waiting(self, now: float) -> bool:
+        """Whether the retry wait is still running at ``now`` (a query)."""
+        return self.retry_at is not None and now < self.retry_at
+
     def failures_at(self, now: float) -> int:
         """The failures that count at ``now``: a query, it changes nothing."""
         if self._outcomes is not None:
@@ -208,18 +232,13 @@ class Machine:
     # Outcomes while ON (or STARTING): what the failure rule counts.
 
     def failure(self, now: float) -> None:
-        """Something failed: a call, a crash, ``failure()``, a failed restart."""
+        """Something failed: a call, a crash, a failed restart, a timeout."""
         if not self.accepting:
             return  # failures while OFF or STOPPED change nothing
         outcomes = self._outcomes
         if outcomes is not None:
             outcomes.add(now, failed=True)
-            rate = self.policy.failure_rate
-            assert rate is not None  # noqa: S101 - outcomes exist for the rate rule
-            tripped = (
-                outcomes.calls >= self.policy.minimum_calls
-                and outcomes.failures >= rate * outcomes.calls
-            )
+            self._check_rate(now)
         else:
             times = self._failure_times
             times.append(now)
@@ -227,9 +246,47 @@ class Machine:
             if window is not None:
                 while times[0] <= now - window:
                     times.popleft()
-            tripped = len(times) >= self.policy.failure_threshold
-        if tripped:
+            if len(times) >= self.policy.failure_threshold:
+                self._trip(now)
+
+    def failure_reported(self, now: float) -> None:
+        """The caller says a call failed (``failure()``), after its outcome.
+
+        For the count rule this is one failure. For the rate rule the call
+        was already counted as a success, so that success becomes a failure
+        (one call, one outcome); with no success left in the window, it is a
+        failure of its own.
+        """
+        outcomes = self._outcomes
+        if outcomes is None or not self.accepting or not outcomes.amend(now):
+            self.failure(now)
+        else:
+            self._check_rate(now)
+
+    def _check_rate(self, now: float) -> None:
+        outcomes = self._outcomes
+        rate = self.policy.failure_rate
+        assert outcomes is not None  # noqa: S101 - the rate rule
+        assert rate is not None  # noqa: S101
+        # A division, not failures >= rate * calls: 0.28 * 25 is 7.000000000000001.
+        if (
+            outcomes.calls >= self.policy.minimum_calls
+            and outcomes.failures / outcomes.calls >= rate
+        ):
             self._trip(now)
+
+    def new_clock(self, now: float) -> None:
+        """The times so far were read on another clock (another ``trio.run``).
+
+        A module-level guard outlives a Trio run, and each run's clock has its
+        own offset, so how long ago anything happened is unknown: a retry
+        wait is over (the next call is the one trial), and the failures
+        counted are kept as if they happened ``now``.
+        """
+        self.retry_at = None
+        self._failure_times = deque([now] * len(self._failure_times))
+        if self._outcomes is not None:
+            self._outcomes.rebase(now)
 
     def success(self, now: float) -> None:
         """A call succeeded; only the rate rule needs to know."""

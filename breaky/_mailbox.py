@@ -74,6 +74,14 @@ class Mailbox(Generic[MessageT, ReplyT]):
     _clock: trio.abc.Clock = attrs.field(
         init=False, factory=trio.lowlevel.current_clock
     )
+    # Whether a reply needs no judging: no slow-call limit, no rate rule.
+    _plain_replies: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        policy = self._policy
+        self._plain_replies = (
+            policy.slow_call_duration is None and policy.failure_rate is None
+        )
 
     def pending_calls(self) -> int:
         """Calls queued or held, not answered yet (casts are not counted)."""
@@ -151,10 +159,18 @@ class Mailbox(Generic[MessageT, ReplyT]):
         if request._caller is None:
             # A cast: nobody waits and it is no call, but its error may count.
             request._settle(value, error)
-            if error is not None and core.counts(error):
-                core.failed(f"a cast failed with {type(error).__name__}")
+            failed = error is not None and core.counts(error)
+            core.outcome(
+                f"a cast failed with {type(error).__name__}" if failed else None
+            )
             return
         self.held.discard(request)
+        if error is None and self._plain_replies:
+            # The hot path: a reply with nothing to judge (no slow-call limit,
+            # no rate rule), counted here rather than by core.judge().
+            core.totals.replies += 1
+            request._settle(value, None)
+            return
         reason = core.judge(error, request._sent_at)
         request._settle(value, error)
         # The caller has its answer; now the breaker may react (even trip).

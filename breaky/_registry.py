@@ -47,7 +47,7 @@ class Registry:
             msg = f"name must be a str, got {name!r}"
             raise TypeError(msg)
         if name in self._entries:
-            msg = f"a circuit breaker named {name!r} is already running here"
+            msg = f"a breaker or guard named {name!r} is already running here"
             raise ValueError(msg)
 
     def add(self, name: str, entry: Entry) -> None:

@@ -60,7 +60,7 @@ class Supervisor:
         entry = self._registry.get(name)
         if entry is None:
             msg = (
-                f"no circuit breaker named {name!r}; known: "
+                f"no breaker or guard named {name!r}; known: "
                 f"{sorted(self._registry.names())}"
             )
             raise KeyError(msg)

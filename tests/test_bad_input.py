@@ -408,7 +408,7 @@ BAD_CALLS = [
         "an unknown breaker",
         lambda sup, db: sup.stop_circuit_breaker("nope"),
         KeyError,
-        r"no circuit breaker named 'nope'; known: \['db'\]",
+        r"no breaker or guard named 'nope'; known: \['db'\]",
     ),
     (
         "a call's timeout as a string",

@@ -1201,10 +1201,15 @@ async def test_a_woken_worker_cancelled_alone_passes_the_request_on(
             nursery.start_soon(worker, "a")
             await trio.testing.wait_all_tasks_blocked()
             nursery.start_soon(worker, "b")
+            await trio.testing.wait_all_tasks_blocked()
+            both_parked.set()
 
+    # Not wait_all_tasks_blocked() in the test too: both waiters would wake
+    # at once, and the cast could come before worker b parks.
+    both_parked = trio.Event()
     async with breaky.open_supervisor() as sup:
         db = await sup.start_circuit_breaker("db", two_workers)
-        await trio.testing.wait_all_tasks_blocked()
+        await both_parked.wait()
         await db.cast("x")  # wakes worker a, the first to park...
         scopes["a"].cancel()  # ...which is cancelled before it runs
         await trio.testing.wait_all_tasks_blocked()

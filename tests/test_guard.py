@@ -936,3 +936,155 @@ async def test_a_call_whose_timeout_trips_the_guard_hands_no_place_on(
     stats = api.statistics()
     assert (stats.state, stats.timeouts, stats.off, stats.shed) == (State.OFF, 1, 1, 0)
     assert_adds_up(api)
+
+
+# Found in review: each of these failed before its fix.
+
+
+async def test_a_wait_in_line_is_neither_slow_nor_a_failed_timeout(
+    autojump_clock: Clock,
+) -> None:
+    slow = guard(max_concurrent=1, max_queued=10, slow_call_duration=1)
+    timed = guard(max_concurrent=1, max_queued=10, call_timeout=1)
+
+    async def work() -> str:
+        await trio.sleep(0.6)
+        return "ok"
+
+    answers: list[object] = []
+
+    async def caller(g: breaky.Guard) -> None:
+        with contextlib.suppress(breaky.CallTimeout):
+            answers.append(await g.run(work))
+
+    for g in (slow, timed):
+        for _ in range(3):
+            async with trio.open_nursery() as nursery:
+                for _ in range(6):
+                    nursery.start_soon(caller, g)
+    assert answers.count("ok") >= 18 + 3
+    stats = slow.statistics()
+    assert (stats.state, stats.slow_calls, stats.failures) == (State.ON, 0, 0)
+    stats = timed.statistics()
+    assert (stats.state, stats.failures, stats.trips) == (State.ON, 0, 0)
+    assert stats.timeouts > 0  # its callers still got CallTimeout
+    assert_adds_up(timed)
+
+
+async def test_a_place_handed_as_the_guard_turns_off_runs_nothing(
+    autojump_clock: Clock,
+) -> None:
+    api = guard(max_concurrent=1, max_queued=1)
+    ran: list[str] = []
+
+    async def first() -> None:
+        ran.append("first")
+        await trio.sleep(1)
+        api.force_off()  # in the same step the place is handed on
+
+    async def second() -> None:
+        ran.append("second")
+
+    answers: list[object] = []
+
+    async def waiter() -> None:
+        answers.append(await api.run(second))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(api.run, first)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(waiter)
+    assert ran == ["first"]
+    assert answers == [OFF]
+    assert_adds_up(api)
+
+
+async def test_failure_after_a_reply_is_one_outcome_under_the_rate_rule(
+    autojump_clock: Clock,
+) -> None:
+    api = guard(failure_rate=0.6, minimum_calls=10, failure_window=60)
+    dep = Dependency()
+    for _ in range(10):
+        assert await api.run(dep.get) == "ok"
+        api.failure()  # the reply was bad: that call failed
+    assert api.state is State.OFF
+    api.reset()
+    assert await api.run(dep.get) == "ok"  # the trial: ON, a fresh count
+    api.failure()  # no success in the window to amend: a failure of its own
+    assert api.statistics().failures == 1
+
+
+async def test_reaching_exactly_the_failure_rate_trips(autojump_clock: Clock) -> None:
+    api = guard(failure_rate=0.28, minimum_calls=25, failure_window=60)
+    dep = Dependency()
+    for _ in range(18):
+        await api.run(dep.get)
+    dep.down = True
+    for _ in range(7):  # 7 of 25 is 0.28 exactly, but 0.28 * 25 is not 7
+        with pytest.raises(Down):
+            await api.run(dep.get)
+    assert api.state is State.OFF
+
+
+async def test_a_bad_timeout_makes_no_call() -> None:
+    api, dep = guard(), Dependency()
+    with pytest.raises(ValueError, match="timeout"):
+        await api.run(dep.get, timeout=-1)
+    with pytest.raises(TypeError, match="timeout"):
+        await api.run(dep.get, timeout="1")  # type: ignore[arg-type]
+    assert (api.statistics().calls, api.statistics().pending) == (0, 0)
+
+
+def test_a_module_level_guard_in_a_new_trio_run_tries_once() -> None:
+    api, dep = guard(retry_timeout=5, failure_threshold=2), Dependency()
+
+    def run(fn: Any, *args: Any) -> Any:
+        return trio.run(fn, *args, clock=trio.testing.MockClock(autojump_threshold=0))
+
+    async def trip_it() -> None:
+        await trip(api, dep)
+
+    async def call(value: object) -> object:
+        return await api.run(dep.get, value)
+
+    async def fail_once() -> None:
+        dep.down = True
+        with pytest.raises(Down):
+            await api.run(dep.get)
+        dep.down = False
+
+    async def failures() -> int:
+        return api.statistics().failures
+
+    run(trip_it)
+    # Another run: another clock with an offset of its own, so how long the
+    # guard has waited is unknown. Its first call is the one trial.
+    assert run(call, "back") == "back"
+    assert api.state is State.ON
+    # A failure counted in one run still counts in the next.
+    run(fail_once)
+    assert run(failures) == 1
+    run(fail_once)
+    assert api.state is State.OFF  # the second one reached the threshold
+
+
+async def test_a_guard_with_a_bulkhead_trips_and_recovers(
+    autojump_clock: Clock,
+) -> None:
+    api, dep = guard(max_concurrent=2, max_queued=2), Dependency()
+    dep.down = True
+    with pytest.raises(Down):
+        await api.run(dep.get)  # one failure, no change of state
+    assert api.state is State.ON
+    with pytest.raises(Down):
+        await api.run(dep.get)
+    assert api.state is State.OFF
+    dep.down = False
+    await trio.sleep(10)
+    assert await api.run(dep.get, "trial") == "trial"  # takes no place
+    assert api.state is State.ON
+    async with trio.open_nursery() as nursery:  # every place is free again
+        for n in range(4):
+            nursery.start_soon(api.run, dep.get, n)
+    stats = api.statistics()
+    assert (stats.shed, stats.replies, stats.pending) == (0, 5, 0)

@@ -391,3 +391,54 @@ def test_a_failed_attempt_while_not_held_reports_off_again():
     m.retry_due(m.retry_at)
     m.attempt_failed(3.0)
     assert m.sees_off
+
+
+def rate_machine() -> Machine:
+    policy = Policy(failure_rate=0.5, minimum_calls=4, failure_window=20.0)
+    return Machine(policy, state=State.ON)
+
+
+def test_failure_reported_amends_the_latest_success_in_the_window() -> None:
+    m = rate_machine()
+    m.success(0.0)
+    m.failure(5.0)  # the newest slice has no success to amend
+    m.failure_reported(6.0)  # amends the success at 0.0: still 2 outcomes
+    assert (m.failures, m.failures_at(6.0), m.state) == (2, 2, State.ON)
+    m.failure_reported(7.0)  # nothing left to amend: a failure of its own
+    assert (m.failures, m.state) == (3, State.ON)  # 3 outcomes: below minimum
+    m.failure(8.0)
+    assert m.state is State.OFF  # 4 of 4
+
+
+def test_a_new_clock_ends_the_wait_and_keeps_what_was_counted() -> None:
+    m = rate_machine()
+    for t in (1.0, 2.0, 3.0):
+        m.success(t)
+    m.failure(4.0)
+    assert m.failures_at(4.0) == 1
+    m.new_clock(1000.0)  # another run: times on its clock
+    assert m.failures_at(1000.0) == 1
+    assert m.failures_at(1030.0) == 0  # a window later, forgotten
+    tripped = machine(threshold=1)
+    tripped.attempt_succeeded(0.0)
+    tripped.failure(1.0)
+    assert tripped.retry_at == 11.0
+    tripped.new_clock(5.0)
+    assert (tripped.retry_at, tripped.failures, tripped.wants_attempt) == (
+        None,
+        1,
+        True,
+    )
+    empty = rate_machine()
+    empty.new_clock(3.0)
+    assert empty.failures_at(3.0) == 0
+
+
+def test_a_stale_trial_changes_nothing() -> None:
+    m = tripped(threshold=1, at=0.0)
+    m.retry_due(10.0)
+    ticket = m.trial_began(10.0)
+    m.force_off(11.0)
+    m.reset(12.0)
+    m.trial_ended(13.0, ticket, passed=False)  # forgotten at force_off
+    assert (m.state, m.retry_at, m.trial) == (State.OFF, None, None)

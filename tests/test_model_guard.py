@@ -116,6 +116,9 @@ class Call:
     phase: str = "done"
     trial: bool = False
     holds_place: bool = False
+    # When its function was called: a call that waited in line runs later.
+    ran_at: float = 0.0
+    waited: bool = False
     # The model's answer once done: a result, OFF, an exception type, or
     # "cancelled".
     answer: object = None
@@ -170,15 +173,38 @@ class Model:
     def fail(self) -> None:
         if self.state is not State.ON:
             return
-        rate = self.policy.failure_rate
-        if rate is not None:
+        if self.policy.failure_rate is not None:
             self.outcomes.append((self.now, True))
-            # It trips on a failure, once enough outcomes are in the window.
-            kept = [f for t, f in self.outcomes if self._kept(self.now, t)]
-            enough = len(kept) >= self.policy.minimum_calls
-            tripped = enough and sum(kept) >= rate * len(kept)
         else:
             self.failure_times.append(self.now)
+        self.check()
+
+    def failure_reported(self) -> None:
+        """``failure()``: under the rate rule, the latest success was a failure."""
+        if self.state is not State.ON or self.policy.failure_rate is None:
+            self.fail()
+            return
+        successes = [
+            i
+            for i, (t, failed) in enumerate(self.outcomes)
+            if not failed and self._kept(self.now, t)
+        ]
+        if not successes:
+            self.fail()
+            return
+        when, _ = self.outcomes[successes[-1]]
+        self.outcomes[successes[-1]] = (when, True)
+        self.check()
+
+    def check(self) -> None:
+        """After a failure: trip if the rule says so."""
+        rate = self.policy.failure_rate
+        if rate is not None:
+            # Once enough outcomes are in the window, by the share failed.
+            kept = [f for t, f in self.outcomes if self._kept(self.now, t)]
+            enough = len(kept) >= self.policy.minimum_calls
+            tripped = enough and sum(kept) / len(kept) >= rate
+        else:
             tripped = self.failures() >= self.policy.failure_threshold
         if tripped:
             self.turn_away()
@@ -246,6 +272,7 @@ class Model:
                 return call
             self.totals["retries"] += 1
             self.trial, call.trial, call.phase = call, True, "running"
+            call.ran_at = self.now
         elif limit is not None and (
             len([c for c in self.calls if c.holds_place]) >= limit or self.line
         ):
@@ -253,10 +280,10 @@ class Model:
             if queued is not None and len(self.line) >= queued:
                 self.answer(call, "cancelled" if cancelled else OFF, "shed")
                 return call
-            call.phase = "waiting"
+            call.phase, call.waited = "waiting", True
             self.line.append(call)
         else:
-            call.phase = "running"
+            call.phase, call.ran_at = "running", self.now
             call.holds_place = limit is not None
         if cancelled:
             self.cancel(call)
@@ -275,14 +302,15 @@ class Model:
         call.holds_place = False
         if self.line:
             first = self.line.pop(0)
-            first.phase, first.holds_place = "running", True
+            first.phase, first.holds_place, first.ran_at = "running", True, self.now
 
     def finish(self, call: Call, how: str) -> None:
         """The running ``call``'s function returned ("ok") or raised."""
         error = {"ok": None, "counted": Counted, "not counted": NotCounted}[how]
         failed = error is not None and issubclass(error, self.counts)
         limit = self.policy.slow_call_duration
-        if limit is not None and self.now - call.made_at > limit:
+        # A call's own time: not the wait in line.
+        if limit is not None and self.now - call.ran_at > limit:
             self.totals["slow_calls"] += 1
             failed = True
         self.answer(
@@ -329,7 +357,10 @@ class Model:
             timed_out = [c for c in expired if c.phase == "running"]
             for call in timed_out:
                 self.answer(call, breaky.CallTimeout, "timeouts")
-                self.ended(call, failed=True)
+                if not call.waited:
+                    # (One that waited had less than its timeout to run:
+                    # overload took the rest, and overload is no outcome.)
+                    self.ended(call, failed=True)
             for call in timed_out:
                 self.give_back(call)
         self.now = to
@@ -507,7 +538,7 @@ def run_model_test(policy: Policy, counts: tuple[type[Exception], ...]) -> None:
                 def command(self, what: str) -> None:
                     now_in_trio(getattr(self.guard, what))
                     {
-                        "failure": self.model.fail,
+                        "failure": self.model.failure_reported,
                         "force_off": self.model.force_off,
                         "reset": self.model.reset,
                     }[what]()
