@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import breaky
-from benchmarks import fleet, guard
+from benchmarks import fleet, guard, keyed
 from benchmarks._harness import (
     FloorRequest,
     Result,
@@ -483,6 +483,7 @@ async def run_all(quick: bool) -> list[Result]:
     results.append(await bench_restart(n // 10, count))
     results.extend(await bench_leak(10_000 if quick else 1_000_000))
     results.extend(await guard.run_guard(quick))
+    results.extend(await keyed.run_keyed(quick))
     results.extend(await fleet.run_fleet(quick))
     return results
 

@@ -7,7 +7,10 @@ open a supervisor with :func:`open_supervisor`, start one with
 :meth:`Supervisor.start_circuit_breaker`, and send it requests with
 :meth:`CircuitBreaker.call`. While the dependency keeps failing, either kind
 is OFF: calls get :data:`OFF` at once, and attempts (a start, a trial call)
-are made at a slower rate until one succeeds.
+are made at a slower rate until one succeeds. A keyed group
+(:meth:`Supervisor.keyed_guard`, :meth:`Supervisor.keyed_breaker`) holds one
+breaker per key (a host, a tenant, a shard), made on first use and forgotten
+once healthy and idle.
 """
 
 from ._breaker import CircuitBreaker
@@ -15,6 +18,7 @@ from ._errors import BreakerOff, CallTimeout, ResourceLost
 from ._events import StateChange, StateChanges
 from ._guard import Guard, RaisingGuard
 from ._inbox import Inbox
+from ._keyed import KeyedBreaker, KeyedGuard, KeyedStatistics
 from ._machine import State
 from ._off import OFF, Off, OffType
 from ._policy import Policy
@@ -31,6 +35,9 @@ __all__ = [
     "CircuitBreaker",
     "Guard",
     "Inbox",
+    "KeyedBreaker",
+    "KeyedGuard",
+    "KeyedStatistics",
     "Off",
     "OffType",
     "Policy",

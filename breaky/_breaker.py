@@ -203,6 +203,12 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         """
         return self._core.subscribe(max_buffer)
 
+    @property
+    def in_flight(self) -> int:
+        """Requests (calls and casts) queued or held by the resource, unanswered."""
+        mailbox = self._mailbox
+        return mailbox.queued + len(mailbox.held)
+
     def statistics(self) -> BreakerStatistics:
         """Return a snapshot of the state, the failures and the totals."""
         return self._core.statistics(self._mailbox.pending_calls())

@@ -66,6 +66,10 @@ class Core:
     # Where every change is published besides this breaker's own
     # subscribers: its supervisor's (or a group's), if any.
     _watchers: Publisher | None = None
+    # For a key of a keyed group: the group's name and the key (the name is
+    # then "group[key]"); set before the first input.
+    group: str | None = attrs.field(init=False, default=None)
+    key: str | None = attrs.field(init=False, default=None)
     machine: Machine = attrs.field(init=False)
     totals: Totals = attrs.field(init=False, factory=Totals)
     publisher: Publisher = attrs.field(init=False, factory=Publisher)
@@ -116,7 +120,7 @@ class Core:
         new = machine.state
         change = None
         if new is not old:
-            change = StateChange(self.name, old, new, reason, now)
+            change = StateChange(self.name, old, new, reason, now, self.group, self.key)
             self._changed(change)
         if self.effects is not None:
             self.effects.react(change)
@@ -237,7 +241,13 @@ class Core:
 
     def extra(self) -> dict[str, object]:
         """The ``extra`` of every log record about this breaker."""
-        return {"breaker": self.name, "state": self.machine.state.value}
+        extra: dict[str, object] = {
+            "breaker": self.name,
+            "state": self.machine.state.value,
+        }
+        if self.group is not None:
+            extra["group"], extra["key"] = self.group, self.key
+        return extra
 
     # Log records.
 
@@ -279,7 +289,12 @@ class Core:
             self._fleet_on_reason = None
             self._log_on(change)
         elif new is State.STOPPED:
-            logger.info("%s %r stopped", self.noun, self.name, extra=self.extra())
+            # A group forgets idle keys as a matter of course: not news.
+            level = logging.INFO if self.group is None else logging.DEBUG
+            if logger.isEnabledFor(level):
+                logger.log(
+                    level, "%s %r stopped", self.noun, self.name, extra=self.extra()
+                )
         elif new is State.OFF and old is State.FORCED_OFF:
             logger.info("%s %r was reset", self.noun, self.name, extra=self.extra())
         elif new is State.FORCED_OFF:

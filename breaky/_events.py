@@ -23,6 +23,11 @@ class StateChange:
         new: the state after.
         reason: what caused it, in a few words ("a call timed out").
         time: when, on Trio's clock (:func:`trio.current_time`).
+        group: for a key of a keyed group (:meth:`breaky.Supervisor.keyed_guard`,
+            :meth:`breaky.Supervisor.keyed_breaker`), the group's name;
+            ``None`` for any other breaker.
+        key: for a key of a keyed group, the key; ``None`` otherwise. The
+            key's ``breaker`` is then ``f"{group}[{key}]"``.
 
     """
 
@@ -31,6 +36,8 @@ class StateChange:
     new: State
     reason: str
     time: float
+    group: str | None = None
+    key: str | None = None
 
 
 @final

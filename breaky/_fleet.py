@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Fleet", "Link", "Member", "View"]
 
+# The most changes a fleet's subscription holds before it misses some.
+_LINK_BUFFER = 1_000_000
+
 
 class View(enum.Enum):
     """What a fleet tells one instance's breaker."""
@@ -87,21 +90,23 @@ class Link:
     _registry: Registry
 
     def names(self) -> list[str]:
-        """The names of the breakers running now."""
-        return self._registry.names()
+        """The names of the breakers running now (a group's keys: ``group[key]``)."""
+        return [core.name for core in self._registry.cores()]
 
     def members(self) -> list[Member]:
-        """The breakers running now."""
-        return [Member(entry.core) for entry in self._registry.entries()]
+        """The breakers running now, each live key of a keyed group included."""
+        return [Member(core) for core in self._registry.cores()]
 
     def member(self, name: str) -> Member | None:
-        """The breaker running under ``name``, or ``None``."""
-        entry = self._registry.get(name)
-        return None if entry is None else Member(entry.core)
+        """The breaker (or live key) running under ``name``, or ``None``."""
+        core = self._registry.core(name)
+        return None if core is None else Member(core)
 
     def subscribe(self) -> StateChanges:
         """Every later state change; the channel ends when the supervisor closes."""
-        return self._registry.publisher.subscribe(10_000)
+        # Room for a keyed group's sweep, which may forget 100,000 keys at
+        # once: missed changes would make the fleet look at every breaker.
+        return self._registry.publisher.subscribe(_LINK_BUFFER)
 
 
 class Fleet(abc.ABC):

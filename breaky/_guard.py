@@ -176,6 +176,7 @@ class Guard:
                 return OFF
         elif self._lean and timeout is FROM_POLICY:
             # The lean path, inline: nothing to time, no place to take.
+            # (KeyedGuard.run repeats it; tests/test_keyed.py compares both.)
             totals = core.totals
             totals.calls += 1
             try:
@@ -224,8 +225,9 @@ class Guard:
         """
         return self._core.subscribe(max_buffer)
 
-    def statistics(self) -> BreakerStatistics:
-        """Return a snapshot of the state, the failures and the totals."""
+    @property
+    def in_flight(self) -> int:
+        """Calls made through the guard and not answered yet (running or waiting)."""
         totals = self._core.totals
         answered = (
             totals.replies
@@ -236,7 +238,11 @@ class Guard:
             + totals.lost
             + totals.cancelled
         )
-        return self._core.statistics(totals.calls - answered)
+        return totals.calls - answered
+
+    def statistics(self) -> BreakerStatistics:
+        """Return a snapshot of the state, the failures and the totals."""
+        return self._core.statistics(self.in_flight)
 
     def react(self, change: StateChange | None) -> None:
         """Effects: calls waiting for a place get OFF once the guard is not ON."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, final
 import attrs
 import trio
 
+from ._keyed import KeyedStatistics, key_name
 from ._statistics import COUNTERS as COUNTS
 from ._supervisor import Supervisor
 
@@ -44,6 +45,29 @@ STATE_HELP = "The breaker's state: 1 for its current state, 0 for the others."
 FAILURES_HELP = "Failures that count toward the breaker's failure rule now."
 PENDING_HELP = "Calls not answered yet (queued, or held by the resource)."
 CALLS_HELP = "Calls answered, by outcome; the calls made are these plus pending."
+
+# A keyed group's series: its keys aggregated (per-key series exist only for
+# the keys that are not ON, as plain breakers named "group[key]").
+GROUP_KEYS_HELP = "The keyed group's live keys in each state."
+GROUP_FAILURES_HELP = "Failures counted now, summed over the group's live keys."
+GROUP_PENDING_HELP = "Calls not answered yet, summed over the group's live keys."
+GROUP_CALLS_HELP = (
+    "Calls answered, by outcome, over every key the group had (forgotten ones "
+    "too); the calls made are these plus pending."
+)
+GROUP_FORGOTTEN_HELP = "Keys forgotten: idle, or evicted at the max_keys bound."
+GROUP_REFUSED_HELP = (
+    "New keys refused at the max_keys bound, none being evictable (answered OFF)."
+)
+
+
+@final
+@attrs.frozen
+class Reading:
+    """One read of a supervisor: breakers (a group's keys not ON among them)."""
+
+    breakers: list[tuple[str, BreakerStatistics]]
+    groups: list[tuple[str, KeyedStatistics]]
 
 
 def state_label(state: State) -> str:
@@ -78,8 +102,8 @@ class StatisticsReader:
             raise RuntimeError(msg) from None
         return cls(supervisor, token)
 
-    def read(self) -> list[tuple[str, BreakerStatistics]]:
-        """Every breaker's statistics, by name; an empty list once Trio ended."""
+    def read(self) -> Reading:
+        """Every breaker's and group's statistics; nothing once Trio ended."""
         try:
             here = trio.lowlevel.current_trio_token()
         except RuntimeError:
@@ -87,7 +111,7 @@ class StatisticsReader:
             try:
                 return trio.from_thread.run_sync(self._take, trio_token=self.token)
             except trio.RunFinishedError:
-                return []  # the run is over, and every breaker with it
+                return Reading([], [])  # the run is over, and every breaker
         if here is not self.token:
             msg = (
                 "breaky's metrics were read from another Trio run than the "
@@ -96,6 +120,16 @@ class StatisticsReader:
             raise RuntimeError(msg)
         return self._take()
 
-    def _take(self) -> list[tuple[str, BreakerStatistics]]:
+    def _take(self) -> Reading:
         supervisor = self.supervisor
-        return [(name, supervisor[name].statistics()) for name in supervisor]
+        reading = Reading([], [])
+        for name in supervisor:
+            stats = supervisor[name].statistics()
+            if isinstance(stats, KeyedStatistics):
+                reading.groups.append((name, stats))
+                reading.breakers.extend(
+                    (key_name(name, key), each) for key, each in stats.not_on.items()
+                )
+            else:
+                reading.breakers.append((name, stats))
+        return reading

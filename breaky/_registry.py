@@ -5,6 +5,11 @@ users see it, its :class:`~breaky._core.Core` (what a fleet talks to), and
 how to stop it. It is apart from the nursery, so that whoever needs the
 breakers by name (the supervisor, a fleet's :class:`~breaky._fleet.Link`)
 needs nothing else.
+
+A keyed group (:mod:`breaky._keyed`) is one entry under its name, with no
+core of its own; each of its live keys is a core of its own here, under the
+name ``group[key]``, which no other breaker may take: a fleet sees every key
+as one more breaker.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ class Entry:
     """One breaker in a registry."""
 
     breaker: Any
-    core: Core
+    # None for a keyed group: its keys have the cores.
+    core: Core | None
     # Stop it, letting its resource (if any) finish within the given grace.
     stop: Callable[[float], None]
 
@@ -38,17 +44,52 @@ class Registry:
     """Breakers by name; a name is taken once, whatever the breaker's kind."""
 
     _entries: dict[str, Entry] = attrs.field(factory=dict[str, Entry])
+    # The live keys of keyed groups, by their names "group[key]".
+    _keys: dict[str, Core] = attrs.field(factory=dict[str, "Core"])
     # Every change of every breaker in it, for subscribers of the whole.
     publisher: Publisher = attrs.field(factory=Publisher)
 
-    def check_free(self, name: object) -> None:
-        """Refuse a name that is no ``str``, or one that is taken."""
+    def check_free(self, name: object, *, group: bool = False) -> None:
+        """Refuse a name that is no ``str``, one that is taken, or a group's key.
+
+        ``group``: the name is for a keyed group, whose keys' names
+        (``name[...]``) must not be taken either.
+        """
         if not isinstance(name, str):
             msg = f"name must be a str, got {name!r}"
             raise TypeError(msg)
         if name in self._entries:
             msg = f"a breaker or guard named {name!r} is already running here"
             raise ValueError(msg)
+        owner = self._group_of(name)
+        if owner is not None:
+            msg = (
+                f"the name {name!r} is reserved: the keyed group {owner!r} "
+                f"names its keys {owner}[key]"
+            )
+            raise ValueError(msg)
+        if group:
+            taken = [
+                n for n in self._entries if n.startswith(f"{name}[") and n.endswith("]")
+            ]
+            if taken:
+                msg = (
+                    f"a keyed group named {name!r} would name its keys {name}[key], "
+                    f"and {min(taken)!r} is already running here"
+                )
+                raise ValueError(msg)
+
+    def _group_of(self, name: str) -> str | None:
+        """The group whose key ``name`` would name (``group[key]``), if any."""
+        if not name.endswith("]"):
+            return None
+        at = name.find("[")
+        while at != -1:
+            entry = self._entries.get(name[:at])
+            if entry is not None and entry.core is None:
+                return name[:at]
+            at = name.find("[", at + 1)
+        return None
 
     def add(self, name: str, entry: Entry) -> None:
         """Register ``entry`` under ``name`` (checked free with :meth:`check_free`)."""
@@ -66,9 +107,25 @@ class Registry:
         """The names registered now, in the order they were taken."""
         return list(self._entries)
 
-    def entries(self) -> list[Entry]:
-        """The entries registered now."""
-        return list(self._entries.values())
+    def add_key(self, name: str, core: Core) -> None:
+        """A keyed group made a key: its core, under ``group[key]``."""
+        self._keys[name] = core
+
+    def remove_key(self, name: str) -> None:
+        """A keyed group forgot a key."""
+        del self._keys[name]
+
+    def core(self, name: str) -> Core | None:
+        """The core of the breaker (or live key) ``name``, or ``None``."""
+        entry = self._entries.get(name)
+        if entry is not None:
+            return entry.core
+        return self._keys.get(name)
+
+    def cores(self) -> list[Core]:
+        """The cores of every breaker, a group's live keys included."""
+        plain = [e.core for e in self._entries.values() if e.core is not None]
+        return [*plain, *self._keys.values()]
 
     def clear(self) -> list[Entry]:
         """Take every entry out, and return them."""

@@ -13,6 +13,7 @@ import trio
 from ._breaker import CircuitBreaker
 from ._fleet import Fleet, Link
 from ._guard import Guard
+from ._keyed import KeyedBreaker, KeyedGuard
 from ._policy import Kind, Policy, check_count, check_seconds, policy_for
 from ._registry import Entry, Registry
 
@@ -56,7 +57,9 @@ class Supervisor:
         state = "closed" if self._closed else "open"
         return f"<breaky.Supervisor {state}, breakers: {self._registry.names()}>"
 
-    def __getitem__(self, name: str) -> CircuitBreaker[Any, Any] | Guard:
+    def __getitem__(
+        self, name: str
+    ) -> CircuitBreaker[Any, Any] | Guard | KeyedGuard | KeyedBreaker[Any, Any]:
         entry = self._registry.get(name)
         if entry is None:
             msg = (
@@ -157,6 +160,112 @@ class Supervisor:
         self._registry.add(name, Entry(guard, guard._core, lambda _: guard._stop()))
         return guard
 
+    def keyed_guard(
+        self,
+        name: str,
+        *,
+        max_keys: int = 10_000,
+        idle_timeout: float = 300.0,
+        policy: Policy | None = None,
+        **options: Unpack[PolicyOptions],
+    ) -> KeyedGuard:
+        """Make a group of guards, one per key, made on first use.
+
+        ``await group.run(key, fn, *args)`` runs ``fn`` through the guard of
+        ``key`` (a host, a tenant id: any ``str``), made the first time the
+        key is used. Every key shares the policy; each is an independent
+        guard, named ``f"{name}[{key}]"`` in logs, events, metrics and the
+        fleet. A key that is ON, counts no failure and has no call in flight
+        is forgotten once unused for ``idle_timeout`` seconds (within twice
+        that); others are kept. See :class:`~breaky.KeyedGuard`.
+
+        Args:
+            name: a name unique in this supervisor; ``name[...]`` names are
+                then reserved for its keys.
+            max_keys: the most keys alive at once (an int >= 1): a new key at
+                the bound evicts the least recently used key that can be
+                forgotten, or, if none can, is answered OFF.
+            idle_timeout: seconds (> 0) unused after which a healthy key is
+                forgotten.
+            policy: the :class:`~breaky.Policy` of every key.
+            **options: fields of Policy, overriding the policy's.
+
+        Raises:
+            TypeError, ValueError: a bad argument (each names it); nothing
+                was made.
+            RuntimeError: the supervisor is closed.
+
+        """
+        policy = policy_for(Kind.GUARD, policy, dict(options))
+        self._check_new(name, group=True)
+        group = KeyedGuard(
+            name,
+            policy,
+            max_keys=max_keys,
+            idle_timeout=idle_timeout,
+            nursery=self._nursery,
+            registry=self._registry,
+            grace=self._shutdown_timeout,
+        )
+        self._registry.add(name, Entry(group, None, group._close))
+        return group
+
+    def keyed_breaker(
+        self,
+        name: str,
+        fn: Callable[
+            [Inbox[MessageT, ReplyT], str, Unpack[PosArgT]], Awaitable[object]
+        ],
+        *args: Unpack[PosArgT],
+        max_keys: int = 10_000,
+        idle_timeout: float = 300.0,
+        policy: Policy | None = None,
+        **options: Unpack[PolicyOptions],
+    ) -> KeyedBreaker[MessageT, ReplyT]:
+        """Make a group of resource breakers, one per key, started on first use.
+
+        ``await group.call(key, message)`` (or ``cast``) goes to the
+        resource of ``key``: the first use of a key starts
+        ``fn(inbox, key, *args)`` in this supervisor's nursery, as
+        :meth:`start_circuit_breaker` would, and calls queue while it starts.
+        Keys are named, kept, forgotten and bounded as
+        :meth:`keyed_guard`'s; a forgotten key's resource is stopped as
+        :meth:`stop_circuit_breaker` stops one. See
+        :class:`~breaky.KeyedBreaker`.
+
+        Args:
+            name: a name unique in this supervisor.
+            fn: ``async def fn(inbox, key, *args, task_status)``.
+            args: positional arguments for ``fn`` after the key.
+            max_keys: the most keys alive at once (an int >= 1).
+            idle_timeout: seconds (> 0) unused after which a healthy key is
+                forgotten.
+            policy: the :class:`~breaky.Policy` of every key.
+            **options: fields of Policy, overriding the policy's.
+
+        Raises:
+            TypeError, ValueError: a bad argument (each names it); nothing
+                was started.
+            RuntimeError: the supervisor is closed.
+
+        """
+        policy = policy_for(Kind.RESOURCE, policy, dict(options))
+        self._check_new(name, group=True)
+        _check_resource_function(fn, ("key", *args))
+        group: KeyedBreaker[MessageT, ReplyT] = KeyedBreaker(
+            name,
+            fn,
+            args,
+            policy,
+            max_keys=max_keys,
+            idle_timeout=idle_timeout,
+            nursery=self._nursery,
+            registry=self._registry,
+            grace=self._shutdown_timeout,
+        )
+        self._registry.add(name, Entry(group, None, group._close))
+        return group
+
     def subscribe(self, *, max_buffer: int = 1000) -> StateChanges:
         """Return a channel of every breaker's later state changes, in order.
 
@@ -173,25 +282,27 @@ class Supervisor:
         Its inbox is closed (the resource's ``async for`` ends) and queued
         requests are answered OFF; a resource still running after the
         supervisor's ``shutdown_timeout`` is cancelled. The name can be reused
-        at once; the stopped breaker answers OFF.
+        at once; the stopped breaker answers OFF. A keyed group's keys are all
+        stopped so, and the group answers OFF from then on.
 
         Raises:
             KeyError: no breaker has that name.
 
         """
         breaker = self[name]
+        ending = breaker._breakers() if isinstance(breaker, KeyedBreaker) else [breaker]
         entry = self._registry.remove(name)
         entry.stop(self._shutdown_timeout)
-        if isinstance(breaker, CircuitBreaker):
-            await breaker._finished.wait()
-        else:
-            await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint()
+        for each in ending:
+            if isinstance(each, CircuitBreaker):
+                await each._finished.wait()
 
-    def _check_new(self, name: object) -> None:
+    def _check_new(self, name: object, *, group: bool = False) -> None:
         if self._closed:
             msg = "this supervisor is closed: its async with block has ended"
             raise RuntimeError(msg)
-        self._registry.check_free(name)
+        self._registry.check_free(name, group=group)
 
     def _close(self, grace: float) -> None:
         self._closed = True

@@ -29,9 +29,16 @@ from ._metrics import (
     CALLS_HELP,
     COUNTERS,
     FAILURES_HELP,
+    GROUP_CALLS_HELP,
+    GROUP_FAILURES_HELP,
+    GROUP_FORGOTTEN_HELP,
+    GROUP_KEYS_HELP,
+    GROUP_PENDING_HELP,
+    GROUP_REFUSED_HELP,
     OUTCOMES,
     PENDING_HELP,
     STATE_HELP,
+    Reading,
     StatisticsReader,
     state_label,
 )
@@ -39,6 +46,7 @@ from ._metrics import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
+    from ._keyed import KeyedStatistics
     from ._statistics import BreakerStatistics
     from ._supervisor import Supervisor
 
@@ -63,10 +71,26 @@ class _Observed:
     # Replaced, never changed in place: callbacks run on the reader's thread.
     readers: tuple[StatisticsReader, ...] = ()
     lock: threading.Lock = attrs.Factory(threading.Lock)
+    # The last read of every supervisor, and the readers it was taken from.
+    # A collection calls the instruments' callbacks in the order they were
+    # made: the first (breaky.state) reads, the others reuse its read, so
+    # that a keyed group of 10,000 keys is read once a collection, not once
+    # an instrument.
+    _last: tuple[tuple[StatisticsReader, ...], list[Reading]] | None = None
 
-    def read(self) -> Iterator[tuple[str, BreakerStatistics]]:
-        for reader in self.readers:
-            yield from reader.read()
+    def readings(self, *, fresh: bool) -> list[Reading]:
+        last, readers = self._last, self.readers
+        if fresh or last is None or last[0] is not readers:
+            last = self._last = (readers, [reader.read() for reader in readers])
+        return last[1]
+
+    def read(self, *, fresh: bool = False) -> Iterator[tuple[str, BreakerStatistics]]:
+        for reading in self.readings(fresh=fresh):
+            yield from reading.breakers
+
+    def read_groups(self) -> Iterator[tuple[str, KeyedStatistics]]:
+        for reading in self.readings(fresh=False):
+            yield from reading.groups
 
 
 _observed: weakref.WeakKeyDictionary[metrics.Meter, _Observed] = (
@@ -127,6 +151,17 @@ def instrument(
       ``breaky.slow_calls``, ``breaky.fleet_holds`` (counters): the
       :class:`~breaky.BreakerStatistics` fields of the same names.
 
+    A keyed group has the points above only for its keys that are not ON
+    (each as a breaker named ``group[key]``), and these, with a ``group``
+    attribute, for all its keys at once: ``breaky.group.keys`` (gauge,
+    ``{key}``, with a ``state`` attribute: how many live keys are in each
+    state), ``breaky.group.failures`` and ``breaky.group.pending`` (summed
+    over the live keys), ``breaky.group.calls`` (with an ``outcome``) and
+    ``breaky.group.casts`` ... ``breaky.group.slow_calls`` (totals over every
+    key the group had), ``breaky.group.forgotten`` and
+    ``breaky.group.refused`` (keys forgotten; new keys refused at
+    ``max_keys``).
+
     The attributes are named as the Prometheus collector's labels, so
     OpenTelemetry's Prometheus exporter shows the metric names and labels of
     :class:`breaky.prometheus.BreakyCollector` (and its own labels, such as
@@ -156,6 +191,7 @@ def instrument(
         if observed is None:
             observed = _observed[meter] = _Observed()
             _create_instruments(meter, observed)
+            _create_group_instruments(meter, observed)
     with observed.lock:
         if any(r.supervisor is supervisor for r in observed.readers):
             msg = f"{supervisor!r} is already instrumented on this meter provider"
@@ -168,7 +204,10 @@ def _create_instruments(meter: metrics.Meter, observed: _Observed) -> None:
     # Summed over breakers, it counts the breakers in each state. (A unit of
     # "1" would make OpenTelemetry's Prometheus exporter add "_ratio".)
     meter.create_observable_gauge(
-        "breaky.state", [_callback(observed, _states)], "{breaker}", STATE_HELP
+        "breaky.state",
+        [_callback(observed, _states, fresh=True)],
+        "{breaker}",
+        STATE_HELP,
     )
     meter.create_observable_up_down_counter(
         "breaky.failures",
@@ -194,13 +233,83 @@ def _create_instruments(meter: metrics.Meter, observed: _Observed) -> None:
         )
 
 
-def _callback(
-    observed: _Observed, points: Callable[[BreakerStatistics], Points]
+def _create_group_instruments(meter: metrics.Meter, observed: _Observed) -> None:
+    meter.create_observable_gauge(
+        "breaky.group.keys",
+        [_group_callback(observed, _key_states)],
+        "{key}",
+        GROUP_KEYS_HELP,
+    )
+    meter.create_observable_up_down_counter(
+        "breaky.group.failures",
+        [_group_callback(observed, lambda s: [(s.failures, {})])],
+        "{failure}",
+        GROUP_FAILURES_HELP,
+    )
+    meter.create_observable_up_down_counter(
+        "breaky.group.pending",
+        [_group_callback(observed, lambda s: [(s.pending, {})])],
+        "{call}",
+        GROUP_PENDING_HELP,
+    )
+    meter.create_observable_counter(
+        "breaky.group.calls",
+        [_group_callback(observed, _outcomes)],
+        "{call}",
+        GROUP_CALLS_HELP,
+    )
+    for name, field, unit, text in COUNTERS:
+        meter.create_observable_counter(
+            f"breaky.group.{name}",
+            [_group_callback(observed, _field_of(field))],
+            unit,
+            text,
+        )
+    meter.create_observable_counter(
+        "breaky.group.forgotten",
+        [_group_callback(observed, lambda s: [(s.forgotten, {})])],
+        "{key}",
+        GROUP_FORGOTTEN_HELP,
+    )
+    meter.create_observable_counter(
+        "breaky.group.refused",
+        [_group_callback(observed, lambda s: [(s.refused, {})])],
+        "{key}",
+        GROUP_REFUSED_HELP,
+    )
+
+
+def _group_callback(
+    observed: _Observed, points: Callable[[KeyedStatistics], Points]
 ) -> Callable[[metrics.CallbackOptions], Iterator[metrics.Observation]]:
-    """An instrument's callback: each breaker's ``points``, named."""
+    """A group instrument's callback: each group's ``points``, named."""
 
     def observe(_: metrics.CallbackOptions) -> Iterator[metrics.Observation]:
-        for name, stats in observed.read():
+        for name, stats in observed.read_groups():
+            for value, attributes in points(stats):
+                yield metrics.Observation(value, {"group": name, **attributes})
+
+    return observe
+
+
+def _key_states(stats: KeyedStatistics) -> Points:
+    for member in State:
+        yield stats.states[member], {"state": state_label(member)}
+
+
+def _callback(
+    observed: _Observed,
+    points: Callable[[BreakerStatistics], Points],
+    *,
+    fresh: bool = False,
+) -> Callable[[metrics.CallbackOptions], Iterator[metrics.Observation]]:
+    """An instrument's callback: each breaker's ``points``, named.
+
+    ``fresh``: the collection's first callback, which reads the breakers.
+    """
+
+    def observe(_: metrics.CallbackOptions) -> Iterator[metrics.Observation]:
+        for name, stats in observed.read(fresh=fresh):
             for value, attributes in points(stats):
                 yield metrics.Observation(value, {"breaker": name, **attributes})
 
@@ -212,10 +321,10 @@ def _states(stats: BreakerStatistics) -> Points:
         yield int(stats.state is member), {"state": state_label(member)}
 
 
-def _outcomes(stats: BreakerStatistics) -> Points:
+def _outcomes(stats: BreakerStatistics | KeyedStatistics) -> Points:
     for outcome, field in OUTCOMES:
         yield getattr(stats, field), {"outcome": outcome}
 
 
-def _field_of(field: str) -> Callable[[BreakerStatistics], Points]:
+def _field_of(field: str) -> Callable[[BreakerStatistics | KeyedStatistics], Points]:
     return lambda stats: [(getattr(stats, field), {})]

@@ -29,9 +29,16 @@ from ._metrics import (
     CALLS_HELP,
     COUNTERS,
     FAILURES_HELP,
+    GROUP_CALLS_HELP,
+    GROUP_FAILURES_HELP,
+    GROUP_FORGOTTEN_HELP,
+    GROUP_KEYS_HELP,
+    GROUP_PENDING_HELP,
+    GROUP_REFUSED_HELP,
     OUTCOMES,
     PENDING_HELP,
     STATE_HELP,
+    Reading,
     StatisticsReader,
     state_label,
 )
@@ -41,6 +48,7 @@ if TYPE_CHECKING:
 
     from prometheus_client.metrics_core import Metric
 
+    from ._keyed import KeyedStatistics
     from ._statistics import BreakerStatistics
     from ._supervisor import Supervisor
 
@@ -75,6 +83,22 @@ class BreakyCollector:
       ``breaky_slow_calls_total``, ``breaky_fleet_holds_total`` (counters): the
       :class:`~breaky.BreakerStatistics` fields of the same names.
 
+    A keyed group (:meth:`~breaky.Supervisor.keyed_guard`,
+    :meth:`~breaky.Supervisor.keyed_breaker`) has the series above only for
+    its keys that are not ON, each as a breaker named ``group[key]``, and
+    these, with a ``group`` label, for all its keys at once:
+
+    - ``breaky_group_keys`` (gauge, with a ``state`` label): how many live
+      keys are in each state.
+    - ``breaky_group_failures``, ``breaky_group_pending`` (gauges): summed
+      over the live keys.
+    - ``breaky_group_calls_total`` (with an ``outcome`` label) and
+      ``breaky_group_casts_total`` ... ``breaky_group_slow_calls_total``
+      (counters): as above, totals over every key the group had, forgotten
+      ones included.
+    - ``breaky_group_forgotten_total``, ``breaky_group_refused_total``
+      (counters): keys forgotten; new keys refused at ``max_keys``.
+
     Raises:
         TypeError: ``supervisor`` is not a :class:`breaky.Supervisor`.
         RuntimeError: made outside ``trio.run``.
@@ -89,14 +113,22 @@ class BreakyCollector:
 
     def describe(self) -> Iterator[Metric]:
         """The metrics without samples: registering reads nothing."""
-        return _families(())
+        return _families(Reading([], []))
 
     def collect(self) -> Iterator[Metric]:
         """The metrics, read from the breakers now."""
         return _families(self._reader.read())
 
 
-def _families(breakers: Sequence[tuple[str, BreakerStatistics]]) -> Iterator[Metric]:
+def _families(reading: Reading) -> Iterator[Metric]:
+    yield from _breaker_families(reading.breakers)
+    if reading.groups:  # no keyed group, no group series at all
+        yield from _group_families(reading.groups)
+
+
+def _breaker_families(
+    breakers: Sequence[tuple[str, BreakerStatistics]],
+) -> Iterator[Metric]:
     state = GaugeMetricFamily("breaky_state", STATE_HELP, labels=["breaker", "state"])
     failures = GaugeMetricFamily("breaky_failures", FAILURES_HELP, labels=["breaker"])
     pending = GaugeMetricFamily("breaky_pending", PENDING_HELP, labels=["breaker"])
@@ -123,3 +155,50 @@ def _families(breakers: Sequence[tuple[str, BreakerStatistics]]) -> Iterator[Met
     yield calls
     for family, _ in counters:
         yield family
+
+
+def _group_families(groups: Sequence[tuple[str, KeyedStatistics]]) -> Iterator[Metric]:
+    keys = GaugeMetricFamily(
+        "breaky_group_keys", GROUP_KEYS_HELP, labels=["group", "state"]
+    )
+    failures = GaugeMetricFamily(
+        "breaky_group_failures", GROUP_FAILURES_HELP, labels=["group"]
+    )
+    pending = GaugeMetricFamily(
+        "breaky_group_pending", GROUP_PENDING_HELP, labels=["group"]
+    )
+    calls = CounterMetricFamily(
+        "breaky_group_calls_total", GROUP_CALLS_HELP, labels=["group", "outcome"]
+    )
+    counters = [
+        (
+            CounterMetricFamily(f"breaky_group_{name}_total", text, labels=["group"]),
+            field,
+        )
+        for name, field, _, text in COUNTERS
+    ]
+    forgotten = CounterMetricFamily(
+        "breaky_group_forgotten_total", GROUP_FORGOTTEN_HELP, labels=["group"]
+    )
+    refused = CounterMetricFamily(
+        "breaky_group_refused_total", GROUP_REFUSED_HELP, labels=["group"]
+    )
+    for name, stats in groups:
+        for member in State:
+            keys.add_metric([name, state_label(member)], stats.states[member])
+        failures.add_metric([name], stats.failures)
+        pending.add_metric([name], stats.pending)
+        for outcome, field in OUTCOMES:
+            calls.add_metric([name, outcome], getattr(stats, field))
+        for family, field in counters:
+            family.add_metric([name], getattr(stats, field))
+        forgotten.add_metric([name], stats.forgotten)
+        refused.add_metric([name], stats.refused)
+    yield keys
+    yield failures
+    yield pending
+    yield calls
+    for family, _ in counters:
+        yield family
+    yield forgotten
+    yield refused

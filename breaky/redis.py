@@ -530,12 +530,16 @@ class RedisFleet(Fleet):
                     await stack.enter_async_context(client.connection_pool)
                 else:
                     await stack.enter_async_context(client)
-                pubsub = await stack.enter_async_context(
-                    client.pubsub(
-                        channels=[self.channel],
-                        ignore_subscribe_messages=True,
-                        retry_policy=None,
-                    )
+                # mypy on Python 3.13 reads this as object, pyright does not.
+                pubsub = cast(  # pyright: ignore[reportUnnecessaryCast]
+                    "PubSub[Any] | ClusterPubSub[Any]",
+                    await stack.enter_async_context(
+                        client.pubsub(
+                            channels=[self.channel],
+                            ignore_subscribe_messages=True,
+                            retry_policy=None,
+                        )
+                    ),
                 )
                 # Loaded up front: EVALSHA needs no NOSCRIPT round trip.
                 await client.script_load(BEAT)

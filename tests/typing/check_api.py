@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import trio
@@ -117,7 +118,13 @@ async def guards() -> None:
     async with breaky.open_supervisor() as sup:
         api = sup.guard("api", max_concurrent=8, max_queued=16)
         assert_type(api, breaky.Guard)
-        assert_type(sup["api"], breaky.CircuitBreaker[Any, Any] | breaky.Guard)
+        assert_type(
+            sup["api"],
+            breaky.CircuitBreaker[Any, Any]
+            | breaky.Guard
+            | breaky.KeyedGuard
+            | breaky.KeyedBreaker[Any, Any],
+        )
         await wait_for_state(api, breaky.State.ON)
 
 
@@ -128,3 +135,43 @@ async def fleet() -> None:
     async with breaky.open_supervisor(shutdown_timeout=1, fleet=shared) as sup:
         db = await sup.start_circuit_breaker("db", database, "me")
         assert_type(db, breaky.CircuitBreaker[str, list[str]])
+
+
+async def shard(
+    inbox: breaky.Inbox[str, list[str]],
+    key: str,
+    dsn: str,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    task_status.started()
+    async for request in inbox:
+        request.reply([key, dsn, request.message])
+
+
+async def fetch(url: str, retries: int) -> bytes:
+    await trio.lowlevel.checkpoint()
+    return url.encode() * retries
+
+
+async def keyed_groups() -> None:
+    async with breaky.open_supervisor() as sup:
+        hosts = sup.keyed_guard("upstream", max_keys=100, failure_threshold=5)
+        assert_type(hosts, breaky.KeyedGuard)
+        assert_type(await hosts.run("a.example", fetch, "/", 2), bytes | breaky.Off)
+        assert_type(hosts["a.example"], breaky.Guard)
+        assert_type(len(hosts), int)
+        assert_type(list(hosts), list[str])
+        assert_type("a" in hosts, bool)
+        shards = sup.keyed_breaker("shards", shard, "dsn://", idle_timeout=60.0)
+        assert_type(shards, breaky.KeyedBreaker[str, list[str]])
+        assert_type(await shards.call("eu-3", "q"), list[str] | breaky.Off)
+        assert_type(await shards.cast("eu-3", "q"), breaky.Off | None)
+        assert_type(shards["eu-3"], breaky.CircuitBreaker[str, list[str]])
+        stats = hosts.statistics()
+        assert_type(stats, breaky.KeyedStatistics)
+        assert_type(stats.states[breaky.State.OFF], int)
+        assert_type(stats.not_on, Mapping[str, breaky.BreakerStatistics])
+        assert_type(hosts["a"].in_flight, int)
+        sup.keyed_breaker("bad", shard, 3)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        await hosts.run(3, fetch, "/", 2)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
