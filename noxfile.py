@@ -188,11 +188,13 @@ def soak(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def model(session: nox.Session) -> None:
-    """The model-based test with thousands of examples per policy."""
+    """The model-based tests and guard cancellations, thousands of examples."""
     session.install(".", *_group("tests"))
     session.run(
         "pytest",
         "tests/test_model.py",
+        "tests/test_model_guard.py",
+        "tests/test_guard_cancellation.py",
         *session.posargs,
         env={"HYPOTHESIS_PROFILE": "long"},
     )

@@ -907,6 +907,37 @@ async def test_calls_waiting_for_a_place_get_off_when_the_guard_trips(
     assert (stats.off, stats.replies, stats.pending) == (3, 1, 0)
 
 
+async def test_a_call_whose_timeout_trips_the_guard_hands_no_place_on(
+    autojump_clock: Clock,
+) -> None:
+    # Found by the model-based test: the timed-out call gave its place to the
+    # first in line before its timeout was counted, so that one call ran
+    # after the guard had turned OFF.
+    api = guard(max_concurrent=1, max_queued=1, call_timeout=2, failure_threshold=1)
+    seen: list[str] = []
+
+    async def work(name: str) -> str:
+        seen.append(name)
+        await trio.sleep(10)
+        return name
+
+    answers: dict[str, object] = {}
+
+    async def caller(name: str) -> None:
+        with contextlib.suppress(breaky.CallTimeout):
+            answers[name] = await api.run(work, name)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(caller, "slow")
+        await trio.sleep(1)
+        nursery.start_soon(caller, "in line")  # its own timeout is at 3 s
+    assert seen == ["slow"]
+    assert answers == {"in line": OFF}
+    stats = api.statistics()
+    assert (stats.state, stats.timeouts, stats.off, stats.shed) == (State.OFF, 1, 1, 0)
+    assert_adds_up(api)
+
+
 # Found in review: each of these failed before its fix.
 
 
