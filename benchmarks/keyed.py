@@ -218,7 +218,7 @@ async def bench_sweep(quick: bool) -> Result:
 
 async def _fleet_rate(url: str, keys: int, off: int, window: float) -> float:
     """Commands/s of one instance: ``keys`` live keys, ``off`` of them OFF."""
-    from benchmarks.fleet import commands_processed  # noqa: PLC0415 - redis extra
+    from benchmarks.fleet import commands_per_second  # noqa: PLC0415 - redis extra
     from breaky.redis import RedisFleet  # noqa: PLC0415
 
     prefix = f"keyed{keys}-{off}"
@@ -239,13 +239,7 @@ async def _fleet_rate(url: str, keys: int, off: int, window: float) -> float:
         assert hosts.statistics().states[breaky.State.OFF] == off  # noqa: S101
         # Joined (each key looked at once), and past one period.
         await trio.sleep(fleet.report_ttl / 3 * 2)  # two periods
-        overhead = -(await commands_processed(url) - await commands_processed(url))
-        before = await commands_processed(url)
-        start = time.perf_counter()
-        await trio.sleep(window)
-        elapsed = time.perf_counter() - start
-        after = await commands_processed(url)
-    return (after - before - overhead) / elapsed
+        return await commands_per_second(url, window)
 
 
 async def _refused() -> None:

@@ -228,16 +228,7 @@ class Guard:
     def in_flight(self) -> int:
         """Calls made through the guard and not answered yet (running or waiting)."""
         totals = self._core.totals
-        answered = (
-            totals.replies
-            + totals.errors
-            + totals.off
-            + totals.shed
-            + totals.timeouts
-            + totals.lost
-            + totals.cancelled
-        )
-        return totals.calls - answered
+        return totals.calls - totals.answered()
 
     def statistics(self) -> BreakerStatistics:
         """Return a snapshot of the state, the failures and the totals."""

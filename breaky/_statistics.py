@@ -8,6 +8,7 @@ counter is written in one place.
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING, final
 
 import attrs
@@ -88,11 +89,19 @@ class Counts:
 class Totals(Counts):
     """The running counts; updated in place on the call path."""
 
+    def answered(self) -> int:
+        """The calls that have had their one answer, of every kind."""
+        return sum(_answers(self))
+
 
 # (name, help, unit, outcome) of every counter, in declaration order.
 COUNTERS: tuple[tuple[str, str, str, str | None], ...] = tuple(
     (f.name, f.metadata["help"], f.metadata["unit"], f.metadata["outcome"])
     for f in attrs.fields(Counts)
+)
+# The counters of the ways a call ends, read in one go.
+_answers = operator.attrgetter(
+    *(name for name, _, _, outcome in COUNTERS if outcome is not None)
 )
 
 

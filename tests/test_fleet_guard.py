@@ -18,13 +18,14 @@ import attrs
 import pytest
 import servers
 import trio
+from fleet_nodes import until
 
 import breaky
 from breaky import OFF, State
 from breaky.redis import RedisFleet
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
     from servers import ServerProcess
 
@@ -63,17 +64,6 @@ class Instance:
     guard: breaky.Guard
     calling: bool = True
     answers: list[object] = attrs.Factory(list)
-
-
-async def until(condition: Callable[[], bool], within: float = 5.0) -> float:
-    """Poll ``condition`` (real I/O drives it); return how long it took."""
-    start = trio.current_time()
-    with trio.move_on_after(within):
-        while not condition():  # noqa: ASYNC110 - real I/O changes it
-            await trio.sleep(0.005)
-        return trio.current_time() - start
-    msg = f"not within {within} s: {condition.__doc__ or condition}"
-    raise AssertionError(msg)
 
 
 async def instance(
