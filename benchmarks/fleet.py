@@ -29,7 +29,7 @@ import trio
 
 import breaky
 from benchmarks._harness import Result, echo, per_op, rounds
-from breaky._servers import redis_server, redis_server_binary
+from breaky._demo.servers import redis_server, redis_server_binary
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -249,7 +249,7 @@ async def _refused() -> None:
 
 async def bench_fleet_keys(quick: bool) -> list[Result]:
     """The fleet's Redis traffic for a keyed group, or none without Redis."""
-    from breaky._servers import redis_server, redis_server_binary  # noqa: PLC0415
+    from breaky._demo.servers import redis_server, redis_server_binary  # noqa: PLC0415
 
     binary = redis_server_binary()
     try:

@@ -13,19 +13,19 @@ breaker per key (a host, a tenant, a shard), made on first use and forgotten
 once healthy and idle.
 """
 
-from ._breaker import CircuitBreaker
-from ._errors import BreakerOff, CallTimeout, ResourceLost
-from ._events import StateChange, StateChanges
-from ._guard import Guard, RaisingGuard
-from ._inbox import Inbox
-from ._keyed import KeyedBreaker, KeyedGuard, KeyedStatistics
-from ._machine import State
-from ._off import OFF, Off, OffType
-from ._policy import Policy
-from ._public import publish
-from ._request import Request
-from ._statistics import BreakerStatistics
-from ._supervisor import Supervisor, open_supervisor
+from ._core.errors import BreakerOff, CallTimeout, ResourceLost
+from ._core.events import StateChange, StateChanges
+from ._core.machine import State
+from ._core.off import OFF, Off, OffType
+from ._core.policy import Policy
+from ._core.public import publish
+from ._core.statistics import BreakerStatistics
+from ._groups.keyed import KeyedBreaker, KeyedGuard, KeyedStatistics
+from ._groups.supervisor import Supervisor, open_supervisor
+from ._guard.guard import Guard, RaisingGuard
+from ._resource.breaker import CircuitBreaker
+from ._resource.inbox import Inbox
+from ._resource.request import Request
 
 __all__ = [
     "OFF",

@@ -9,7 +9,7 @@ import sys
 
 import trio
 
-from ._demo import MIN_DURATION, demo
+from ._demo.demo import MIN_DURATION, demo
 
 
 def _port(text: str) -> int:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None, *, clock: trio.abc.Clock | None = None) 
     if args.fleet:
         if args.metrics_port is not None:
             parser.error("--metrics-port is for the demo of one process, not --fleet")
-        from ._fleet_demo import fleet_demo  # noqa: PLC0415 - only for --fleet
+        from ._demo.fleet_demo import fleet_demo  # noqa: PLC0415 - only for --fleet
 
         return trio.run(functools.partial(fleet_demo, duration=args.duration))
     return trio.run(

@@ -26,16 +26,16 @@ from typing import TYPE_CHECKING, Any, cast, final
 import attrs
 import trio
 
-from ._breaker import CircuitBreaker
-from ._guard import Guard
-from ._machine import State
-from ._policy import check_seconds
+from ._core.machine import State
+from ._core.policy import check_seconds
+from ._guard.guard import Guard
+from ._resource.breaker import CircuitBreaker
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable
 
-    from ._inbox import Inbox
-    from ._request import Request
+    from ._resource.inbox import Inbox
+    from ._resource.request import Request
 
 __all__ = ["Faults", "InjectedFault", "wait_for_state"]
 

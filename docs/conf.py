@@ -37,7 +37,7 @@ def _defining_module(obj: type) -> str | None:
     return None
 
 
-# breaky's public classes say they live in ``breaky`` (breaky/_public.py), as
+# breaky's public classes say they live in ``breaky`` (breaky/_core/public.py), as
 # trio's do; autodoc reads attribute docstrings from the source of
 # ``__module__``, so for the build it is pointed back at the defining module.
 for _name in breaky.__all__:

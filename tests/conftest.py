@@ -9,7 +9,7 @@ import servers
 from support import World
 
 import breaky
-from breaky import _servers
+from breaky._demo import servers as _servers
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

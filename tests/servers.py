@@ -5,7 +5,7 @@ A test starts a server, kills it, starts it again on the same port, freezes it
 The servers are other people's: ``redis-server`` (alone, as a three-master
 Redis Cluster, or as a Sentinel), ``valkey-server`` and Hypercorn (serving a
 tiny ASGI app, ``tests/asgi_app.py``). The process handling is the package's
-own (:mod:`breaky._servers`, which the demos and benchmarks use too).
+own (:mod:`breaky._demo.servers`, which the demos and benchmarks use too).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import attrs
 import pytest
 import trio
 
-from breaky._servers import ServerProcess, free_port, redis_server
+from breaky._demo.servers import ServerProcess, free_port, redis_server
 
 __all__ = [
     "Cluster",

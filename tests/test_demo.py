@@ -12,7 +12,7 @@ import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from breaky.__main__ import main
-from breaky._demo import MIN_DURATION, demo, verdict
+from breaky._demo.demo import MIN_DURATION, demo, verdict
 
 
 def test_the_shortest_demo_trips_off_recovers_and_answers_every_call(

@@ -13,7 +13,7 @@ import sys
 blocked = sys.argv[1:]
 for name in blocked:
     sys.modules[name] = None  # importing it now raises ImportError
-import breaky, breaky.testing, breaky.__main__, breaky._demo
+import breaky, breaky.testing, breaky.__main__, breaky._demo.demo
 loaded = {m.split(".")[0] for m, module in sys.modules.items() if module is not None}
 print(sorted(loaded & {"prometheus_client", "opentelemetry"}))
 """

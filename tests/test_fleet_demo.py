@@ -11,9 +11,9 @@ import pytest
 import servers
 import trio
 
-from breaky import _fleet_demo
 from breaky.__main__ import main
-from breaky._servers import KVServer
+from breaky._demo import fleet_demo as _fleet_demo
+from breaky._demo.servers import KVServer
 
 if TYPE_CHECKING:
     from servers import ServerProcess

@@ -21,7 +21,8 @@ from coredis.connection import TCPLocation
 from fleet_nodes import TTL, Node, fleet_of, prober_of, trip, until, url_of
 
 import breaky
-from breaky import State, _servers
+from breaky import State
+from breaky._demo import servers as _servers
 from breaky.redis import RedisFleet
 
 if TYPE_CHECKING:

@@ -23,12 +23,12 @@ import trio
 
 import breaky
 from breaky import State, StateChange
-from breaky._events import Publisher
-from breaky._fleet import Link, View
-from breaky._hash_slot import hash_slot
-from breaky._redis_errors import Kind, classify
-from breaky._redis_errors import describe as _describe
-from breaky.redis import RedisFleet, _Tracker, redact
+from breaky._core.events import Publisher
+from breaky._core.fleet import Link, View
+from breaky._fleet.errors import Kind, classify
+from breaky._fleet.errors import describe as _describe
+from breaky._fleet.hash_slot import hash_slot
+from breaky._fleet.redis import RedisFleet, _Tracker, redact
 
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup

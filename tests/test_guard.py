@@ -850,7 +850,7 @@ async def test_a_success_after_the_trip_changes_nothing(
 
 
 async def test_a_guard_follows_what_its_fleet_says(autojump_clock: Clock) -> None:
-    from breaky._fleet import Link, View  # noqa: PLC0415 - the seam, as a fleet
+    from breaky._core.fleet import Link, View  # noqa: PLC0415 - the seam, as a fleet
 
     dep = Dependency()
     async with breaky.open_supervisor() as sup:

@@ -21,8 +21,8 @@ import trio.testing
 
 import breaky
 from breaky import OFF, State
-from breaky._kv import KVError, kv_connection, serve
-from breaky._servers import KVServer
+from breaky._demo.kv import KVError, kv_connection, serve
+from breaky._demo.servers import KVServer
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -14,7 +14,7 @@ from support import World, service
 
 import breaky
 from breaky import OFF, State
-from breaky._fleet import Link, View
+from breaky._core.fleet import Link, View
 from breaky.testing import wait_for_state
 
 if TYPE_CHECKING:

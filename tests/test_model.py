@@ -33,10 +33,10 @@ from support import answered_calls
 
 import breaky
 from breaky import OFF, Policy, State
-from breaky._core import failure_rule
-from breaky._fleet import Member, View
-from breaky._machine import FLEET_ON_SPREAD, Hold
-from breaky._policy import Kind
+from breaky._core.core import failure_rule
+from breaky._core.fleet import Member, View
+from breaky._core.machine import FLEET_ON_SPREAD, Hold
+from breaky._core.policy import Kind
 
 POLICIES = {
     "seed rule": Policy(failure_threshold=3, retry_timeout=10, call_timeout=5),

@@ -37,8 +37,8 @@ from support import answered_calls
 
 import breaky
 from breaky import OFF, Policy, State
-from breaky._fleet import Member, View
-from breaky._machine import FLEET_ON_SPREAD, Hold
+from breaky._core.fleet import Member, View
+from breaky._core.machine import FLEET_ON_SPREAD, Hold
 
 
 class Counted(LookupError):  # noqa: N818 - as the tests name outcomes

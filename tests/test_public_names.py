@@ -81,7 +81,7 @@ def test_what_pickles_still_pickles() -> None:
 
 
 def test_publish_leaves_what_is_not_breakys_private_alone() -> None:
-    from breaky._public import publish  # noqa: PLC0415 - the helper itself
+    from breaky._core.public import publish  # noqa: PLC0415 - the helper itself
 
     def elsewhere() -> None: ...
 

@@ -1,4 +1,4 @@
-"""The package's server processes (breaky._servers): the edges the demos skip."""
+"""The package's server processes (breaky._demo.servers): the edges the demos skip."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from breaky import _servers
-from breaky._servers import ServerProcess, free_port
+from breaky._demo import servers as _servers
+from breaky._demo.servers import ServerProcess, free_port
 
 if TYPE_CHECKING:
     from pathlib import Path

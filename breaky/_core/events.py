@@ -9,7 +9,7 @@ import attrs
 import trio
 
 if TYPE_CHECKING:
-    from ._machine import State
+    from .machine import State
 
 
 @final

@@ -8,16 +8,17 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 
-from ._errors import CallTimeout, ResourceLost
-from ._kv import KVError
-from ._off import OFF
+from breaky._core.errors import CallTimeout, ResourceLost
+from breaky._core.off import OFF
+
+from .kv import KVError
 
 if TYPE_CHECKING:
     import collections
     from collections.abc import Callable, Generator
 
-    from ._breaker import CircuitBreaker
-    from ._events import StateChanges
+    from breaky._core.events import StateChanges
+    from breaky._resource.breaker import CircuitBreaker
 
 ANSWER_KINDS: dict[type[Exception], str] = {
     ResourceLost: "lost",

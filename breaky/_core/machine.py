@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, final
 import attrs
 
 if TYPE_CHECKING:
-    from ._policy import Policy
+    from .policy import Policy
 
 
 class State(enum.Enum):
@@ -47,7 +47,7 @@ class State(enum.Enum):
 
 
 class Hold(enum.Enum):
-    """What a fleet says of this instance's breaker (see :mod:`breaky._fleet`).
+    """What a fleet says of this instance's breaker (see :mod:`breaky._core.fleet`).
 
     - ``NONE``: no fleet holds it; the local rules alone apply.
     - ``HELD``: the fleet holds it OFF and another instance probes: no timer,

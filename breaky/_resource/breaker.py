@@ -9,18 +9,19 @@ from typing import TYPE_CHECKING, Any, Generic, final
 import attrs
 import trio
 
-from ._core import Core, logger
-from ._errors import split_errors
-from ._inbox import Inbox
-from ._machine import Machine, State
-from ._mailbox import Mailbox
-from ._off import OFF, Off
-from ._policy import FROM_POLICY, FromPolicy, Kind, Policy, check_seconds
-from ._request import MessageT, ReplyT
+from breaky._core.core import Core, logger
+from breaky._core.errors import split_errors
+from breaky._core.machine import Machine, State
+from breaky._core.off import OFF, Off
+from breaky._core.policy import FROM_POLICY, FromPolicy, Kind, Policy, check_seconds
+
+from .inbox import Inbox
+from .mailbox import Mailbox
+from .request import MessageT, ReplyT
 
 if TYPE_CHECKING:
-    from ._events import Publisher, StateChange, StateChanges
-    from ._statistics import BreakerStatistics
+    from breaky._core.events import Publisher, StateChange, StateChanges
+    from breaky._core.statistics import BreakerStatistics
 
 ResourceFunction = Callable[..., Awaitable[object]]
 

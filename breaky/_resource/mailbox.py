@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any, Generic, final
 import attrs
 import trio
 
-from ._errors import CallTimeout, ResourceLost
-from ._off import OFF
-from ._request import QUEUED, SETTLED, TAKEN, MessageT, ReplyT, Request
+from breaky._core.errors import CallTimeout, ResourceLost
+from breaky._core.off import OFF
+
+from .request import QUEUED, SETTLED, TAKEN, MessageT, ReplyT, Request
 
 if TYPE_CHECKING:
-    from ._core import Core
-    from ._policy import Policy
+    from breaky._core.core import Core
+    from breaky._core.policy import Policy
 
 # Compact the deadline heap when it holds more than this many settled entries
 # beyond twice the pending ones: memory stays bounded, cost stays O(1) per call.
@@ -37,7 +38,7 @@ _SLACK = 64
 class Mailbox(Generic[MessageT, ReplyT]):
     """Every request of one breaker between its caller and its answer.
 
-    It is the :class:`~breaky._request.Ledger` its requests report to.
+    It is the :class:`~breaky._resource.request.Ledger` its requests report to.
     """
 
     name: str

@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Protocol, cast, final
 import attrs
 import trio
 
-from ._events import Publisher, StateChange, StateChanges
-from ._machine import Hold, Machine, State
-from ._policy import Kind, check_count
-from ._statistics import BreakerStatistics, Totals
+from .events import Publisher, StateChange, StateChanges
+from .machine import Hold, Machine, State
+from .policy import Kind, check_count
+from .statistics import BreakerStatistics, Totals
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._policy import Policy
+    from .policy import Policy
 
 logger = logging.getLogger("breaky")
 
@@ -188,7 +188,7 @@ class Core:
             totals.off += 1
 
     def fleet_says(self, event: Callable[[Machine, float], None], reason: str) -> None:
-        """What a fleet says (see :mod:`breaky._fleet`): one more input."""
+        """What a fleet says (see :mod:`breaky._core.fleet`): one more input."""
         machine = self.machine
         # The next attempt's reason says so; one that is ON already has no
         # attempt to make, so a later, unrelated one must not say it.

@@ -1,6 +1,6 @@
 """``python -m breaky demo``: a real TCP service goes down and comes back.
 
-The demo starts the key-value server of :mod:`breaky._kv` in a subprocess on a
+The demo starts the key-value server of :mod:`breaky._demo.kv` in a subprocess on a
 free port of 127.0.0.1, supervises a client connection to it with a breaker,
 and keeps a few callers calling. Every ``outage_every`` seconds it kills the
 server; the breaker trips OFF and backs off; after ``outage_length`` seconds
@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, TextIO
 
 import trio
 
-from ._demo_kit import call_and_count, log_lines, narrate, timestamped
-from ._kv import kv_connection
-from ._machine import State
-from ._policy import Policy
-from ._servers import KVServer
-from ._supervisor import open_supervisor
+from breaky._core.machine import State
+from breaky._core.policy import Policy
+from breaky._groups.supervisor import open_supervisor
+
+from .kit import call_and_count, log_lines, narrate, timestamped
+from .kv import kv_connection
+from .servers import KVServer
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -34,8 +35,8 @@ if TYPE_CHECKING:
 
     from prometheus_client import CollectorRegistry
 
-    from ._breaker import CircuitBreaker
-    from ._supervisor import Supervisor
+    from breaky._groups.supervisor import Supervisor
+    from breaky._resource.breaker import CircuitBreaker
 
 POLICY = Policy(
     failure_threshold=3,
@@ -72,7 +73,7 @@ class MetricsServer:
         self.url = f"http://127.0.0.1:{self._server.server_port}/metrics"
 
     def watch(self, supervisor: Supervisor) -> None:
-        from .prometheus import BreakyCollector  # noqa: PLC0415 - as above
+        from breaky._exporters.prometheus import BreakyCollector  # noqa: PLC0415 - as above
 
         self._registry.register(BreakyCollector(supervisor))
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, final
 import attrs
 
 if TYPE_CHECKING:
-    from ._machine import State
+    from .machine import State
 
 
 def _counter(text: str, unit: str, outcome: str | None = None) -> int:

@@ -17,18 +17,18 @@ from typing import TYPE_CHECKING, final
 import attrs
 import trio
 
-from ._keyed import KeyedStatistics, key_name
-from ._statistics import COUNTERS as COUNTS
-from ._supervisor import Supervisor
+from breaky._core.statistics import COUNTERS as COUNTS
+from breaky._groups.keyed import KeyedStatistics, key_name
+from breaky._groups.supervisor import Supervisor
 
 if TYPE_CHECKING:
-    from ._machine import State
-    from ._statistics import BreakerStatistics
+    from breaky._core.machine import State
+    from breaky._core.statistics import BreakerStatistics
 
 # How each finished call was answered: (label value, BreakerStatistics field).
 # Calls not answered yet are the pending gauge, so the outcomes and pending
 # add up to the calls made. Both tables come from the counters' one
-# declaration (breaky._statistics.Counts).
+# declaration (breaky._core.statistics.Counts).
 OUTCOMES: tuple[tuple[str, str], ...] = tuple(
     (outcome, name) for name, _, _, outcome in COUNTS if outcome is not None
 )

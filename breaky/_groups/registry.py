@@ -1,12 +1,12 @@
 """Breakers by name, of every kind, for a supervisor, its fleet and its metrics.
 
 The registry knows each breaker through an :class:`Entry`: the breaker as
-users see it, its :class:`~breaky._core.Core` (what a fleet talks to), and
+users see it, its :class:`~breaky._core.core.Core` (what a fleet talks to), and
 how to stop it. It is apart from the nursery, so that whoever needs the
-breakers by name (the supervisor, a fleet's :class:`~breaky._fleet.Link`)
+breakers by name (the supervisor, a fleet's :class:`~breaky._core.fleet.Link`)
 needs nothing else.
 
-A keyed group (:mod:`breaky._keyed`) is one entry under its name, with no
+A keyed group (:mod:`breaky._groups.keyed`) is one entry under its name, with no
 core of its own; each of its live keys is a core of its own here, under the
 name ``group[key]``, which no other breaker may take: a fleet sees every key
 as one more breaker.
@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
-from ._events import Publisher
+from breaky._core.events import Publisher
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from ._core import Core
+    from breaky._core.core import Core
 
 
 @final

@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any, cast, final
 import attrs
 import trio
 
-from ._breaker import CircuitBreaker
-from ._fleet import Fleet, Link
-from ._guard import Guard
-from ._keyed import KeyedBreaker, KeyedGuard
-from ._policy import Kind, Policy, check_count, check_seconds, policy_for
-from ._registry import Entry, Registry
+from breaky._core.fleet import Fleet, Link
+from breaky._core.policy import Kind, Policy, check_count, check_seconds, policy_for
+from breaky._guard.guard import Guard
+from breaky._resource.breaker import CircuitBreaker
+
+from .keyed import KeyedBreaker, KeyedGuard
+from .registry import Entry, Registry
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
     from exceptiongroup import BaseExceptionGroup
@@ -25,10 +26,10 @@ if TYPE_CHECKING:
 
     from typing_extensions import TypeVarTuple, Unpack
 
-    from ._events import StateChanges
-    from ._inbox import Inbox
-    from ._policy import PolicyOptions
-    from ._request import MessageT, ReplyT
+    from breaky._core.events import StateChanges
+    from breaky._core.policy import PolicyOptions
+    from breaky._resource.inbox import Inbox
+    from breaky._resource.request import MessageT, ReplyT
 
     PosArgT = TypeVarTuple("PosArgT")
 

@@ -1,6 +1,6 @@
 """Servers in subprocesses on 127.0.0.1: what the demos run, and tests reuse.
 
-- :class:`KVServer`: the key-value server of :mod:`breaky._kv`, which the
+- :class:`KVServer`: the key-value server of :mod:`breaky._demo.kv`, which the
   demos kill and revive (a standby process makes a restart quick);
 - :class:`ServerProcess`: any server bound to one port, which survives its
   restarts and can be frozen (SIGSTOP: its sockets stay open and nothing
@@ -151,7 +151,7 @@ class KVServer:
         """Spawn the next server process, to listen when :meth:`start` says."""
         if self._standby is None:
             self._standby = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "breaky._kv", str(self.port), "--standby"],
+                [sys.executable, "-m", "breaky._demo.kv", str(self.port), "--standby"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
             )

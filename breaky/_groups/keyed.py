@@ -23,26 +23,27 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 import attrs
 import trio
 
-from ._breaker import CircuitBreaker
-from ._errors import BreakerOff
-from ._events import Publisher
-from ._guard import Guard
-from ._machine import Machine, State
-from ._off import OFF, Off
-from ._policy import FROM_POLICY, FromPolicy, check_count, check_seconds
-from ._request import MessageT, ReplyT
-from ._statistics import COUNTERS, Counts, Totals
+from breaky._core.errors import BreakerOff
+from breaky._core.events import Publisher
+from breaky._core.machine import Machine, State
+from breaky._core.off import OFF, Off
+from breaky._core.policy import FROM_POLICY, FromPolicy, check_count, check_seconds
+from breaky._core.statistics import COUNTERS, Counts, Totals
+from breaky._guard.guard import Guard
+from breaky._resource.breaker import CircuitBreaker
+from breaky._resource.request import MessageT, ReplyT
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Mapping
 
     from typing_extensions import TypeVarTuple, Unpack
 
-    from ._core import Core
-    from ._events import StateChange, StateChanges
-    from ._policy import Policy
-    from ._registry import Registry
-    from ._statistics import BreakerStatistics
+    from breaky._core.core import Core
+    from breaky._core.events import StateChange, StateChanges
+    from breaky._core.policy import Policy
+    from breaky._core.statistics import BreakerStatistics
+
+    from .registry import Registry
 
     PosArgT = TypeVarTuple("PosArgT")
 
