@@ -15,12 +15,12 @@ once healthy and idle.
 
 from ._core.errors import BreakerOff, CallTimeout, ResourceLost
 from ._core.events import StateChange, StateChanges
-from ._core.machine import State
 from ._core.off import OFF, Off, OffType
 from ._core.policy import Policy
 from ._core.public import publish
-from ._core.statistics import BreakerStatistics
-from ._groups.keyed import KeyedBreaker, KeyedGuard, KeyedStatistics
+from ._core.states import State
+from ._core.statistics import BreakerStatistics, KeyedStatistics
+from ._groups.keyed import KeyedBreaker, KeyedGuard
 from ._groups.supervisor import Supervisor, open_supervisor
 from ._guard.guard import Guard, RaisingGuard
 from ._resource.breaker import CircuitBreaker

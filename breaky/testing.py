@@ -26,18 +26,19 @@ from typing import TYPE_CHECKING, Any, cast, final
 import attrs
 import trio
 
-from ._core.machine import State
 from ._core.policy import check_seconds
+from ._core.states import State
 from ._guard.guard import Guard
 from ._resource.breaker import CircuitBreaker
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable
 
+    from ._core.internals import Internals
     from ._resource.inbox import Inbox
     from ._resource.request import Request
 
-__all__ = ["Faults", "InjectedFault", "wait_for_state"]
+__all__ = ["Faults", "InjectedFault", "internals", "wait_for_state"]
 
 
 @final
@@ -192,3 +193,22 @@ async def wait_for_state(
                 return
     msg = f"breaker {breaker.name!r} stopped before it was {state.name}"
     raise RuntimeError(msg)
+
+
+def internals(breaker: object) -> Internals:
+    """What no public view shows: breaky's own test seam.
+
+    For tests of breaky itself (its model-based tests compare a breaker's
+    retry deadline, fleet hold, trial and line with a model): ``breaker`` is
+    a :class:`~breaky.Guard`, a :class:`~breaky.CircuitBreaker` or a keyed
+    group. The snapshot's fields may change in any release.
+
+    Raises:
+        TypeError: ``breaker`` is none of those.
+
+    """
+    seam = getattr(breaker, "__breaky_internals__", None)
+    if seam is None:
+        msg = f"internals() takes a breaker, a guard or a keyed group, got {breaker!r}"
+        raise TypeError(msg)
+    return cast("Internals", seam())

@@ -19,6 +19,7 @@ import trio
 
 import breaky
 from breaky.redis import RedisFleet
+from breaky.testing import internals
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -97,8 +98,8 @@ async def prober_of(nodes: list[Node]) -> Node:
     """Wait until one instance is the fleet's prober, and return it."""
     # Which instance probes is the fleet's internal business (no public view
     # says so): these tests check that lease, so they read the machine.
-    await until(lambda: any(n.db._core.machine.hold.name == "PROBER" for n in nodes))
-    (prober,) = [n for n in nodes if n.db._core.machine.hold.name == "PROBER"]
+    await until(lambda: any(internals(n.db).hold.name == "PROBER" for n in nodes))
+    (prober,) = [n for n in nodes if internals(n.db).hold.name == "PROBER"]
     return prober
 
 
@@ -116,6 +117,8 @@ class Node:
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     on_change: Callable[[breaky.StateChange], None] | None = None
     on_start: Callable[[], None] | None = None
+    # Set to leave the supervisor's ``async with`` block, as an app would.
+    leave: trio.Event = attrs.Factory(trio.Event)
 
     @property
     def db(self) -> breaky.CircuitBreaker[Any, Any]:
@@ -154,10 +157,16 @@ class Node:
                     "db", self.resource, policy=policy
                 )
                 task_status.started()
-                async for change in changes:
-                    self.changes.append(change)
-                    if self.on_change is not None:
-                        self.on_change(change)
+                async with trio.open_nursery() as watching:
+                    watching.start_soon(self.watch, changes)
+                    await self.leave.wait()
+                    watching.cancel_scope.cancel()
+
+    async def watch(self, changes: breaky.StateChanges) -> None:
+        async for change in changes:
+            self.changes.append(change)
+            if self.on_change is not None:
+                self.on_change(change)
 
 
 def main(argv: list[str]) -> None:

@@ -14,6 +14,7 @@ from support import World, service
 
 import breaky
 from breaky import OFF, State
+from breaky.testing import internals
 
 if TYPE_CHECKING:
     from trio.testing import MockClock as Clock
@@ -981,7 +982,7 @@ async def test_answered_deadlines_do_not_pile_up(
             assert await db.call(n) == n
         # An internals test: the deadline heap has no public view, and what is
         # checked is its memory, not behaviour.
-        assert len(db._mailbox._deadlines) <= 70
+        assert internals(db).deadlines <= 70
 
 
 async def test_a_breaker_stopped_before_its_tasks_ran(autojump_clock: Clock) -> None:

@@ -20,6 +20,7 @@ from support import answered_calls
 import breaky
 from breaky import OFF, State
 from breaky.redis import RedisFleet
+from breaky.testing import internals
 
 if TYPE_CHECKING:
     from servers import ServerProcess
@@ -126,13 +127,12 @@ async def test_the_lease_passes_on_when_the_prober_goes(
         if how == "cancelled":
             prober.scope.cancel()  # no goodbye: its lease expires
         else:
-            # Its supervisor closes (as at the end of its ``async with``, which
-            # this task cannot leave here): the lease is released at once.
-            assert prober.sup is not None
-            prober.sup._close(grace=0)
+            # Its supervisor closes (its ``async with`` block ends): the
+            # lease is released at once.
+            prober.leave.set()
         rest = [n for n in nodes if n is not prober]
         took = await until(
-            lambda: any(n.db._core.machine.hold.name == "PROBER" for n in rest)
+            lambda: any(internals(n.db).hold.name == "PROBER" for n in rest)
         )
         assert took < (0.5 if how == "closed" else TTL)
         down["all"] = False
@@ -173,7 +173,7 @@ async def test_calls_are_answered_while_redis_is_killed_frozen_and_back(
             down["n0"] = down["n1"] = True
             trip(nodes[0])
             trip(nodes[1])
-            await until(lambda: healthy.db._core.machine.hold.name == "HELD")
+            await until(lambda: internals(healthy.db).hold.name == "HELD")
             if outage == 1:
                 await redis_server.kill()
             else:

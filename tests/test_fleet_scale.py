@@ -24,6 +24,7 @@ import breaky
 from breaky import State
 from breaky._demo import servers as _servers
 from breaky.redis import RedisFleet
+from breaky.testing import internals
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -141,7 +142,7 @@ async def test_a_forced_off_prober_gives_up_its_lease_at_once(
         prober.db.force_off()
         rest = [n for n in nodes if n is not prober]
         took = await until(
-            lambda: any(n.db._core.machine.hold.name == "PROBER" for n in rest)
+            lambda: any(internals(n.db).hold.name == "PROBER" for n in rest)
         )
         assert took < 0.5
         down["all"] = False
@@ -166,7 +167,7 @@ async def test_a_recovery_during_a_sync_is_not_lost(
             trip(nodes[0])
             await trio.sleep(0.2)
             trip(nodes[2])  # its report makes the quorum: it takes the lease
-            await until(lambda: nodes[2].db._core.machine.hold.name == "PROBER")
+            await until(lambda: internals(nodes[2].db).hold.name == "PROBER")
             down["all"] = False
             proxy.hold()
             nodes[2].db.force_off()

@@ -24,11 +24,12 @@ import trio
 import breaky
 from breaky import State, StateChange
 from breaky._core.events import Publisher
-from breaky._core.fleet import Link, View
+from breaky._core.fleet import View
 from breaky._fleet.errors import Kind, classify
 from breaky._fleet.errors import describe as _describe
 from breaky._fleet.hash_slot import hash_slot
 from breaky._fleet.redis import RedisFleet, _Tracker, redact
+from breaky.testing import internals
 
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
@@ -346,7 +347,7 @@ async def test_fleet_on_to_a_breaker_already_on_leaves_no_reason_behind(
         db = await sup.start_circuit_breaker(
             "db", resource, failure_threshold=1, retry_timeout=1
         )
-        member = Link(sup._registry).member("db")
+        member = internals(sup).link.member("db")
         assert member is not None
         changes = db.subscribe()
         member.tell(View.PROBE, "fleet OFF: you probe")

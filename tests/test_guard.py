@@ -15,7 +15,7 @@ from support import answered_calls
 
 import breaky
 from breaky import OFF, State
-from breaky.testing import wait_for_state
+from breaky.testing import internals, wait_for_state
 
 if TYPE_CHECKING:
     from trio.testing import MockClock as Clock
@@ -850,12 +850,12 @@ async def test_a_success_after_the_trip_changes_nothing(
 
 
 async def test_a_guard_follows_what_its_fleet_says(autojump_clock: Clock) -> None:
-    from breaky._core.fleet import Link, View  # noqa: PLC0415 - the seam, as a fleet
+    from breaky._core.fleet import View  # noqa: PLC0415 - the seam, as a fleet
 
     dep = Dependency()
     async with breaky.open_supervisor() as sup:
         api = sup.guard("api", retry_timeout=5, call_timeout=None)
-        (member,) = Link(sup._registry).members()
+        (member,) = internals(sup).link.members()
         assert (member.name, member.state, member.sees_off) == ("api", State.ON, False)
         member.tell(View.OFF, "fleet OFF: 2 of 3 instances report OFF")
         assert api.state is State.OFF

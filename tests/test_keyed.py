@@ -14,8 +14,8 @@ from support import World, service
 
 import breaky
 from breaky import OFF, State
-from breaky._core.fleet import Link, View
-from breaky.testing import wait_for_state
+from breaky._core.fleet import View
+from breaky.testing import internals, wait_for_state
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -539,7 +539,7 @@ async def test_a_fleet_sees_each_key_through_the_link(autojump_clock: Clock) -> 
     async with breaky.open_supervisor() as sup:
         hosts = sup.keyed_guard("upstream", idle_timeout=10)
         plain = sup.guard("plain")
-        link = Link(sup._registry)
+        link = internals(sup).link
         changes = link.subscribe()
         await hosts.run("a", ok)
         assert link.names() == ["plain", "upstream[a]"]
@@ -761,7 +761,7 @@ async def test_a_large_sweep_is_no_missed_change_for_a_fleet(
 ) -> None:
     async with breaky.open_supervisor() as sup:
         hosts = sup.keyed_guard("upstream", idle_timeout=10, max_keys=30_000)
-        changes = Link(sup._registry).subscribe()
+        changes = internals(sup).link.subscribe()
         for n in range(25_000):
             hosts[f"host-{n}"]
         await trio.sleep(21)

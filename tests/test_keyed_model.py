@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import breaky
 from breaky import OFF, State
+from breaky.testing import internals
 
 MAX_KEYS = 6
 KEYS = [f"host-{n}" for n in range(12)]
@@ -79,9 +80,8 @@ async def exercise(operations: list[tuple[str, str, float]]) -> None:  # noqa: P
             """The bound holds; each key forgotten since was safe to forget."""
             assert len(hosts) <= MAX_KEYS
             # Looked at without a use (hosts[key] would be one).
-            for guard in hosts._order.values():
-                if guard is not None:
-                    guards[id(guard)] = guard
+            for guard in internals(hosts).keys:
+                guards[id(guard)] = guard
             forgotten = 0
             while True:
                 try:

@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from breaky._core.machine import FLEET_ON_SPREAD, Hold, Machine, State
+from breaky._core.machine import FLEET_ON_SPREAD, Machine
 from breaky._core.policy import Policy
+from breaky._core.states import Hold, State
 
 
 def machine(threshold: int = 3, retry_timeout: float = 10.0) -> Machine:

@@ -33,10 +33,12 @@ from support import answered_calls
 
 import breaky
 from breaky import OFF, Policy, State
-from breaky._core.core import failure_rule
-from breaky._core.fleet import Member, View
-from breaky._core.machine import FLEET_ON_SPREAD, Hold
+from breaky._core.admission import failure_rule
+from breaky._core.fleet import View
+from breaky._core.machine import FLEET_ON_SPREAD
 from breaky._core.policy import Kind
+from breaky._core.states import Hold
+from breaky.testing import internals
 
 POLICIES = {
     "seed rule": Policy(failure_threshold=3, retry_timeout=10, call_timeout=5),
@@ -369,8 +371,10 @@ def run_model_test(policy: Policy) -> None:
 
                 def tell(self, view: View) -> float | None:
                     async def tell() -> float | None:
-                        Member(self.breaker._core).tell(view, f"fleet {view.name}")
-                        return self.breaker._core.machine.retry_at
+                        member = internals(self.breaker).member
+                        assert member is not None
+                        member.tell(view, f"fleet {view.name}")
+                        return internals(self.breaker).retry_at
 
                     return in_trio(tell)  # type: ignore[no-any-return]
 
@@ -402,27 +406,28 @@ def run_model_test(policy: Policy) -> None:
                     # machine's own fields (retry time, hold, the one timer),
                     # which no public view shows.
                     model, breaker = self.model, self.breaker
-                    machine = breaker._core.machine
+                    machine = internals(breaker)
                     assert trio.current_time() == model.now
                     assert breaker.state is model.state
                     if model.state is not State.STOPPED:
-                        assert machine.failures_at(model.now) == model.count(model.now)
+                        failures = breaker.statistics().failures
+                        assert failures == model.count(model.now)
                     assert machine.retry_at == pytest.approx(model.retry_at)
                     assert machine.hold is model.hold
                     assert machine.sees_off is model.sees_off
                     # Exactly one retry timer while OFF and waiting, none else;
                     # none at all while held OFF by the fleet.
-                    waiting = breaker._waiting
+                    timer = machine.timer
                     if model.retry_at is None:
                         assert (
-                            waiting is None
+                            timer is None
                             or model.state is State.FORCED_OFF
                             or (model.hold is Hold.HELD and model.state is State.OFF)
                         )
-                        assert waiting is None or waiting.deadline == math.inf
+                        assert timer is None or timer == math.inf
                     else:
-                        assert waiting is not None
-                        assert waiting.deadline == pytest.approx(model.retry_at)
+                        assert timer is not None
+                        assert timer == pytest.approx(model.retry_at)
                     stats = breaker.statistics()
                     assert stats.calls == answered_calls(stats)
                     # Held instances try nothing: every attempt is the model's.

@@ -37,8 +37,10 @@ from support import answered_calls
 
 import breaky
 from breaky import OFF, Policy, State
-from breaky._core.fleet import Member, View
-from breaky._core.machine import FLEET_ON_SPREAD, Hold
+from breaky._core.fleet import View
+from breaky._core.machine import FLEET_ON_SPREAD
+from breaky._core.states import Hold
+from breaky.testing import internals
 
 
 class Counted(LookupError):  # noqa: N818 - as the tests name outcomes
@@ -608,7 +610,9 @@ def run_model_test(policy: Policy, counts: tuple[type[Exception], ...]) -> None:
                     """What a fleet says, fed through its seam."""
 
                     def tell() -> None:
-                        Member(self.guard._core).tell(view, f"fleet {view.name}")
+                        member = internals(self.guard).member
+                        assert member is not None
+                        member.tell(view, f"fleet {view.name}")
 
                     now_in_trio(tell)
                     model = self.model
@@ -628,21 +632,18 @@ def run_model_test(policy: Policy, counts: tuple[type[Exception], ...]) -> None:
                     # bulkhead's places are the machine's and the bulkhead's
                     # own fields, which no public view shows.
                     model, guard = self.model, self.guard
-                    machine = guard._core.machine
+                    machine = internals(guard)
                     assert trio.current_time() == model.now
                     assert guard.state is model.state
                     assert machine.retry_at == pytest.approx(model.retry_at)
-                    assert (machine.trial is None) is (model.trial is None)
+                    assert machine.trial is (model.trial is not None)
                     assert machine.trials_passed == model.trials_passed
                     assert machine.hold is model.hold
                     assert machine.sees_off is model.sees_off
-                    places = guard._places
-                    if places is not None:
-                        limit = policy.max_concurrent
-                        assert limit is not None
+                    if machine.taken is not None:
                         held = [c for c in model.calls if c.holds_place]
-                        assert limit - places._free == len(held)
-                        assert len(places._waiting) == len(model.line)
+                        assert machine.taken == len(held)
+                        assert machine.waiting == len(model.line)
                     # What each call's function and caller saw.
                     for call in model.calls:
                         real = self.real[call.number]

@@ -9,7 +9,7 @@ import attrs
 import trio
 
 if TYPE_CHECKING:
-    from .machine import State
+    from breaky._core.states import State
 
 
 @final
@@ -41,6 +41,34 @@ class StateChange:
 
 
 @final
+class ChangeBuffer:
+    """What a publisher and one subscriber's channel share: the buffered changes."""
+
+    __slots__ = ("buffer", "closed", "ended", "max_buffer", "missed", "waiting")
+
+    def __init__(self, max_buffer: int) -> None:
+        self.buffer: deque[StateChange] = deque()
+        self.max_buffer = max_buffer
+        self.waiting = trio.lowlevel.ParkingLot()
+        self.ended = False  # nothing more will come
+        self.closed = False  # its subscriber unsubscribed
+        self.missed = 0
+
+    def send(self, change: StateChange) -> None:
+        """Buffer ``change``, dropping the oldest when full; never blocks."""
+        if len(self.buffer) >= self.max_buffer:
+            self.buffer.popleft()
+            self.missed += 1
+        self.buffer.append(change)
+        self.waiting.unpark()
+
+    def end(self) -> None:
+        """Nothing more will be sent: the channel ends once it is read."""
+        self.ended = True
+        self.waiting.unpark_all()
+
+
+@final
 class StateChanges(trio.abc.ReceiveChannel[StateChange]):
     """A receive channel of :class:`StateChange`, in order, from ``subscribe()``.
 
@@ -51,56 +79,50 @@ class StateChanges(trio.abc.ReceiveChannel[StateChange]):
     Close it with :meth:`aclose` (or ``async with``) to unsubscribe.
     """
 
-    def __init__(self, max_buffer: int) -> None:
-        self._buffer: deque[StateChange] = deque()
-        self._max_buffer = max_buffer
-        self._waiting = trio.lowlevel.ParkingLot()
-        self._ended = False
-        self._closed = False
-        self.missed = 0
-        """How many changes were dropped because the buffer was full."""
+    __slots__ = ("_state",)
+
+    def __init__(self, state: ChangeBuffer) -> None:
+        self._state = state
 
     def __repr__(self) -> str:
+        state = self._state
         return (
-            f"<breaky.StateChanges {len(self._buffer)} buffered, {self.missed} missed>"
+            f"<breaky.StateChanges {len(state.buffer)} buffered, {state.missed} missed>"
         )
 
-    def _send(self, change: StateChange) -> None:
-        if len(self._buffer) >= self._max_buffer:
-            self._buffer.popleft()
-            self.missed += 1
-        self._buffer.append(change)
-        self._waiting.unpark()
-
-    def _end(self) -> None:
-        self._ended = True
-        self._waiting.unpark_all()
+    @property
+    def missed(self) -> int:
+        """How many changes were dropped because the buffer was full."""
+        return self._state.missed
 
     def receive_nowait(self) -> StateChange:
         """Return the next change, or raise ``trio.WouldBlock``."""
-        if self._closed:
+        state = self._state
+        if state.closed:
             raise trio.ClosedResourceError
-        if self._buffer:
-            return self._buffer.popleft()
-        if self._ended:
+        if state.buffer:
+            return state.buffer.popleft()
+        if state.ended:
             raise trio.EndOfChannel
         raise trio.WouldBlock
 
     async def receive(self) -> StateChange:
         """Wait for the next change and return it."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        while not (self._buffer or self._ended):
-            await self._waiting.park()
+        state = self._state
+        while not (state.buffer or state.ended):
+            await state.waiting.park()
         change = self.receive_nowait()
         await trio.lowlevel.cancel_shielded_checkpoint()
         return change
 
     async def aclose(self) -> None:
         """Unsubscribe: nothing more is buffered, receiving raises."""
-        self._closed = True
-        self._ended = True
-        self._buffer.clear()
-        self._waiting.unpark_all()
+        state = self._state
+        state.closed = True
+        state.ended = True
+        state.buffer.clear()
+        state.waiting.unpark_all()
         await trio.lowlevel.checkpoint()
 
 
@@ -108,29 +130,41 @@ class StateChanges(trio.abc.ReceiveChannel[StateChange]):
 class Publisher:
     """The subscribers of one breaker or supervisor."""
 
-    _channels: list[StateChanges] = attrs.field(factory=list[StateChanges])
+    _buffers: list[ChangeBuffer] = attrs.field(factory=list[ChangeBuffer])
     _ended: bool = False
 
     def subscribe(self, max_buffer: int) -> StateChanges:
         """Return a new channel that receives every later change."""
-        channel = StateChanges(max_buffer)
+        state = ChangeBuffer(max_buffer)
         if self._ended:
-            channel._end()
+            state.end()
         else:
-            self._channels.append(channel)
-        return channel
+            self._buffers.append(state)
+        return StateChanges(state)
 
     def publish(self, change: StateChange) -> None:
         """Buffer ``change`` for every open subscriber; never blocks."""
-        channels = self._channels
-        if any(c._closed for c in channels):
-            channels[:] = [c for c in channels if not c._closed]
-        for channel in channels:
-            channel._send(change)
+        buffers = self._buffers
+        if any(b.closed for b in buffers):
+            buffers[:] = [b for b in buffers if not b.closed]
+        for buffer in buffers:
+            buffer.send(change)
 
     def end(self) -> None:
         """End every subscriber's channel: nothing more will be published."""
         self._ended = True
-        for channel in self._channels:
-            channel._end()
-        self._channels.clear()
+        for buffer in self._buffers:
+            buffer.end()
+        self._buffers.clear()
+
+
+@final
+@attrs.define(eq=False)
+class Relay(Publisher):
+    """A group's subscribers, who pass every change on to the supervisor's."""
+
+    up: Publisher = attrs.field(kw_only=True)
+
+    def publish(self, change: StateChange) -> None:
+        super().publish(change)
+        self.up.publish(change)

@@ -13,26 +13,23 @@ from __future__ import annotations
 
 import abc
 import enum
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Protocol, final
 
 import attrs
 
-from .machine import Machine, State
+from breaky._core.machine import Machine
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     import trio
 
-    from breaky._groups.registry import Registry
+    from breaky._core.states import State
 
     from .core import Core
     from .events import StateChanges
 
 __all__ = ["Fleet", "Link", "Member", "View"]
-
-# The most changes a fleet's subscription holds before it misses some.
-_LINK_BUFFER = 1_000_000
 
 
 class View(enum.Enum):
@@ -71,43 +68,36 @@ class Member:
     @property
     def state(self) -> State:
         """The breaker's state here."""
-        return self._core.machine.state
+        return self._core.state
 
     @property
     def sees_off(self) -> bool:
         """Whether it is OFF by its own failures: what the fleet counts."""
-        return self._core.machine.sees_off
+        return self._core.sees_off
 
     def tell(self, view: View, reason: str) -> None:
         """Feed the breaker's machine what the fleet says, with its reason."""
         self._core.fleet_says(_INPUTS[view], reason)
 
 
-@final
-@attrs.define(eq=False)
-class Link:
+class Link(Protocol):
     """A supervisor's breakers, as its fleet sees them."""
-
-    _registry: Registry
 
     def names(self) -> list[str]:
         """The names of the breakers running now (a group's keys: ``group[key]``)."""
-        return [core.name for core in self._registry.cores()]
+        ...
 
     def members(self) -> list[Member]:
         """The breakers running now, each live key of a keyed group included."""
-        return [Member(core) for core in self._registry.cores()]
+        ...
 
     def member(self, name: str) -> Member | None:
         """The breaker (or live key) running under ``name``, or ``None``."""
-        core = self._registry.core(name)
-        return None if core is None else Member(core)
+        ...
 
     def subscribe(self) -> StateChanges:
         """Every later state change; the channel ends when the supervisor closes."""
-        # Room for a keyed group's sweep, which may forget 100,000 keys at
-        # once: missed changes would make the fleet look at every breaker.
-        return self._registry.publisher.subscribe(_LINK_BUFFER)
+        ...
 
 
 class Fleet(abc.ABC):

@@ -12,130 +12,48 @@ resource breaker, an instance) ended: a success, or a failure.
 
 from __future__ import annotations
 
-import enum
-import math
 import random
 from collections import deque
 from typing import TYPE_CHECKING, final
 
 import attrs
 
+from breaky._core.outcomes import Outcomes
+from breaky._core.states import Hold, State
+
 if TYPE_CHECKING:
-    from .policy import Policy
+    from breaky._core.policy import Policy
 
 
-class State(enum.Enum):
-    """The state of a circuit breaker.
+@final
+@attrs.frozen
+class Step:
+    """What one input did to a breaker, and what its kind must do about it.
 
-    - ``STARTING``: a resource breaker's first start has not settled; calls
-      are queued for it (and answered OFF if every attempt fails).
-    - ``ON``: calls go through (a resource may be restarting after a crash:
-      calls are queued for it).
-    - ``OFF``: too many failures; calls are answered :data:`breaky.OFF` at
-      once, and attempts (a start, a trial call) are made at the policy's
-      retry rate until one succeeds.
-    - ``FORCED_OFF``: turned OFF by ``force_off()``; calls are answered OFF
-      and nothing is tried until ``reset()``.
-    - ``STOPPED``: the breaker was stopped; calls are answered OFF.
+    The kinds act on a step; they never read the machine. ``retry_at`` is
+    the one retry timer (``None``: none armed), ``attempt`` says an attempt
+    (a start, a guard's trial) may be made now, ``dismiss`` that the attempt
+    or instance under way is no longer wanted (a trip, ``force_off()``, a
+    fleet's hold), ``turn_away`` that calls waiting (a queue, a line) get OFF.
     """
 
-    STARTING = "starting"
-    ON = "on"
-    OFF = "off"
-    FORCED_OFF = "forced off"
-    STOPPED = "stopped"
+    old: State
+    new: State
+    retry_at: float | None
+    attempt: bool
+    dismiss: bool
+    turn_away: bool
 
-
-class Hold(enum.Enum):
-    """What a fleet says of this instance's breaker (see :mod:`breaky._core.fleet`).
-
-    - ``NONE``: no fleet holds it; the local rules alone apply.
-    - ``HELD``: the fleet holds it OFF and another instance probes: no timer,
-      no attempt.
-    - ``PROBER``: the fleet holds it OFF and this instance probes, at the
-      policy's retry rate.
-    """
-
-    NONE = "none"
-    HELD = "held"
-    PROBER = "prober"
+    @property
+    def changed(self) -> bool:
+        """Whether the state changed."""
+        return self.old is not self.new
 
 
 # The longest random delay before the attempt that fleet ON asks of each held
 # instance: the fleet's instances reconnect within half a second, not all in
 # the same millisecond.
 FLEET_ON_SPREAD = 0.5
-
-# The failure-rate rule keeps its outcomes in this many slices of the window:
-# memory stays constant whatever the call rate, and each outcome counts for
-# at least (1 - 1/_SLICES) of the window.
-_SLICES = 20
-
-
-@final
-@attrs.define
-class Outcomes:
-    """The outcomes of the last ``window`` seconds, in slices (the rate rule)."""
-
-    window: float
-    # (slice number, outcomes, failures), oldest first.
-    _slices: deque[list[int]] = attrs.field(init=False, factory=deque[list[int]])
-    calls: int = attrs.field(init=False, default=0)
-    failures: int = attrs.field(init=False, default=0)
-
-    def add(self, now: float, *, failed: bool) -> None:
-        """Count one outcome at ``now``."""
-        self.forget(now)
-        number = math.floor(now * _SLICES / self.window)
-        slices = self._slices
-        if not slices or slices[-1][0] != number:
-            slices.append([number, 0, 0])
-        last = slices[-1]
-        last[1] += 1
-        self.calls += 1
-        if failed:
-            last[2] += 1
-            self.failures += 1
-
-    def forget(self, now: float) -> None:
-        """Drop the slices that have left the window at ``now``."""
-        slices = self._slices
-        # A slice leaves once its start is a whole window ago.
-        first_kept = math.floor(now * _SLICES / self.window) - _SLICES + 1
-        while slices and slices[0][0] < first_kept:
-            _, calls, failures = slices.popleft()
-            self.calls -= calls
-            self.failures -= failures
-
-    def amend(self, now: float) -> bool:
-        """Turn the latest success in the window into a failure, if any."""
-        self.forget(now)
-        for part in reversed(self._slices):  # [number, calls, failures]
-            if part[1] > part[2]:
-                part[2] += 1
-                self.failures += 1
-                return True
-        return False
-
-    def rebase(self, now: float) -> None:
-        """Keep every outcome counted, as if it happened at ``now``."""
-        calls, failures = self.calls, self.failures
-        self.clear()
-        if calls:
-            self._slices.append(
-                [math.floor(now * _SLICES / self.window), calls, failures]
-            )
-            self.calls, self.failures = calls, failures
-
-    def failures_at(self, now: float) -> int:
-        """The failures still in the window at ``now`` (changes nothing)."""
-        first_kept = math.floor(now * _SLICES / self.window) - _SLICES + 1
-        return sum(s[2] for s in self._slices if s[0] >= first_kept)
-
-    def clear(self) -> None:
-        """Forget every outcome."""
-        self._slices.clear()
-        self.calls = self.failures = 0
 
 
 @final
@@ -228,6 +146,19 @@ class Machine:
         if window is None:
             return len(self._failure_times)
         return sum(1 for t in self._failure_times if t > now - window)
+
+    def after(self, old: State) -> Step:
+        """The step the last input made, from state ``old``: what to do now."""
+        new = self.state
+        attempt = self.wants_attempt
+        return Step(
+            old,
+            new,
+            self.retry_at,
+            attempt,
+            dismiss=new is State.FORCED_OFF or (new is State.OFF and not attempt),
+            turn_away=new is not old and new is not State.ON,
+        )
 
     # Outcomes while ON (or STARTING): what the failure rule counts.
 

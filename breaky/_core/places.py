@@ -17,12 +17,23 @@ class Places:
     line; one that got a place gives it back with :meth:`give_back`.
     """
 
-    __slots__ = ("_free", "_max_waiting", "_waiting")
+    __slots__ = ("_free", "_limit", "_max_waiting", "_waiting")
 
     def __init__(self, limit: int, max_waiting: int | None) -> None:
+        self._limit = limit
         self._free = limit
         self._max_waiting = max_waiting
         self._waiting: deque[_Waiter] = deque()
+
+    @property
+    def taken(self) -> int:
+        """The places taken now."""
+        return self._limit - self._free
+
+    @property
+    def waiting(self) -> int:
+        """The calls waiting in line for a place now."""
+        return len(self._waiting)
 
     def take_nowait(self) -> bool:
         """Take a free place if there is one and nobody waits for it."""

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, final
 import attrs
 
 if TYPE_CHECKING:
-    from .machine import State
+    from collections.abc import Mapping
+
+    from breaky._core.states import State
 
 
 def _counter(text: str, unit: str, outcome: str | None = None) -> int:
@@ -93,12 +95,18 @@ class Totals(Counts):
         """The calls that have had their one answer, of every kind."""
         return sum(_answers(self))
 
+    def add(self, other: Counts) -> None:
+        """Add ``other``'s counts to these (a group keeps a forgotten key's)."""
+        for name in _NAMES:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
 
 # (name, help, unit, outcome) of every counter, in declaration order.
 COUNTERS: tuple[tuple[str, str, str, str | None], ...] = tuple(
     (f.name, f.metadata["help"], f.metadata["unit"], f.metadata["outcome"])
     for f in attrs.fields(Counts)
 )
+_NAMES = tuple(name for name, *_ in COUNTERS)
 # The counters of the ways a call ends, read in one go.
 _answers = operator.attrgetter(
     *(name for name, _, _, outcome in COUNTERS if outcome is not None)
@@ -150,3 +158,36 @@ class BreakerStatistics(Counts):
     state: State
     failures: int
     pending: int
+
+
+# attrs freezes a subclass of a mutable class; see BreakerStatistics.
+@final
+@attrs.frozen(kw_only=True)  # pyright: ignore[reportGeneralTypeIssues]
+class KeyedStatistics(Counts):
+    """A snapshot of a keyed group, from its ``statistics()``.
+
+    The counters (``calls``, ``replies``, ``off``, ... as in
+    :class:`~breaky.BreakerStatistics`) are totals over every key the group
+    ever had, forgotten ones included, so they only grow; a call refused at
+    the ``max_keys`` bound counts in ``calls``, ``off`` and ``refused``.
+
+    Attributes:
+        keys: the keys alive now.
+        states: how many live keys are in each :class:`~breaky.State` (every
+            state is present, most often with 0).
+        failures: the failures counted now, summed over the live keys.
+        pending: the calls not answered yet, summed over the live keys.
+        forgotten: keys forgotten so far (idle, or evicted at the bound).
+        refused: new keys refused at the ``max_keys`` bound because no live
+            key could be forgotten (their calls were answered OFF).
+        not_on: the statistics of each live key that is not ON, by key.
+
+    """
+
+    keys: int
+    states: Mapping[State, int]
+    failures: int
+    pending: int
+    forgotten: int
+    refused: int
+    not_on: Mapping[str, BreakerStatistics]

@@ -20,9 +20,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import trio
 
-from breaky._core.machine import State
-from breaky._core.policy import Policy
-from breaky._groups.supervisor import open_supervisor
+from breaky import Policy, State, open_supervisor
 
 from .kit import call_and_count, log_lines, narrate, timestamped
 from .kv import kv_connection
@@ -35,8 +33,7 @@ if TYPE_CHECKING:
 
     from prometheus_client import CollectorRegistry
 
-    from breaky._groups.supervisor import Supervisor
-    from breaky._resource.breaker import CircuitBreaker
+    from breaky import CircuitBreaker, Supervisor
 
 POLICY = Policy(
     failure_threshold=3,
@@ -73,7 +70,7 @@ class MetricsServer:
         self.url = f"http://127.0.0.1:{self._server.server_port}/metrics"
 
     def watch(self, supervisor: Supervisor) -> None:
-        from breaky._exporters.prometheus import BreakyCollector  # noqa: PLC0415 - as above
+        from breaky.prometheus import BreakyCollector  # noqa: PLC0415 - as above
 
         self._registry.register(BreakyCollector(supervisor))
 

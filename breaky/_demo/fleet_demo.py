@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import trio
 
-from breaky._core.policy import Policy
-from breaky._groups.supervisor import open_supervisor
+from breaky import Policy, open_supervisor
 
 from .kit import call_and_count, log_lines, narrate, timestamped
 from .kv import kv_connection
@@ -33,8 +32,7 @@ from .servers import KVServer, redis_server, redis_server_binary
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from breaky._core.statistics import BreakerStatistics
-    from breaky._resource.breaker import CircuitBreaker
+    from breaky import BreakerStatistics, CircuitBreaker
 
 POLICY = Policy(
     failure_threshold=3,
@@ -80,7 +78,7 @@ async def node(  # noqa: PLR0913 - the instance's knobs
     say: Callable[[str], None],
 ) -> tuple[BreakerStatistics, collections.Counter[str]]:
     """One instance of the fleet, until ``stop``; return what it answered."""
-    from breaky._fleet.redis import RedisFleet  # noqa: PLC0415 - needs the redis extra
+    from breaky.redis import RedisFleet  # noqa: PLC0415 - needs the redis extra
 
     answers: collections.Counter[str] = collections.Counter()
     fleet = RedisFleet(url, instance=name, quorum=2, report_ttl=3)

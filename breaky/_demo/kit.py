@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 
-from breaky._core.errors import CallTimeout, ResourceLost
-from breaky._core.off import OFF
+from breaky import OFF, CallTimeout, ResourceLost
 
 from .kv import KVError
 
@@ -17,8 +16,7 @@ if TYPE_CHECKING:
     import collections
     from collections.abc import Callable, Generator
 
-    from breaky._core.events import StateChanges
-    from breaky._resource.breaker import CircuitBreaker
+    from breaky import CircuitBreaker, StateChanges
 
 ANSWER_KINDS: dict[type[Exception], str] = {
     ResourceLost: "lost",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import trio
 
 if TYPE_CHECKING:
-    from breaky._resource.inbox import Inbox
+    from breaky import Inbox
 
 HOST = "127.0.0.1"
 

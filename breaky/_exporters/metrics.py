@@ -18,11 +18,12 @@ import attrs
 import trio
 
 from breaky._core.statistics import COUNTERS as COUNTS
-from breaky._groups.keyed import KeyedStatistics, key_name
+from breaky._core.statistics import KeyedStatistics
+from breaky._groups.registry import key_name
 from breaky._groups.supervisor import Supervisor
 
 if TYPE_CHECKING:
-    from breaky._core.machine import State
+    from breaky._core.states import State
     from breaky._core.statistics import BreakerStatistics
 
 # How each finished call was answered: (label value, BreakerStatistics field).

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, cast, final
 import attrs
 from opentelemetry import metrics
 
-from breaky._core.machine import State
+from breaky._core.states import State
 
 from .metrics import (
     CALLS_HELP,
@@ -32,8 +32,7 @@ from .metrics import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
-    from breaky._core.statistics import BreakerStatistics
-    from breaky._groups.keyed import KeyedStatistics
+    from breaky._core.statistics import BreakerStatistics, KeyedStatistics
     from breaky._groups.supervisor import Supervisor
 
     # An instrument's values for one breaker, with their other attributes.

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, final
 import attrs
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from breaky._core.machine import State
+from breaky._core.states import State
 
 from .metrics import (
     CALLS_HELP,
@@ -32,8 +32,7 @@ if TYPE_CHECKING:
 
     from prometheus_client.metrics_core import Metric
 
-    from breaky._core.statistics import BreakerStatistics
-    from breaky._groups.keyed import KeyedStatistics
+    from breaky._core.statistics import BreakerStatistics, KeyedStatistics
     from breaky._groups.supervisor import Supervisor
 
 __all__ = ["BreakyCollector"]

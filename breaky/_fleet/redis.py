@@ -19,8 +19,8 @@ import trio
 
 from breaky._core.errors import split_errors
 from breaky._core.fleet import Fleet, Link, View
-from breaky._core.machine import State
 from breaky._core.policy import check_count, check_seconds
+from breaky._core.states import State
 
 from .errors import Kind, Trouble, classify
 from .hash_slot import hash_slot

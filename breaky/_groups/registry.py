@@ -1,10 +1,10 @@
 """Breakers by name, of every kind, for a supervisor, its fleet and its metrics.
 
 The registry knows each breaker through an :class:`Entry`: the breaker as
-users see it, its :class:`~breaky._core.core.Core` (what a fleet talks to), and
-how to stop it. It is apart from the nursery, so that whoever needs the
-breakers by name (the supervisor, a fleet's :class:`~breaky._core.fleet.Link`)
-needs nothing else.
+users see it, and its :class:`~breaky._core.lifecycle.Lifecycle` (its core,
+what a fleet talks to, and how to start, stop and wait for it). It is apart
+from the nursery, so that whoever needs the breakers by name (the
+supervisor, a fleet's :class:`~breaky._core.fleet.Link`) needs nothing else.
 
 A keyed group (:mod:`breaky._groups.keyed`) is one entry under its name, with no
 core of its own; each of its live keys is a core of its own here, under the
@@ -19,11 +19,14 @@ from typing import TYPE_CHECKING, Any, final
 import attrs
 
 from breaky._core.events import Publisher
+from breaky._core.fleet import Member
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from breaky._core.core import Core
+    from breaky._core.events import StateChanges
+    from breaky._core.lifecycle import Lifecycle
 
 
 @final
@@ -32,10 +35,12 @@ class Entry:
     """One breaker in a registry."""
 
     breaker: Any
-    # None for a keyed group: its keys have the cores.
-    core: Core | None
-    # Stop it, letting its resource (if any) finish within the given grace.
-    stop: Callable[[float], None]
+    life: Lifecycle
+
+    @property
+    def core(self) -> Core | None:
+        """Its core; ``None`` for a keyed group (its keys have theirs)."""
+        return self.life.core
 
 
 @final
@@ -48,6 +53,16 @@ class Registry:
     _keys: dict[str, Core] = attrs.field(factory=dict[str, "Core"])
     # Every change of every breaker in it, for subscribers of the whole.
     publisher: Publisher = attrs.field(factory=Publisher)
+    # Closed: every breaker was stopped, and none may be added.
+    closed: bool = attrs.field(init=False, default=False)
+
+    def close(self, grace: float) -> None:
+        """Stop every breaker (resources get ``grace`` seconds); end the changes."""
+        self.closed = True
+        for entry in self.clear():
+            entry.life.stop(grace)
+        # Every breaker is STOPPED now: there will be no more changes.
+        self.publisher.end()
 
     def check_free(self, name: object, *, group: bool = False) -> None:
         """Refuse a name that is no ``str``, one that is taken, or a group's key.
@@ -141,3 +156,46 @@ class Registry:
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._entries))
+
+
+def check_key(key: object) -> str:
+    if not isinstance(key, str):
+        msg = f"key must be a str (a host, a tenant id, a shard name), got {key!r}"
+        raise TypeError(msg)
+    return key
+
+
+def key_name(group: str, key: str) -> str:
+    """The name of a group's key, for logs, events, metrics and a fleet."""
+    return f"{group}[{key}]"
+
+
+# The most changes a fleet's subscription holds before it misses some.
+_LINK_BUFFER = 1_000_000
+
+
+@final
+@attrs.define(eq=False)
+class RegistryLink:
+    """A supervisor's breakers, as its fleet sees them."""
+
+    _registry: Registry
+
+    def names(self) -> list[str]:
+        """The names of the breakers running now (a group's keys: ``group[key]``)."""
+        return [core.name for core in self._registry.cores()]
+
+    def members(self) -> list[Member]:
+        """The breakers running now, each live key of a keyed group included."""
+        return [Member(core) for core in self._registry.cores()]
+
+    def member(self, name: str) -> Member | None:
+        """The breaker (or live key) running under ``name``, or ``None``."""
+        core = self._registry.core(name)
+        return None if core is None else Member(core)
+
+    def subscribe(self) -> StateChanges:
+        """Every later state change; the channel ends when the supervisor closes."""
+        # Room for a keyed group's sweep, which may forget 100,000 keys at
+        # once: missed changes would make the fleet look at every breaker.
+        return self._registry.publisher.subscribe(_LINK_BUFFER)

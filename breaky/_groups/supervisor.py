@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import sys
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast, final
@@ -10,13 +9,18 @@ from typing import TYPE_CHECKING, Any, cast, final
 import attrs
 import trio
 
-from breaky._core.fleet import Fleet, Link
+from breaky._core.core import Core
+from breaky._core.fleet import Fleet
+from breaky._core.functions import PARTIAL, check_resource_function
+from breaky._core.internals import Internals
+from breaky._core.lifecycle import Lifecycle
 from breaky._core.policy import Kind, Policy, check_count, check_seconds, policy_for
-from breaky._guard.guard import Guard
+from breaky._core.states import State
+from breaky._guard.guard import Guard, guard_on
 from breaky._resource.breaker import CircuitBreaker
 
 from .keyed import KeyedBreaker, KeyedGuard
-from .registry import Entry, Registry
+from .registry import Entry, Registry, RegistryLink
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
     from exceptiongroup import BaseExceptionGroup
@@ -34,12 +38,6 @@ if TYPE_CHECKING:
     PosArgT = TypeVarTuple("PosArgT")
 
 
-_PARTIAL = (
-    "; pass keyword arguments for the resource function with "
-    "functools.partial(fn, name=value)"
-)
-
-
 @final
 @attrs.define(eq=False, repr=False)
 class Supervisor:
@@ -51,11 +49,11 @@ class Supervisor:
 
     _nursery: trio.Nursery
     _shutdown_timeout: float
-    _registry: Registry = attrs.field(init=False, factory=Registry)
-    _closed: bool = attrs.field(init=False, default=False)
+    # Closed by open_supervisor() when the block ends.
+    _registry: Registry
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self._registry.closed else "open"
         return f"<breaky.Supervisor {state}, breakers: {self._registry.names()}>"
 
     def __getitem__(
@@ -110,25 +108,26 @@ class Supervisor:
             RuntimeError: the supervisor is closed.
 
         """
-        policy = policy_for(Kind.RESOURCE, policy, dict(options), hint=_PARTIAL)
+        policy = policy_for(Kind.RESOURCE, policy, dict(options), hint=PARTIAL)
         self._check_new(name)
-        _check_resource_function(fn, args)
+        check_resource_function(fn, args)
+        lives: list[Lifecycle] = []
         breaker: CircuitBreaker[MessageT, ReplyT] = CircuitBreaker(
-            name, fn, args, policy, self._registry.publisher
+            name, fn, args, policy, self._registry.publisher, lives.append
         )
-        self._registry.add(name, Entry(breaker, breaker._core, breaker._stop))
+        (life,) = lives
+        self._registry.add(name, Entry(breaker, life))
         # The breaker lives in the supervisor's nursery, not the caller's.
-        self._nursery.start_soon(breaker._run, name=f"breaky {name!r}")
-        self._nursery.start_soon(breaker._keep_deadlines, name=f"breaky {name!r} calls")
+        life.start(self._nursery)
         try:
-            await breaker._settled.wait()
+            await life.settled()
         except BaseException:
             # Cancelled while starting: as nursery.start would, leave nothing;
             # once the start has settled, the breaker stays.
-            if not breaker._settled.is_set():
+            if breaker.state is State.STARTING:
                 # Unsettled, so neither stopped nor closed: still registered.
                 self._registry.remove(name)
-                breaker._stop(grace=0)
+                life.stop(0)
             raise
         return breaker
 
@@ -157,8 +156,9 @@ class Supervisor:
         """
         policy = policy_for(Kind.GUARD, policy, dict(options))
         self._check_new(name)
-        guard = Guard._made_for(name, policy, self._registry.publisher)
-        self._registry.add(name, Entry(guard, guard._core, lambda _: guard._stop()))
+        core = Core(name, policy, Kind.GUARD, self._registry.publisher)
+        guard = guard_on(core)
+        self._registry.add(name, Entry(guard, Lifecycle.of_core(core)))
         return guard
 
     def keyed_guard(
@@ -199,6 +199,7 @@ class Supervisor:
         """
         policy = policy_for(Kind.GUARD, policy, dict(options))
         self._check_new(name, group=True)
+        lives: list[Lifecycle] = []
         group = KeyedGuard(
             name,
             policy,
@@ -207,8 +208,10 @@ class Supervisor:
             nursery=self._nursery,
             registry=self._registry,
             grace=self._shutdown_timeout,
+            enlist=lives.append,
         )
-        self._registry.add(name, Entry(group, None, group._close))
+        (life,) = lives
+        self._registry.add(name, Entry(group, life))
         return group
 
     def keyed_breaker(
@@ -252,7 +255,8 @@ class Supervisor:
         """
         policy = policy_for(Kind.RESOURCE, policy, dict(options))
         self._check_new(name, group=True)
-        _check_resource_function(fn, ("key", *args))
+        check_resource_function(fn, ("key", *args))
+        lives: list[Lifecycle] = []
         group: KeyedBreaker[MessageT, ReplyT] = KeyedBreaker(
             name,
             fn,
@@ -263,8 +267,10 @@ class Supervisor:
             nursery=self._nursery,
             registry=self._registry,
             grace=self._shutdown_timeout,
+            enlist=lives.append,
         )
-        self._registry.add(name, Entry(group, None, group._close))
+        (life,) = lives
+        self._registry.add(name, Entry(group, life))
         return group
 
     def subscribe(self, *, max_buffer: int = 1000) -> StateChanges:
@@ -290,72 +296,21 @@ class Supervisor:
             KeyError: no breaker has that name.
 
         """
-        breaker = self[name]
-        ending = breaker._breakers() if isinstance(breaker, KeyedBreaker) else [breaker]
-        entry = self._registry.remove(name)
-        entry.stop(self._shutdown_timeout)
+        self[name]
+        life = self._registry.remove(name).life
+        life.stop(self._shutdown_timeout)
         await trio.lowlevel.checkpoint()
-        for each in ending:
-            if isinstance(each, CircuitBreaker):
-                await each._finished.wait()
+        await life.stopped()
+
+    def __breaky_internals__(self) -> Internals:
+        """The test seam: its breakers as a fleet sees them."""
+        return Internals(link=RegistryLink(self._registry))
 
     def _check_new(self, name: object, *, group: bool = False) -> None:
-        if self._closed:
+        if self._registry.closed:
             msg = "this supervisor is closed: its async with block has ended"
             raise RuntimeError(msg)
         self._registry.check_free(name, group=group)
-
-    def _close(self, grace: float) -> None:
-        self._closed = True
-        for entry in self._registry.clear():
-            entry.stop(grace)
-        # Every breaker is STOPPED now: there will be no more changes.
-        self._registry.publisher.end()
-
-
-def _check_resource_function(fn: object, args: tuple[object, ...]) -> None:
-    """Refuse, before anything starts, a function that cannot be a resource."""
-    if inspect.iscoroutine(fn):
-        # fn(...) instead of fn: say so, as trio does, and close it, so that
-        # no "never awaited" warning follows the error.
-        name = fn.__qualname__
-        fn.close()
-        msg = (
-            f"fn must be an async function, got a coroutine object of {name}: "
-            f"pass {name}, not {name}(); its arguments follow it, as in "
-            f"start_circuit_breaker(name, {name}, arg1, arg2)"
-        )
-        raise TypeError(msg)
-    # Like nursery.start, accept a sync wrapper (functools.wraps) of an async
-    # function; refuse a plain sync function before it fails every start.
-    if not callable(fn) or (
-        inspect.isroutine(inspect.unwrap(fn))
-        and not inspect.iscoroutinefunction(inspect.unwrap(fn))
-    ):
-        msg = f"fn must be an async function (async def), got {fn!r}"
-        raise TypeError(msg)
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):  # pragma: no cover - some builtins hide it
-        return
-    try:
-        signature.bind(None, *args, task_status=None)
-    except TypeError as exc:
-        if "task_status" in str(exc):
-            msg = (
-                f"{fn!r} must accept a task_status keyword argument, "
-                "as a function started by nursery.start() does"
-            )
-        else:
-            msg = f"{fn!r} cannot be called as fn(inbox, *args, task_status=...): {exc}"
-            if any(
-                p.kind is p.KEYWORD_ONLY
-                and p.default is p.empty
-                and p.name != "task_status"
-                for p in signature.parameters.values()
-            ):  # a keyword-only argument it needs, and *args cannot give
-                msg += _PARTIAL
-        raise TypeError(msg) from None
 
 
 @asynccontextmanager
@@ -395,17 +350,18 @@ async def open_supervisor(
     body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
-            supervisor = Supervisor(nursery, grace)
+            registry = Registry()
+            supervisor = Supervisor(nursery, grace, registry)
             if fleet is not None:
-                await nursery.start(fleet.serve, Link(supervisor._registry))
+                await nursery.start(fleet.serve, RegistryLink(registry))
             try:
                 yield supervisor
             except BaseException as exc:  # noqa: BLE001 - re-raised below
                 body_error = exc
-                supervisor._close(grace=0)
+                registry.close(grace=0)
                 nursery.cancel_scope.cancel()
             else:
-                supervisor._close(grace=grace)
+                registry.close(grace=grace)
     except BaseExceptionGroup as group:
         # breaky's tasks raise only what must propagate; the block's own error
         # comes out as itself rather than wrapped in this nursery's group.

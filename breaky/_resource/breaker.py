@@ -9,18 +9,23 @@ from typing import TYPE_CHECKING, Any, Generic, final
 import attrs
 import trio
 
-from breaky._core.core import Core, logger
+from breaky._core.admission import OFF as REFUSED
+from breaky._core.admission import SHED
+from breaky._core.core import Core
 from breaky._core.errors import split_errors
-from breaky._core.machine import Machine, State
+from breaky._core.lifecycle import Lifecycle
+from breaky._core.log import logger
 from breaky._core.off import OFF, Off
 from breaky._core.policy import FROM_POLICY, FromPolicy, Kind, Policy, check_seconds
-
-from .inbox import Inbox
-from .mailbox import Mailbox
-from .request import MessageT, ReplyT
+from breaky._core.states import State
+from breaky._resource.inbox import Inbox, Instance
+from breaky._resource.mailbox import Mailbox
+from breaky._resource.request import MessageT, ReplyT
 
 if TYPE_CHECKING:
-    from breaky._core.events import Publisher, StateChange, StateChanges
+    from breaky._core.events import Publisher, StateChanges
+    from breaky._core.internals import Internals
+    from breaky._core.machine import Step
     from breaky._core.statistics import BreakerStatistics
 
 ResourceFunction = Callable[..., Awaitable[object]]
@@ -30,25 +35,25 @@ ResourceFunction = Callable[..., Awaitable[object]]
 class _ResourceStatus(trio.TaskStatus[Any]):
     """The ``task_status`` a resource instance reports its start through."""
 
-    __slots__ = ("_breaker", "_inbox", "called")
+    __slots__ = ("_instance", "_on_started", "called")
 
     def __init__(
-        self, breaker: CircuitBreaker[Any, Any], inbox: Inbox[Any, Any]
+        self, on_started: Callable[[object], None], instance: Instance
     ) -> None:
-        self._breaker = breaker
-        self._inbox = inbox
+        self._on_started = on_started
+        self._instance = instance
         self.called = False
 
     def started(self, value: Any = None) -> None:  # noqa: ANN401 - any resource
         if self.called:
             msg = "task_status.started() was already called by this resource"
             raise RuntimeError(msg)
-        if self._breaker._status is not self:
+        if self._instance.ended:
             msg = "task_status.started() of a resource instance that has ended"
             raise RuntimeError(msg)
         self.called = True
-        self._inbox._started = True
-        self._breaker._on_started(value)
+        self._instance.started = True
+        self._on_started(value)
 
 
 @final
@@ -65,6 +70,8 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
     _policy: Policy
     # The supervisor's subscribers, told of this breaker's changes too.
     _watchers: Publisher | None
+    # Told how to start, stop and wait for this breaker, once made.
+    _enlist: Callable[[Lifecycle], None]
     _core: Core = attrs.field(init=False)
     _mailbox: Mailbox[MessageT, ReplyT] = attrs.field(init=False)
     _resource: Any = attrs.field(init=False, default=OFF)
@@ -85,6 +92,15 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         )
         core.effects = self
         self._mailbox = Mailbox(self._name, self._policy, core)
+        self._enlist(
+            Lifecycle(
+                core,
+                self._stop,
+                self._start,
+                self._settled.wait,
+                self._finished.wait,
+            )
+        )
 
     def __repr__(self) -> str:
         return f"<breaky.CircuitBreaker {self._name!r} {self.state.name}>"
@@ -97,7 +113,7 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
     @property
     def state(self) -> State:
         """The breaker's :class:`breaky.State`."""
-        return self._core.machine.state
+        return self._core.state
 
     @property
     def policy(self) -> Policy:
@@ -143,16 +159,15 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         else:
             seconds = check_seconds("timeout", timeout, allow_none=True)
         core = self._core
-        core.totals.calls += 1
-        if not core.machine.accepting:
-            await core.refuse(shed=False)
+        if core.admit() is REFUSED:
+            await core.refuse(REFUSED)
             return OFF
-        request = self._mailbox.put(message, trio.lowlevel.current_task(), seconds)
-        if request is None:
-            await core.refuse(shed=True)
+        envelope = self._mailbox.put(message, trio.lowlevel.current_task(), seconds)
+        if envelope is None:
+            await core.refuse(SHED)
             return OFF
-        await trio.lowlevel.wait_task_rescheduled(request._abort)
-        return request._outcome()  # type: ignore[no-any-return]
+        await trio.lowlevel.wait_task_rescheduled(envelope.abort)
+        return envelope.outcome()  # type: ignore[no-any-return]
 
     async def cast(self, message: MessageT) -> Off | None:
         """Queue ``message`` for the resource without waiting for an answer.
@@ -161,12 +176,9 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         the breaker is not ON (or starting).
         """
         await trio.lowlevel.checkpoint()
-        if (
-            not self._core.machine.accepting
-            or self._mailbox.put(message, None, None) is None
-        ):
+        if not self._core.accepting or self._mailbox.put(message, None, None) is None:
             return OFF
-        self._core.totals.casts += 1
+        self._core.cast_queued()
         return None
 
     def failure(self) -> None:
@@ -186,14 +198,14 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         the state is :attr:`State.FORCED_OFF <breaky.State.FORCED_OFF>`.
         Ignored once stopped.
         """
-        self._core.feed(Machine.force_off, "force_off() was called")
+        self._core.force_off()
 
     def reset(self) -> None:
         """Forget the failures counted; if OFF (forced or not), start now.
 
         While ON this only clears the count. Ignored once stopped.
         """
-        self._core.feed(Machine.reset, "reset() was called")
+        self._core.reset()
 
     def subscribe(self, *, max_buffer: int = 100) -> StateChanges:
         """Return a channel of this breaker's later state changes, in order.
@@ -214,19 +226,30 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         """Return a snapshot of the state, the failures and the totals."""
         return self._core.statistics(self._mailbox.pending_calls())
 
-    # The breaker's task.
+    def __breaky_internals__(self) -> Internals:
+        """The test seam (see :func:`breaky.testing.internals`)."""
+        waiting = self._waiting
+        return self._core.internals(
+            timer=None if waiting is None else waiting.deadline,
+            deadlines=self._mailbox.deadlines_kept(),
+        )
+
+    # The breaker's tasks.
+
+    def _start(self, nursery: trio.Nursery) -> None:
+        """Start its runner and its call deadlines' keeper in ``nursery``."""
+        name = self._name
+        nursery.start_soon(self._run, name=f"breaky {name!r}")
+        nursery.start_soon(self._mailbox.keep_deadlines, name=f"breaky {name!r} calls")
 
     async def _run(self) -> None:
         """Start the resource, restart it, retry while OFF, until stopped."""
         first = True
         core = self._core
         try:
-            while (machine := core.machine).state is not State.STOPPED:
-                if machine.wants_attempt:
-                    if machine.state is State.OFF:
-                        core.totals.retries += 1
-                    elif not first:
-                        core.totals.restarts += 1
+            while core.state is not State.STOPPED:
+                if core.attempt_wanted:
+                    core.attempt_began(first=first)
                     first = False
                     await self._run_instance()
                 else:
@@ -237,10 +260,6 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             self._stop(grace=0)
             self._mailbox.stop_keeping_deadlines()
             self._finished.set()
-
-    async def _keep_deadlines(self) -> None:
-        """Time out calls that wait too long; runs beside :meth:`_run`."""
-        await self._mailbox.keep_deadlines()
 
     def _stop(self, grace: float) -> None:
         """Stop: close the inbox, let the resource finish within ``grace`` s."""
@@ -261,8 +280,9 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
             self._instance.cancel()
 
     async def _run_instance(self) -> None:
-        inbox = Inbox(self._mailbox)
-        status = self._status = _ResourceStatus(self, inbox)
+        life = Instance()
+        inbox = Inbox(self._mailbox, life)
+        status = self._status = _ResourceStatus(self._on_started, life)
         error: Exception | None = None
         self._dismissed = False
         core = self._core
@@ -287,39 +307,35 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         finally:
             self._instance = self._status = None
             self._resource = OFF
-            inbox._end()
+            # It takes no more requests; its parked tasks must see that.
+            life.ended = True
+            self._mailbox.wake_all_receivers()
             self._mailbox.lose_held(error)
         # Ends that breaky asked for (a trip, force_off, a stop) are not failures.
-        dismissed = self._dismissed or core.machine.state is State.STOPPED
+        dismissed = self._dismissed or core.state is State.STOPPED
         if scope.cancelled_caught and not dismissed:
             # Only the start deadline cancels an instance without dismissing it.
-            core.log_error(
+            core.log.failure(
                 f"resource did not start within start_timeout ({start_timeout:g} s)",
                 None,
             )
         else:
             self._log_end(error, started=status.called, dismissed=dismissed)
-        if dismissed:
-            return
-        if status.called:
-            core.totals.crashes += 1
-            core.feed(Machine.failure, "the resource crashed")
-        else:
-            core.totals.failed_starts += 1
-            core.feed(Machine.attempt_failed, "the resource failed to start")
+        if not dismissed:
+            core.instance_ended(started=status.called)
 
     async def _wait_for_retry(self) -> None:
         core = self._core
-        retry_at = core.machine.retry_at
+        retry_at = core.retry_at
         with trio.CancelScope(
             deadline=math.inf if retry_at is None else retry_at
         ) as waiting:
             self._waiting = waiting
             await trio.sleep_forever()
         self._waiting = None
-        core.feed(Machine.retry_due, "retry")
-        if core.machine.wants_attempt:
-            # DEBUG: a failed retry is logged anyway, one line (see log_error).
+        core.retry_due()
+        if core.attempt_wanted:
+            # DEBUG: a failed retry is logged anyway, one line (see OutageLog).
             logger.debug(
                 "breaker %r is OFF: trying to start the resource",
                 self._name,
@@ -331,46 +347,35 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         assert instance is not None  # noqa: S101 - a live status has an instance
         instance.deadline = math.inf  # no start_timeout any more
         core = self._core
-        core.feed(
-            Machine.attempt_succeeded, core.attempt_reason("the resource started")
-        )
-        if core.machine.state is State.ON:
+        core.attempt_succeeded("the resource started")
+        if core.state is State.ON:
             self._resource = value
 
     # The effects of the core's inputs (Effects).
 
-    def react(self, change: StateChange | None) -> None:
+    def react(self, step: Step) -> None:
         """Wake or re-time the runner; dismiss and answer OFF on a trip."""
-        self._end_wait_if_due()
-        if change is None:
-            return
-        old, new = change.old, change.new
-        if old is State.STARTING:
-            self._settled.set()
-        if new is State.STOPPED:
-            self._resource = OFF
-            self._mailbox.close()
-        elif new is State.FORCED_OFF or (
-            new is State.OFF and old is not State.FORCED_OFF
-        ):
-            # Turned OFF, or forced OFF: nothing more is served.
-            self._resource = OFF
-            self._mailbox.reject_queued()
-            self._dismiss()
-
-    def _end_wait_if_due(self) -> None:
-        """Wake the runner once there is something to do; keep it to its timer."""
-        machine = self._core.machine
+        new = step.new
+        if step.changed:
+            if step.old is State.STARTING:
+                self._settled.set()
+            if new is State.STOPPED:
+                self._resource = OFF
+                self._mailbox.close()
+            elif step.turn_away:
+                # Turned OFF, or forced OFF: nothing more is served.
+                self._resource = OFF
+                self._mailbox.reject_queued()
         waiting = self._waiting
         if waiting is not None:
-            if machine.wants_attempt or machine.state is State.STOPPED:
+            if step.attempt or new is State.STOPPED:
                 waiting.cancel()  # reset() wants a start now, or stop()
             else:
                 # A fleet may arm, move or drop the one retry timer.
-                retry_at = machine.retry_at
+                retry_at = step.retry_at
                 waiting.deadline = math.inf if retry_at is None else retry_at
-        elif machine.state is State.OFF and not machine.wants_attempt:
-            self._dismiss()  # an attempt the fleet no longer wants
+        elif step.dismiss:
+            self._dismiss()  # a trip, force_off(), or an attempt a fleet drops
 
     def _log_end(
         self, error: Exception | None, *, started: bool, dismissed: bool
@@ -384,4 +389,4 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
                 if started
                 else "returned without calling task_status.started()"
             )
-        self._core.log_error(f"resource {what}", error)
+        self._core.log.failure(f"resource {what}", error)

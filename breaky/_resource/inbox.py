@@ -33,6 +33,19 @@ _NOT_STARTED = (
 
 
 @final
+class Instance:
+    """One resource instance's life, as its inbox sees it."""
+
+    __slots__ = ("ended", "started")
+
+    def __init__(self) -> None:
+        # It called task_status.started(): its inbox may hand out requests.
+        self.started = False
+        # It has ended: its inbox hands out nothing more.
+        self.ended = False
+
+
+@final
 class Inbox(
     trio.abc.ReceiveChannel[Request[MessageT, ReplyT]], Generic[MessageT, ReplyT]
 ):
@@ -50,14 +63,12 @@ class Inbox(
     served by the next instance, never lost.
     """
 
-    __slots__ = ("_closed", "_ended", "_mailbox", "_started")
+    __slots__ = ("_closed", "_instance", "_mailbox")
 
-    def __init__(self, mailbox: Mailbox[MessageT, ReplyT]) -> None:
+    def __init__(self, mailbox: Mailbox[MessageT, ReplyT], instance: Instance) -> None:
         self._mailbox = mailbox
+        self._instance = instance
         self._closed = False  # aclose() was called
-        self._ended = False  # its resource instance has ended
-        # Its instance called task_status.started(): it may take requests.
-        self._started = False
 
     def __repr__(self) -> str:
         mailbox = self._mailbox
@@ -75,7 +86,7 @@ class Inbox(
 
         """
         self._check_open()
-        if not self._started:
+        if not self._instance.started:
             raise RuntimeError(_NOT_STARTED)
         request = self._mailbox.take()
         if request is None:
@@ -99,13 +110,16 @@ class Inbox(
         # receive() is built on this rather than the other way round, as
         # trio.abc.ReceiveChannel does: ``async for`` is the hot path.
         mailbox = self._mailbox
-        if not self._started and not (self._closed or self._ended or mailbox.closed):
+        instance = self._instance
+        if not instance.started and not (
+            self._closed or instance.ended or mailbox.closed
+        ):
             raise RuntimeError(_NOT_STARTED)
         if mailbox.queued:
             # Serving a backlog must still let other tasks run.
             await trio.lowlevel.checkpoint()
         while True:
-            if self._closed or self._ended or mailbox.closed:
+            if self._closed or instance.ended or mailbox.closed:
                 if self._closed:
                     raise trio.ClosedResourceError(_CLOSED)
                 raise StopAsyncIteration
@@ -187,17 +201,12 @@ class Inbox(
     def _check_open(self) -> None:
         if self._closed:
             raise trio.ClosedResourceError(_CLOSED)
-        if self._ended or self._mailbox.closed:
+        if self._instance.ended or self._mailbox.closed:
             raise trio.EndOfChannel
 
     def _close(self) -> None:
         self._closed = True
         # Its parked tasks must see it; any others just park again.
-        self._mailbox.wake_all_receivers()
-
-    def _end(self) -> None:
-        """Its resource instance has ended: it takes no more requests."""
-        self._ended = True
         self._mailbox.wake_all_receivers()
 
 

@@ -5,32 +5,37 @@ queued while the resource restarts are served by the next instance, through
 the :class:`~breaky.Inbox` handle that instance is given. Callers park with
 ``trio.lowlevel`` and are woken with their answer, so a call costs no channel,
 no event and no cancel scope of its own; the deadlines of all calls are kept
-here, in one heap watched by one task.
+in one heap watched by one task (:mod:`breaky._resource.deadlines`). How each
+call ended is counted and judged by the breaker's core.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import math
 from collections import deque
-from typing import TYPE_CHECKING, Any, Generic, final
+from typing import TYPE_CHECKING, Generic, final
 
 import attrs
 import trio
 
+from breaky._core.admission import Outcome, Verdict
 from breaky._core.errors import CallTimeout, ResourceLost
 from breaky._core.off import OFF
-
-from .request import QUEUED, SETTLED, TAKEN, MessageT, ReplyT, Request
+from breaky._resource.deadlines import Deadlines
+from breaky._resource.request import (
+    QUEUED,
+    SETTLED,
+    TAKEN,
+    Envelope,
+    MessageT,
+    ReplyT,
+    Request,
+)
 
 if TYPE_CHECKING:
     from breaky._core.core import Core
     from breaky._core.policy import Policy
 
-# Compact the deadline heap when it holds more than this many settled entries
-# beyond twice the pending ones: memory stays bounded, cost stays O(1) per call.
-_SLACK = 64
+_CALL = Verdict.CALL
 
 
 @final
@@ -45,49 +50,32 @@ class Mailbox(Generic[MessageT, ReplyT]):
     _policy: Policy
     # The breaker's core: it counts, and judges what is a failure.
     _core: Core
-    _queue: deque[Request[MessageT, ReplyT]] = attrs.field(
-        init=False, factory=deque[Request[MessageT, ReplyT]]
-    )
+    _queue: deque[Envelope] = attrs.field(init=False, factory=deque[Envelope])
     # Requests in the queue not yet taken nor withdrawn (calls and casts).
     queued: int = attrs.field(init=False, default=0)
     # Calls the running resource instance has taken and not answered.
-    held: set[Request[MessageT, ReplyT]] = attrs.field(
-        init=False, factory=set[Request[MessageT, ReplyT]]
-    )
+    held: set[Envelope] = attrs.field(init=False, factory=set[Envelope])
     # Resource tasks parked waiting for a request.
     receivers: deque[trio.lowlevel.Task] = attrs.field(
         init=False, factory=deque[trio.lowlevel.Task]
     )
     # The breaker stopped: no request will come any more.
     closed: bool = attrs.field(init=False, default=False)
-    # (deadline, tie-breaker, request); settled entries are dropped lazily.
-    _deadlines: list[tuple[float, int, Request[MessageT, ReplyT]]] = attrs.field(
-        init=False, factory=list[tuple[float, int, Request[MessageT, ReplyT]]]
-    )
-    _tie: itertools.count[int] = attrs.field(init=False, factory=itertools.count)
-    # The deadline keeper's wait for the earliest deadline, while it waits,
-    # and that deadline (read here rather than from the scope: it is faster).
-    _keeper: trio.CancelScope | None = attrs.field(init=False, default=None)
-    _keeper_deadline: float = attrs.field(init=False, default=math.inf)
-    # Ends the keeper; cancellable before the keeper task has even started.
+    _deadlines: Deadlines[Envelope] = attrs.field(init=False)
+    # Ends the deadline keeper; cancellable before its task has even started.
     _keeper_done: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
     # Trio's clock, asked directly: trio.current_time() costs two more calls.
     _clock: trio.abc.Clock = attrs.field(
         init=False, factory=trio.lowlevel.current_clock
     )
-    # Whether a reply needs no judging: no slow-call limit, no rate rule.
-    _plain_replies: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        policy = self._policy
-        self._plain_replies = (
-            policy.slow_call_duration is None and policy.failure_rate is None
-        )
+        self._deadlines = Deadlines(_pending, self._expire)
 
     def pending_calls(self) -> int:
         """Calls queued or held, not answered yet (casts are not counted)."""
         return len(self.held) + sum(
-            1 for r in self._queue if r._phase is QUEUED and r._caller is not None
+            1 for e in self._queue if e.phase is QUEUED and e.caller is not None
         )
 
     # The resource's side.
@@ -99,13 +87,13 @@ class Mailbox(Generic[MessageT, ReplyT]):
         queue = self._queue
         while True:
             # Withdrawn requests stay in the queue until they are skipped here.
-            request = queue.popleft()
-            if request._phase is QUEUED:
-                request._phase = TAKEN
+            envelope = queue.popleft()
+            if envelope.phase is QUEUED:
+                envelope.phase = TAKEN
                 self.queued -= 1
-                if request._caller is not None:
-                    self.held.add(request)
-                return request
+                if envelope.caller is not None:
+                    self.held.add(envelope)
+                return Request(envelope)
 
     def wake_receiver(self) -> None:
         """Pass a wake-up on to the next parked resource task, if work waits."""
@@ -125,7 +113,7 @@ class Mailbox(Generic[MessageT, ReplyT]):
         message: MessageT,
         caller: trio.lowlevel.Task | None,
         timeout: float | None,
-    ) -> Request[MessageT, ReplyT] | None:
+    ) -> Envelope | None:
         """Queue a request and wake a parked resource task to take it.
 
         Returns ``None``, queueing nothing, when ``max_queued`` requests wait
@@ -134,68 +122,63 @@ class Mailbox(Generic[MessageT, ReplyT]):
         limit = self._policy.max_queued
         if limit is not None and self.queued >= limit:
             return None
-        request: Request[MessageT, ReplyT] = Request(message, self, caller)
-        self._queue.append(request)
+        envelope = Envelope(message, self, caller)
+        self._queue.append(envelope)
         self.queued += 1
         if self.receivers:
             trio.lowlevel.reschedule(self.receivers.popleft())
         if caller is not None and (
             timeout is not None or self._policy.slow_call_duration is not None
         ):
-            now = request._sent_at = self._clock.current_time()
+            now = envelope.sent_at = self._clock.current_time()
             if timeout is not None:
-                self._watch(now + timeout, request)
-        return request
+                pending = len(self._queue) + len(self.held)
+                self._deadlines.watch(now + timeout, envelope, pending)
+        return envelope
 
     # The Ledger the requests report to.
 
     def answered(
         self,
-        request: Request[Any, Any],
+        envelope: Envelope,
         value: object,
         error: Exception | None,
     ) -> None:
         """The resource answered a request it took (reply or fail)."""
         core = self._core
-        if request._caller is None:
+        if envelope.caller is None:
             # A cast: nobody waits and it is no call, but its error may count.
-            request._settle(value, error)
-            failed = error is not None and core.counts(error)
-            core.outcome(
-                f"a cast failed with {type(error).__name__}" if failed else None
-            )
+            envelope.settle(value, error)
+            core.cast_ended(error)
             return
-        self.held.discard(request)
-        if error is None and self._plain_replies:
-            # The hot path: a reply with nothing to judge (no slow-call limit,
-            # no rate rule), counted here rather than by core.judge().
-            core.totals.replies += 1
-            request._settle(value, None)
-            return
-        reason = core.judge(error, request._sent_at)
-        request._settle(value, error)
+        self.held.discard(envelope)
+        envelope.settle(value, error)
         # The caller has its answer; now the breaker may react (even trip).
-        core.outcome(reason)
+        if error is None:
+            core.ended(_CALL, Outcome.REPLY, None, envelope.sent_at)
+        else:
+            core.ended(_CALL, Outcome.ERROR, error, envelope.sent_at)
 
-    def withdrawn(self, request: Request[Any, Any]) -> None:
+    def withdrawn(self, envelope: Envelope) -> None:
         """A caller was cancelled; a queued request will be skipped."""
-        if request._phase is QUEUED:
+        if envelope.phase is QUEUED:
             self.queued -= 1
         else:
-            self.held.discard(request)
-        self._core.totals.cancelled += 1
+            self.held.discard(envelope)
+        self._core.ended(_CALL, Outcome.CANCELLED)
 
     # The breaker's side.
 
     def reject_queued(self) -> None:
         """Answer every queued request OFF: none of them will be served."""
         queue = self._queue
+        core = self._core
         while queue:
-            request = queue.popleft()
-            if request._phase is QUEUED:
-                if request._caller is not None:
-                    self._core.totals.off += 1
-                request._settle(OFF)
+            envelope = queue.popleft()
+            if envelope.phase is QUEUED:
+                if envelope.caller is not None:
+                    core.ended(_CALL, Outcome.TURNED_AWAY)
+                envelope.settle(OFF)
         self.queued = 0
 
     def close(self) -> None:
@@ -208,25 +191,16 @@ class Mailbox(Generic[MessageT, ReplyT]):
         """The resource instance ended: its unanswered calls get ResourceLost."""
         held = list(self.held)
         self.held.clear()
-        self._core.totals.lost += len(held)
-        for request in held:
+        self._core.lost(len(held))
+        for envelope in held:
             lost = ResourceLost(
                 f"the resource of breaker {self.name!r} ended "
                 "while it held this request"
             )
             lost.__cause__ = cause
-            request._settle(None, lost)
+            envelope.settle(None, lost)
 
     # Call deadlines.
-
-    def _watch(self, deadline: float, request: Request[MessageT, ReplyT]) -> None:
-        heap = self._deadlines
-        heapq.heappush(heap, (deadline, next(self._tie), request))
-        if deadline < self._keeper_deadline and self._keeper is not None:
-            self._keeper.deadline = self._keeper_deadline = deadline
-        if len(heap) > 2 * (len(self._queue) + len(self.held)) + _SLACK:
-            self._deadlines = [e for e in heap if e[2]._phase is not SETTLED]
-            heapq.heapify(self._deadlines)
 
     async def keep_deadlines(self) -> None:
         """Answer CallTimeout to each call whose deadline passes; until stopped.
@@ -234,37 +208,27 @@ class Mailbox(Generic[MessageT, ReplyT]):
         Each counts one failure.
         """
         with self._keeper_done:
-            while True:
-                heap = self._deadlines
-                # Answered calls need no watching: wait for a pending one.
-                while heap and heap[0][2]._phase is SETTLED:
-                    heapq.heappop(heap)
-                deadline = heap[0][0] if heap else math.inf
-                with trio.CancelScope(deadline=deadline) as keeper:
-                    self._keeper, self._keeper_deadline = keeper, deadline
-                    await trio.sleep_forever()
-                self._keeper, self._keeper_deadline = None, math.inf
-                self._expire(trio.current_time())
+            await self._deadlines.keep()
 
-    def _expire(self, now: float) -> None:
-        heap = self._deadlines
-        while heap and heap[0][0] <= now:
-            request = heapq.heappop(heap)[2]
-            if request._phase is not SETTLED:
-                if request._phase is QUEUED:
-                    self.queued -= 1
-                else:
-                    self.held.discard(request)
-                request._settle(
-                    None,
-                    CallTimeout(
-                        f"breaker {self.name!r} did not answer "
-                        "before the call's timeout"
-                    ),
-                )
-                self._core.totals.timeouts += 1
-                self._core.failed("a call timed out")
+    def _expire(self, envelope: Envelope, now: float) -> None:  # noqa: ARG002
+        if envelope.phase is QUEUED:
+            self.queued -= 1
+        else:
+            self.held.discard(envelope)
+        error = CallTimeout(
+            f"breaker {self.name!r} did not answer before the call's timeout"
+        )
+        envelope.settle(None, error)
+        self._core.ended(_CALL, Outcome.TIMEOUT, error)
+
+    def deadlines_kept(self) -> int:
+        """How many call deadlines are kept now (answered ones included)."""
+        return len(self._deadlines)
 
     def stop_keeping_deadlines(self) -> None:
         """End :meth:`keep_deadlines`: nothing is pending any more."""
         self._keeper_done.cancel()
+
+
+def _pending(envelope: Envelope) -> bool:
+    return envelope.phase is not SETTLED

@@ -1,0 +1,223 @@
+"""A call in the caller's own task, through its core: the guard's call path.
+
+:class:`InTaskCalls` runs ``await fn(*args)`` in the caller's task: admitted
+by the core (ON, the trial while OFF, a place in the line, OFF or shed),
+under the call's timeout, and ended with the core (counted once, judged
+once). Guards are built on it; so is every attempt of a call that makes
+several. With nothing to time and no line (the *lean* path), :meth:`run`
+does the admission and the counting itself, in its own frame: a guarded
+call then costs two counter increments and a ``try`` more than the bare
+call.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
+
+import trio
+
+from breaky._core.admission import Outcome, Verdict
+from breaky._core.errors import BreakerOff, CallTimeout
+from breaky._core.off import OFF as OFF_ANSWER
+from breaky._core.off import Off
+from breaky._core.policy import FROM_POLICY, FromPolicy, check_seconds
+from breaky._core.states import State
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine
+
+    from typing_extensions import TypeVarTuple, Unpack
+
+    from breaky._core.core import Core
+    from breaky._core.internals import Internals
+
+    PosArgT = TypeVarTuple("PosArgT")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+# Module globals: fewer lookups on the hot paths.
+_ON = State.ON
+_CALL: Final = Verdict.CALL
+_WAIT: Final = Verdict.WAIT
+_REFUSED: Final = Verdict.OFF
+_SHED: Final = Verdict.SHED
+_checkpoint = trio.lowlevel.checkpoint
+
+
+class InTaskCalls:
+    """What runs a call through a core in the caller's task; a guard is one."""
+
+    __slots__ = ("_core", "_lean", "_timeout")
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        policy = core.policy
+        self._timeout = policy.call_timeout
+        # With no timeout, slow-call limit, rate rule or line, a call needs
+        # no clock and no scope: the lean path.
+        self._lean = (
+            self._timeout is None
+            and policy.slow_call_duration is None
+            and policy.failure_rate is None
+            and core.line is None
+        )
+
+    def __breaky_internals__(self) -> Internals:
+        """The test seam (see :func:`breaky.testing.internals`)."""
+        return self._core.internals()
+
+    async def run(
+        self,
+        fn: Callable[[Unpack[PosArgT]], Awaitable[R]],
+        *args: Unpack[PosArgT],
+        timeout: float | FromPolicy | None = FROM_POLICY,  # noqa: ASYNC109 - as call()'s
+    ) -> R | Off:
+        """Return ``await fn(*args)``, or :data:`breaky.OFF` if the guard is OFF.
+
+        On the ON path this checkpoints exactly as ``fn`` does; OFF is
+        answered after one checkpoint, and ``fn`` is never called.
+
+        Args:
+            fn: an async function, called in the caller's task.
+            args: its positional arguments (use :func:`functools.partial`
+                for keyword arguments, or decorate ``fn`` with the guard).
+            timeout: seconds ``fn`` may take, by default the policy's
+                ``call_timeout``; ``None`` for no limit.
+
+        Raises:
+            Exception: whatever ``fn`` raised (counted as a failure or not).
+            breaky.CallTimeout: ``fn`` took longer than ``timeout`` and was
+                cancelled; counts one failure.
+
+        """
+        core = self._core
+        if core.state is not _ON:
+            if core.refuses_at_once():
+                # OFF, answered here as Core.refuse() does, with no frame
+                # more than the checkpoint's: this is the hot OFF path.
+                totals = core.totals
+                totals.calls += 1
+                try:
+                    await _checkpoint()
+                except BaseException:
+                    totals.cancelled += 1  # the caller got Cancelled, not OFF
+                    raise
+                totals.off += 1
+                return OFF_ANSWER
+        elif self._lean and timeout is FROM_POLICY:
+            # The lean path, inline: admitted (ON, no line), nothing to time.
+            totals = core.totals
+            totals.calls += 1
+            try:
+                call = fn(*args)
+            except Exception:
+                totals.errors += 1  # a wrong call, not the dependency failing
+                raise
+            try:
+                result = await call
+            except Exception as exc:
+                core.ended(_CALL, Outcome.ERROR, exc)
+                raise
+            except BaseException:
+                totals.cancelled += 1
+                raise
+            totals.replies += 1
+            return result
+        return await self._call(fn, args, None, timeout, False)  # noqa: FBT003
+
+    async def _call(  # noqa: C901, PLR0912 - one call's path, flat: hot
+        self,
+        fn: Callable[..., Awaitable[R]],
+        args: tuple[object, ...],
+        kwargs: dict[str, Any] | None,
+        timeout: float | FromPolicy | None,  # noqa: ASYNC109 - run()'s
+        raise_off: bool,  # noqa: FBT001 - internal, positional for speed
+    ) -> R | Off:
+        """One call, whatever the policy: admitted, timed, ended with the core."""
+        if timeout is FROM_POLICY:
+            seconds = self._timeout
+        else:  # checked before the call counts: a bad timeout makes no call
+            seconds = check_seconds("timeout", timeout, allow_none=True)
+        core = self._core
+        admission = core.admit()
+        if admission is _REFUSED or admission is _SHED:
+            await core.refuse(admission)
+            if raise_off:
+                raise BreakerOff(core.name, shed=admission is _SHED)
+            return OFF_ANSWER
+        waited = admission is _WAIT
+        start = ran_at = trio.current_time()
+        running = False
+        try:
+            with trio.CancelScope(
+                deadline=math.inf if seconds is None else start + seconds
+            ) as scope:
+                if waited:
+                    admission = await core.wait_for_place()
+                    ran_at = trio.current_time()  # its own time starts now
+                if admission is not _REFUSED:
+                    try:
+                        call = fn(*args) if kwargs is None else fn(*args, **kwargs)
+                    except Exception:
+                        core.ended(admission, Outcome.WRONG_CALL)
+                        raise
+                    running = True
+                    result = await call
+        except Exception as exc:
+            if running:
+                core.ended(admission, Outcome.ERROR, exc, ran_at)
+            raise
+        except BaseException:
+            core.ended(admission, Outcome.CANCELLED)  # a trial's place is free
+            raise
+        if not running:
+            # Never run: its wait for a place reached the call's timeout
+            # (overload is no failure: shed), or the guard turned OFF while
+            # it waited in line (answered OFF, as a resource breaker answers
+            # its queue).
+            shed = scope.cancelled_caught
+            core.ended(admission, Outcome.SHED if shed else Outcome.TURNED_AWAY)
+            if raise_off:
+                raise BreakerOff(core.name, shed=shed)
+            return OFF_ANSWER
+        if scope.cancelled_caught:
+            error = CallTimeout(
+                f"guard {core.name!r}: the call took longer than its timeout "
+                f"({seconds:g} s) and was cancelled"
+            )
+            # A call that waited in line had less than its timeout to run:
+            # overload took its time, so its timeout is no outcome at all.
+            core.ended(
+                admission,
+                Outcome.LINE_TIMEOUT if waited else Outcome.TIMEOUT,
+                error,
+            )
+            raise error
+        core.ended(admission, Outcome.REPLY, None, ran_at)
+        return result  # pyright: ignore[reportPossiblyUnboundVariable]
+
+    def _decorate(
+        self,
+        fn: Callable[P, Awaitable[R]],
+        raise_off: bool,  # noqa: FBT001
+    ) -> Callable[P, Coroutine[Any, Any, R | Off]]:
+        """Wrap ``fn`` so that each call goes through this one call path."""
+        given: object = fn
+        unwrapped = inspect.unwrap(fn) if callable(given) else given
+        if not callable(given) or (
+            inspect.isroutine(unwrapped) and not inspect.iscoroutinefunction(unwrapped)
+        ):
+            msg = f"a guard decorates an async function (async def), got {fn!r}"
+            raise TypeError(msg)
+        call, run = self._call, self.run
+
+        @functools.wraps(fn)
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R | Off:
+            if kwargs or raise_off:
+                return await call(fn, args, kwargs, FROM_POLICY, raise_off)
+            return await run(fn, *args)  # pyright: ignore[reportCallIssue, reportUnknownVariableType] - P.args
+
+        return guarded
