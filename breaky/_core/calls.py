@@ -95,16 +95,20 @@ class InTaskCalls:
         """
         core = self._core
         if core.state is not _ON:
+            if timeout is not FROM_POLICY:  # a bad timeout is refused in any state
+                check_seconds("timeout", timeout, allow_none=True)
             if core.refuses_at_once():
                 # OFF, answered here as Core.refuse() does, with no frame
                 # more than the checkpoint's: this is the hot OFF path.
                 totals = core.totals
-                totals.calls += 1
                 try:
                     await _checkpoint()
-                except BaseException:
+                except BaseException as exc:
+                    not_outside_trio(exc)
+                    totals.calls += 1
                     totals.cancelled += 1  # the caller got Cancelled, not OFF
                     raise
+                totals.calls += 1
                 totals.off += 1
                 return OFF_ANSWER
         elif self._lean and timeout is FROM_POLICY:
@@ -124,7 +128,10 @@ class InTaskCalls:
             except BaseException:
                 totals.cancelled += 1
                 raise
-            totals.replies += 1
+            if core.failing:  # a success resets failures in a row
+                core.ended(_CALL, Outcome.REPLY)
+            else:
+                totals.replies += 1
             return result
         return await self._call(fn, args, None, timeout, False)  # noqa: FBT003
 
@@ -141,6 +148,11 @@ class InTaskCalls:
             seconds = self._timeout
         else:  # checked before the call counts: a bad timeout makes no call
             seconds = check_seconds("timeout", timeout, allow_none=True)
+        try:
+            start = ran_at = trio.current_time()
+        except RuntimeError as exc:
+            not_outside_trio(exc)
+            raise  # pragma: no cover - trio's clock fails only outside a run
         core = self._core
         admission = core.admit()
         if admission is _REFUSED or admission is _SHED:
@@ -149,7 +161,6 @@ class InTaskCalls:
                 raise BreakerOff(core.name, shed=admission is _SHED)
             return OFF_ANSWER
         waited = admission is _WAIT
-        start = ran_at = trio.current_time()
         running = False
         try:
             with trio.CancelScope(
@@ -221,3 +232,17 @@ class InTaskCalls:
             return await run(fn, *args)  # pyright: ignore[reportCallIssue, reportUnknownVariableType] - P.args
 
         return guarded
+
+
+def not_outside_trio(error: BaseException) -> None:
+    """Raise breaky's own error if ``error`` is Trio's for a call outside a run."""
+    if not isinstance(error, RuntimeError):
+        return
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        msg = (
+            "breaky runs on Trio: await its calls inside trio.run() (asyncio and "
+            "other event loops are not supported)"
+        )
+        raise RuntimeError(msg) from None

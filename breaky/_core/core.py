@@ -125,7 +125,7 @@ class Core(Decisions):
             totals.replies += 1
         elif outcome is Outcome.ERROR:
             totals.errors += 1
-            if self.counts(cast("Exception", error)):
+            if self._judged_failure(cast("Exception", error)):
                 reason = f"a call failed with {type(error).__name__}"
         elif outcome is Outcome.TIMEOUT:
             totals.timeouts += 1
@@ -157,7 +157,7 @@ class Core(Decisions):
             self._end_trial(admission.ticket, passed=reason is None)
         elif reason is not None:
             self.feed(Machine.failure, reason)
-        elif self._machine.counts_successes:
+        elif self.failing:
             self.feed(Machine.success, "a call succeeded")
 
     def lost(self, calls: int) -> None:
@@ -170,10 +170,23 @@ class Core(Decisions):
 
     def cast_ended(self, error: Exception | None) -> None:
         """A cast was answered: nobody waits, but its error may count."""
-        if error is not None and self.counts(error):
+        if error is not None and self._judged_failure(error):
             self.feed(Machine.failure, f"a cast failed with {type(error).__name__}")
-        elif self._machine.counts_successes:
+        elif self.failing:
             self.feed(Machine.success, "a call succeeded")
+
+    def _judged_failure(self, error: Exception) -> bool:
+        """Whether ``error`` counts, by the policy; a predicate that raises says yes.
+
+        The user's predicate must not cost the caller its answer nor leave a
+        trial or a place behind: its own error is logged (once an outage),
+        and the call counts as a failure.
+        """
+        try:
+            return self.counts(error)
+        except Exception as exc:  # noqa: BLE001 - logged, never lost
+            self.log.callback_failed("failure_exceptions", exc, error)
+            return True
 
     def _end_trial(self, ticket: int, *, passed: bool | None) -> None:
         """The trial ``ticket`` passed, failed, or (``None``) was withdrawn."""

@@ -11,7 +11,8 @@ and outcomes on it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, cast
+import time
+from typing import TYPE_CHECKING, Protocol, cast, final
 
 import attrs
 import trio
@@ -35,6 +36,25 @@ if TYPE_CHECKING:
     from breaky._core.policy import Policy
 
 _ON = State.ON
+
+
+@final
+class _OutsideTrio(trio.abc.Clock):
+    """The time outside any Trio run: monotonic, and no run's clock."""
+
+    def start_clock(self) -> None:
+        """Never used as a run's clock."""
+
+    def current_time(self) -> float:
+        """Seconds, monotonic."""
+        return time.monotonic()
+
+    def deadline_to_sleep_time(self, deadline: float) -> float:
+        """Never used as a run's clock."""
+        return deadline - self.current_time()
+
+
+OUTSIDE_TRIO = _OutsideTrio()
 
 
 class Effects(Protocol):
@@ -62,6 +82,9 @@ class Decisions:
     totals: Totals = attrs.field(init=False, factory=Totals)
     publisher: Publisher = attrs.field(init=False, factory=Publisher)
     counts: Callable[[Exception], bool] = attrs.field(init=False)
+    # Whether a success would change anything now (the rate rule, or failures
+    # in a row to reset): read on the lean path, kept up to date by feed().
+    failing: bool = attrs.field(init=False, default=False)
     effects: Effects | None = attrs.field(init=False, default=None)
     # The line of calls waiting for a place: a guard's bulkhead.
     line: Places | None = attrs.field(init=False, default=None)
@@ -73,9 +96,13 @@ class Decisions:
 
     def __attrs_post_init__(self) -> None:
         resource = self.kind is Kind.RESOURCE
+        in_a_row = self.policy.failures_in_a_row
         self._machine = Machine(
-            self.policy, state=State.STARTING if resource else State.ON
+            self.policy,
+            state=State.STARTING if resource else State.ON,
+            in_a_row=not resource if in_a_row is None else in_a_row,
         )
+        self.failing = self._machine.wants_successes
         self.counts = failure_rule(self.policy, self.kind)
         self.log = OutageLog(
             "breaker" if resource else "guard",
@@ -141,6 +168,10 @@ class Decisions:
         """``reset()``: forget the failures; if OFF, attempt now."""
         self.feed(Machine.reset, "reset() was called")
 
+    def force_on(self) -> None:
+        """``force_on()``: ON now, counting afresh."""
+        self.feed(Machine.force_on, "force_on() was called")
+
     def stop(self, reason: str = "stopped") -> None:
         """Stop for good: answer OFF, end the subscribers."""
         if self._machine.state is not State.STOPPED:
@@ -168,7 +199,12 @@ class Decisions:
 
     def now(self) -> float:
         """Trio's time; times on another run's clock are carried over first."""
-        clock = trio.lowlevel.current_clock()
+        try:
+            clock = trio.lowlevel.current_clock()
+        except RuntimeError:
+            # Outside a Trio run (a module-level guard's statistics() before
+            # or after trio.run): a clock of its own, carried over as another.
+            clock = OUTSIDE_TRIO
         now = clock.current_time()
         if clock is not self._clock:
             if self._clock is not None:
@@ -182,6 +218,7 @@ class Decisions:
         old = machine.state
         now = self.now()
         event(machine, now)
+        self.failing = machine.wants_successes
         step = machine.after(old)
         new = step.new
         change = None
@@ -241,8 +278,11 @@ class Decisions:
 
     def statistics(self, pending: int) -> BreakerStatistics:
         """A snapshot, with the calls the kind has ``pending``."""
+        machine = self._machine
         return BreakerStatistics(
             state=self._machine.state,
+            next_attempt_at=machine.retry_at,
+            last_failure_at=machine.last_failure,
             failures=self._machine.failures_at(self.now()),
             pending=pending,
             **attrs.asdict(self.totals),

@@ -117,6 +117,12 @@ def _exceptions(_: object, attribute: attrs.Attribute[Any], value: object) -> No
         raise TypeError(msg)
 
 
+def _bool_or_none(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, bool):
+        msg = f"{attribute.name} must be True, False or None, got {value!r}"
+        raise TypeError(msg)
+
+
 def _rng(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and not isinstance(value, random.Random):
         msg = f"{attribute.name} must be a random.Random or None, got {value!r}"
@@ -157,7 +163,8 @@ class Policy:
             waits as long as the caller's own cancel scopes allow.
         failure_window: when set, only failures in the last ``failure_window``
             seconds count toward the threshold (OTP's intensity and period);
-            ``None`` counts every failure since the breaker last turned ON.
+            ``None`` counts failures since the breaker last turned ON (or, with
+            ``failures_in_a_row``, since the last success).
         retry_backoff: each failed attempt while OFF multiplies the wait by
             this; >= 1. The wait goes back to ``retry_timeout`` once an
             attempt succeeds.
@@ -206,6 +213,14 @@ class Policy:
             between 95% and 100% of it.
         minimum_calls: the fewest outcomes in the window for the rate rule
             to trip; an int >= 1.
+        failures_in_a_row: with the count rule and no ``failure_window``,
+            whether a success resets the count, so that only
+            ``failure_threshold`` failures in a row trip the breaker (as
+            pybreaker, aiobreaker, circuitbreaker and Polly's consecutive
+            breaker count). ``None`` (the default) means the kind's default:
+            ``True`` for a guard; ``False`` for a resource breaker, whose
+            crashes and failed starts count until it is ON again (the seed's
+            rule).
 
     """
 
@@ -235,6 +250,7 @@ class Policy:
     max_concurrent: int | None = attrs.field(default=None, validator=_count_or_none)
     failure_rate: float | None = attrs.field(default=None, validator=_rate)
     minimum_calls: int = attrs.field(default=10, validator=_threshold)
+    failures_in_a_row: bool | None = attrs.field(default=None, validator=_bool_or_none)
 
     def __attrs_post_init__(self) -> None:
         cap = self.max_retry_timeout
@@ -273,6 +289,7 @@ if TYPE_CHECKING:
         max_concurrent: int | None
         failure_rate: float | None
         minimum_calls: int
+        failures_in_a_row: bool | None
 
 
 class FromPolicy(enum.Enum):

@@ -129,6 +129,12 @@ class BreakerStatistics(Counts):
         failures: the failures that count toward the failure rule now.
         pending: calls not answered yet (queued or held by the resource; for
             a guard, running or waiting for a place).
+        next_attempt_at: while OFF and waiting, when the next attempt (a
+            start, a trial call) is due, on Trio's clock
+            (:func:`trio.current_time`); ``None`` otherwise (ON, due now, held
+            OFF by a fleet, forced OFF).
+        last_failure_at: when the last failure was counted (a call, a crash,
+            a failed attempt), on Trio's clock; ``None`` if none yet.
         calls: calls made.
         replies: calls answered with ``request.reply()``; for a guard, calls
             whose function returned.
@@ -158,6 +164,8 @@ class BreakerStatistics(Counts):
     state: State
     failures: int
     pending: int
+    next_attempt_at: float | None = None
+    last_failure_at: float | None = None
 
 
 # attrs freezes a subclass of a mutable class; see BreakerStatistics.

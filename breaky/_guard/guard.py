@@ -128,6 +128,15 @@ class Guard(InTaskCalls):
         """
         self._core.reset()
 
+    def force_on(self) -> None:
+        """Turn ON now, counting afresh: the dependency is known to be back.
+
+        No trial is waited for (an operator's word, as resilience4j's
+        ``transitionToClosedState``); a trial in flight decides nothing any
+        more. Ignored once stopped.
+        """
+        self._core.force_on()
+
     def subscribe(self, *, max_buffer: int = 100) -> StateChanges:
         """Return a channel of this guard's later state changes, in order.
 

@@ -207,6 +207,15 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         """
         self._core.reset()
 
+    def force_on(self) -> None:
+        """Turn ON now, counting afresh: the dependency is known to be back.
+
+        With no instance running (OFF, forced OFF), one is started at once;
+        calls queue for it as for a restart, and a failed start counts one
+        failure, as while ON. Ignored once stopped.
+        """
+        self._core.force_on()
+
     def subscribe(self, *, max_buffer: int = 100) -> StateChanges:
         """Return a channel of this breaker's later state changes, in order.
 
