@@ -168,10 +168,10 @@ class OutageLog:
 def collapse(error: BaseException | None) -> BaseException | None:
     """A group of one exception is that exception (all the way down)."""
     if isinstance(error, BaseExceptionGroup):
-        inner = cast("BaseExceptionGroup[BaseException]", error).exceptions
-        if len(inner) == 1:
-            return collapse(inner[0])
-    return cast("BaseException | None", error)
+        group = cast("BaseExceptionGroup[BaseException]", error)
+        inner = group.exceptions
+        return collapse(inner[0]) if len(inner) == 1 else group
+    return error
 
 
 def leaves(error: BaseException) -> list[BaseException]:
