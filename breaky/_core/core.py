@@ -237,12 +237,15 @@ class Core:
         check_count("max_buffer", max_buffer, minimum=1)
         return self.publisher.subscribe(max_buffer)
 
-    def statistics(self, pending: int) -> BreakerStatistics:
-        """A snapshot, with the calls the kind has ``pending``."""
+    def statistics(
+        self, pending: int, concurrency_limit: int | None = None
+    ) -> BreakerStatistics:
+        """A snapshot, with the calls the kind has ``pending`` and its limit."""
         return BreakerStatistics(
             state=self.machine.state,
             failures=self.machine.failures_at(self.now()),
             pending=pending,
+            concurrency_limit=concurrency_limit,
             **attrs.asdict(self.totals),
         )
 

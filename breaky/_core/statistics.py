@@ -144,9 +144,14 @@ class BreakerStatistics(Counts):
             trial calls of a guard.
         fleet_holds: times a fleet turned the breaker OFF on the word of
             other instances (not a trip of its own).
+        concurrency_limit: how many calls may run at once now: a guard's
+            ``max_concurrent`` (learned, if it is :class:`~breaky.Adaptive`),
+            or the ``concurrency`` of a resource's :meth:`~breaky.Inbox.serve`
+            (summed if several serve at once); ``None`` with no limit.
 
     """
 
     state: State
     failures: int
     pending: int
+    concurrency_limit: int | None = None

@@ -107,6 +107,9 @@ class KeyedStatistics(Counts):
         refused: new keys refused at the ``max_keys`` bound because no live
             key could be forgotten (their calls were answered OFF).
         not_on: the statistics of each live key that is not ON, by key.
+        concurrency_limit: the keys' concurrency limits now, summed over the
+            live keys that have one (each key learns its own when it is
+            :class:`~breaky.Adaptive`); ``None`` when none has a limit.
 
     """
 
@@ -117,6 +120,7 @@ class KeyedStatistics(Counts):
     forgotten: int
     refused: int
     not_on: Mapping[str, BreakerStatistics]
+    concurrency_limit: int | None = None
 
 
 class _Group(abc.ABC, Generic[K]):
@@ -255,6 +259,7 @@ class _Group(abc.ABC, Generic[K]):
         sums = attrs.asdict(self._retired)
         states = dict.fromkeys(State, 0)
         failures = pending = 0
+        limits: list[int] = []
         not_on: dict[str, BreakerStatistics] = {}
         now = trio.current_time()
         for key, breaker in self._order.items():
@@ -269,11 +274,15 @@ class _Group(abc.ABC, Generic[K]):
             state = core.machine.state
             states[state] += 1
             failures += core.machine.failures_at(now)
-            pending += (
-                breaker.in_flight
-                if isinstance(breaker, Guard)
-                else breaker._mailbox.pending_calls()  # calls, as statistics()
-            )
+            if isinstance(breaker, Guard):
+                pending += breaker.in_flight
+                limit = breaker.concurrency_limit
+            else:
+                mailbox = breaker._mailbox
+                pending += mailbox.pending_calls()  # calls, as statistics()
+                limit = mailbox.concurrency_limit()
+            if limit is not None:
+                limits.append(limit)
             if state is not _ON:
                 assert isinstance(key, str)  # noqa: S101 - a tick has no breaker
                 not_on[key] = breaker.statistics()
@@ -285,6 +294,7 @@ class _Group(abc.ABC, Generic[K]):
             forgotten=self._forgotten,
             refused=self._refused,
             not_on=not_on,
+            concurrency_limit=sum(limits) if limits else None,
             **sums,
         )
 

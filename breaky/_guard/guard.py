@@ -232,7 +232,13 @@ class Guard:
 
     def statistics(self) -> BreakerStatistics:
         """Return a snapshot of the state, the failures and the totals."""
-        return self._core.statistics(self.in_flight)
+        return self._core.statistics(self.in_flight, self.concurrency_limit)
+
+    @property
+    def concurrency_limit(self) -> int | None:
+        """How many calls may run at once now (``None``: no bulkhead)."""
+        places = self._places
+        return None if places is None else places.limit
 
     def react(self, change: StateChange | None) -> None:
         """Effects: calls waiting for a place get OFF once the guard is not ON."""
@@ -277,6 +283,10 @@ class Guard:
         start = ran_at = trio.current_time()
         placed = waits is None  # else it waits in line for a place first
         running = False
+        # For the bulkhead's limit: when a call that was answered got its
+        # place, and whether it was dropped (see Places.give_back).
+        answered: float | None = None
+        dropped = False
         try:
             with trio.CancelScope(
                 deadline=math.inf if seconds is None else start + seconds
@@ -298,16 +308,23 @@ class Guard:
                     result = await call
         except Exception as exc:
             if running:
-                self._ended(ticket, core.judge(exc, ran_at), exc)
+                reason = core.judge(exc, ran_at)
+                answered, dropped = ran_at, reason is not None
+                self._ended(ticket, reason, exc)
             raise
         except BaseException:
             totals.cancelled += 1
             if ticket is not None:
                 core.end_trial(ticket, passed=None)  # its place is free again
             raise
+        else:
+            # A timeout after waiting in line teaches nothing: the line, not
+            # the dependency, took part of its time.
+            if running and not (scope.cancelled_caught and waits is not None):
+                answered, dropped = ran_at, scope.cancelled_caught
         finally:
             if owns is not None:
-                owns.give_back()
+                owns.give_back(answered, dropped=dropped)
         if not running:
             # Never run: its wait for a place reached the call's timeout
             # (overload is no failure: shed), or the guard turned OFF while

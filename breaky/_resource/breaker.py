@@ -212,7 +212,10 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
 
     def statistics(self) -> BreakerStatistics:
         """Return a snapshot of the state, the failures and the totals."""
-        return self._core.statistics(self._mailbox.pending_calls())
+        mailbox = self._mailbox
+        return self._core.statistics(
+            mailbox.pending_calls(), mailbox.concurrency_limit()
+        )
 
     # The breaker's task.
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Generic, final
 
 import trio
 
+from breaky._core.adaptive import Adaptive
+from breaky._core.places import Fixed, Places, limit_for
 from breaky._core.policy import check_count
 
 from .request import MessageT, ReplyT, Request
@@ -139,7 +141,7 @@ class Inbox(
         self,
         handler: Callable[[Request[MessageT, ReplyT]], Awaitable[object]],
         *,
-        concurrency: int = 1,
+        concurrency: int | Adaptive = 1,
     ) -> None:
         """Run ``await handler(request)`` for each request, ``concurrency`` at once.
 
@@ -151,18 +153,45 @@ class Inbox(
         :exc:`breaky.ResourceLost`. When several handlers raise at once, they
         come out in an :exc:`ExceptionGroup`.
 
+        ``concurrency`` is a number, or a :class:`breaky.Adaptive` limit
+        learned from the handlers' latency (from taking a request to the
+        handler's return; a request failed with an exception that counts as
+        a failure is a drop). Requests beyond the limit wait in the breaker's
+        inbox, where ``max_queued`` sheds the excess. The breaker's
+        ``statistics().concurrency_limit`` is the limit now.
+
         Raises:
             TypeError: ``handler`` is not an async function, or
-                ``concurrency`` is not an int.
+                ``concurrency`` is not an int or a breaky.Adaptive.
             ValueError: ``concurrency`` is below 1.
 
         """
         _check_handler(handler)
-        check_count("concurrency", concurrency, minimum=1)
+        if not isinstance(concurrency, Adaptive):
+            try:
+                check_count("concurrency", concurrency, minimum=1)
+            except TypeError:
+                msg = (
+                    "concurrency must be an int >= 1 or a breaky.Adaptive, "
+                    f"got {concurrency!r}"
+                )
+                raise TypeError(msg) from None
+        limit = limit_for(concurrency)
         errors: list[Exception] = []
-        async with trio.open_nursery() as nursery:
-            for _ in range(concurrency):
-                nursery.start_soon(self._work, handler, errors, nursery.cancel_scope)
+        mailbox = self._mailbox
+        mailbox.limits.append(limit)
+        try:
+            async with trio.open_nursery() as nursery:
+                if isinstance(limit, Fixed):
+                    # A fixed number of workers, each taking the next request.
+                    for _ in range(limit.current):
+                        nursery.start_soon(
+                            self._work, handler, errors, nursery.cancel_scope
+                        )
+                else:
+                    await self._dispatch(handler, Places(limit, None), errors, nursery)
+        finally:
+            mailbox.limits.remove(limit)
         if len(errors) == 1:
             raise errors[0]
         if errors:
@@ -181,6 +210,57 @@ class Inbox(
         except Exception as exc:  # noqa: BLE001 - handed to serve() to raise
             errors.append(exc)
             scope.cancel()
+
+    async def _dispatch(
+        self,
+        handler: Callable[[Request[MessageT, ReplyT]], Awaitable[object]],
+        places: Places,
+        errors: list[Exception],
+        nursery: trio.Nursery,
+    ) -> None:
+        """Take a place, then a request, and hand it to a handler task; repeat.
+
+        The place comes first, so that requests beyond the limit wait in the
+        inbox (for the next instance too, and under ``max_queued``).
+        """
+        try:
+            while True:
+                if not places.take_nowait():
+                    await places.wait()  # never turned away: nothing calls it
+                try:
+                    request = await self.__anext__()
+                except BaseException:
+                    places.give_back()
+                    raise
+                nursery.start_soon(
+                    self._handle, handler, request, places, errors, nursery.cancel_scope
+                )
+        except StopAsyncIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - handed to serve() to raise
+            errors.append(exc)
+            nursery.cancel_scope.cancel()
+
+    async def _handle(
+        self,
+        handler: Callable[[Request[MessageT, ReplyT]], Awaitable[object]],
+        request: Request[MessageT, ReplyT],
+        places: Places,
+        errors: list[Exception],
+        scope: trio.CancelScope,
+    ) -> None:
+        since = trio.current_time()
+        try:
+            await handler(request)
+        except Exception as exc:  # noqa: BLE001 - handed to serve() to raise
+            places.give_back()
+            errors.append(exc)
+            scope.cancel()
+            return
+        except BaseException:
+            places.give_back()
+            raise
+        places.give_back(since, dropped=self._mailbox.strained(request))
 
     # breaky's side.
 

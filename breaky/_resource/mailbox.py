@@ -26,6 +26,7 @@ from .request import QUEUED, SETTLED, TAKEN, MessageT, ReplyT, Request
 
 if TYPE_CHECKING:
     from breaky._core.core import Core
+    from breaky._core.places import Limit
     from breaky._core.policy import Policy
 
 # Compact the deadline heap when it holds more than this many settled entries
@@ -77,6 +78,8 @@ class Mailbox(Generic[MessageT, ReplyT]):
     )
     # Whether a reply needs no judging: no slow-call limit, no rate rule.
     _plain_replies: bool = attrs.field(init=False)
+    # The limits of the inbox.serve() calls serving now (for statistics).
+    limits: list[Limit] = attrs.field(init=False, factory=list["Limit"])
 
     def __attrs_post_init__(self) -> None:
         policy = self._policy
@@ -89,6 +92,15 @@ class Mailbox(Generic[MessageT, ReplyT]):
         return len(self.held) + sum(
             1 for r in self._queue if r._phase is QUEUED and r._caller is not None
         )
+
+    def concurrency_limit(self) -> int | None:
+        """The limits of the serve() calls serving now, summed; or ``None``."""
+        limits = self.limits
+        return sum(limit.current for limit in limits) if limits else None
+
+    def strained(self, request: Request[Any, Any]) -> bool:
+        """Whether ``request`` was answered with a failure that counts."""
+        return request._strained
 
     # The resource's side.
 
@@ -173,6 +185,7 @@ class Mailbox(Generic[MessageT, ReplyT]):
             request._settle(value, None)
             return
         reason = core.judge(error, request._sent_at)
+        request._strained = reason is not None
         request._settle(value, error)
         # The caller has its answer; now the breaker may react (even trip).
         core.outcome(reason)

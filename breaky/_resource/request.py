@@ -65,6 +65,8 @@ class Request(Generic[MessageT, ReplyT]):
     _sent_at: float = 0.0
     # A call settled: its caller is let go, and the repr still says "call".
     _was_call: bool = False
+    # Answered with a failure that counts (a drop, for an adaptive limit).
+    _strained: bool = False
 
     def __repr__(self) -> str:
         kind = "call" if self._caller is not None or self._was_call else "cast"
