@@ -4,7 +4,8 @@ Pure: :class:`AdaptiveLimit` is told, for each call that held a place, when
 it ended, how long it held the place and whether it was dropped; it never
 reads a clock. The algorithm, in short (the explanation has its reasons):
 
-- Once per round trip (a window lasting the average latency of its calls),
+- Once per round trip (a window lasting the average latency of its calls,
+  and at least 10 calls),
   the window's average latency ``r`` is compared with the dependency's
   unloaded latency ``base``. Below ``1 + 0.4 * (tolerance - 1)`` times it,
   nothing queues inside the dependency: the limit grows by its square root
@@ -12,9 +13,10 @@ reads a clock. The algorithm, in short (the explanation has its reasons):
   the limit shrinks to what would bring the latency back to ``1 + 0.7 *
   (tolerance - 1)`` times ``base`` (Little's law), at most halving.
 - The unloaded latency is measured, not assumed: at first and every
-  ``probe_interval`` seconds the limit drops to a quarter for a moment, and
-  the average latency of 20 calls placed after the drop (so none queued
-  behind the earlier ones) is the new ``base``. A round trip with a lower
+  ``probe_interval`` seconds the limit drops to a quarter for a moment, then
+  halves while that makes calls faster still (at least once): the average
+  latency of the last step's 10 calls, placed after it began (so none queued
+  behind earlier ones), is the new ``base``. A round trip with a lower
   average over enough calls lowers it at once (the dependency sped up).
 - Dropped calls (timeouts, counted failures) give no latency; a window with
   a share ``d`` of them cuts the limit by ``d / 2`` (all dropped: halved).
@@ -28,8 +30,8 @@ from typing import Any, final
 
 import attrs
 
-# Calls each step of a probe averages.
-_PROBE_CALLS = 10
+# The fewest calls a round trip, or a step of a probe, averages.
+_CALLS = 10
 # A round trip over at least this many calls may lower the unloaded latency
 # between probes (fewer would be too noisy a minimum).
 _WINDOW_CALLS = 20
@@ -166,7 +168,7 @@ class AdaptiveLimit:
         # The unloaded latency, once a probe has measured it.
         self._base = math.inf
         # A probe under way: (when its step began, the limit to restore, the
-        # average latency before this step, its calls' latency sum, calls).
+        # average latency of the step before, this step's latency sum, calls).
         self._probe: tuple[float, float, float, float, int] | None = None
         self._lowered = 0  # round trips in a row that lowered the limit
         self._next_probe = -math.inf  # the first round trip ends in a probe
@@ -206,14 +208,15 @@ class AdaptiveLimit:
         else:
             self._sum += latency
             self._times += 1
-        # A window lasts one round trip: the average latency of its calls.
+        # A window lasts one round trip (the average latency of its calls),
+        # and enough calls that one lucky or unlucky call decides nothing.
         span = self._sum / self._times if self._times else latency
-        if now - self._window_start < span:
+        if now - self._window_start < span or self._times + self._drops < _CALLS:
             return
         if now >= self._next_probe or self._lowered >= _STALE:
             # Measure the unloaded latency, from a quarter of the limit down.
-            before = self._sum / self._times if self._times else math.inf
-            self._probe = (now, self._limit, before, 0.0, 0)
+            # No step before the first: it always halves once more.
+            self._probe = (now, self._limit, math.inf, 0.0, 0)
             self._set(self._limit / 4)
         else:
             self._adjust()
@@ -224,7 +227,7 @@ class AdaptiveLimit:
         if dropped or now - latency < began:
             return  # placed before this step of the probe: it may have queued
         total, calls = total + latency, calls + 1
-        if calls < _PROBE_CALLS:
+        if calls < _CALLS:
             self._probe = (began, restore, before, total, calls)
             return
         average = total / calls
@@ -233,7 +236,7 @@ class AdaptiveLimit:
             self._probe = (now, restore, average, 0.0, 0)
             self._set(self._limit / 2)
             return
-        self._base = min(average, before)
+        self._base = average
         self._probe = None
         self._lowered = 0
         self._set(restore)
