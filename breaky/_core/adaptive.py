@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, final
+from typing import Any, TypeAlias, final
 
 import attrs
 
@@ -41,6 +41,11 @@ _STILL_QUEUED = 0.9
 # latency is measured again at once: lowering did not bring the latency
 # down, so the dependency itself is slower than measured.
 _STALE = 5
+
+
+# A probe's step: when it began, the limit to restore, the average latency of
+# the step before, this step's latency sum and calls.
+_Probe: TypeAlias = "tuple[float, float, float, float, int]"
 
 
 def _bound(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -166,10 +171,10 @@ class AdaptiveLimit:
         self._lower = spec.tolerance
         self._target = 1 + 0.7 * slack
         # The unloaded latency, once a probe has measured it.
-        self._base = math.inf
+        self._base: float = math.inf
         # A probe under way: (when its step began, the limit to restore, the
         # average latency of the step before, this step's latency sum, calls).
-        self._probe: tuple[float, float, float, float, int] | None = None
+        self._probe: _Probe | None = None
         self._lowered = 0  # round trips in a row that lowered the limit
         self._next_probe = -math.inf  # the first round trip ends in a probe
         # The current round trip: when it began, its answered calls' latency
@@ -197,8 +202,9 @@ class AdaptiveLimit:
         ``in_flight`` is how many held a place then, this one included;
         ``dropped`` that it timed out or failed in a way that counts.
         """
-        if self._probe is not None:
-            self._probed(now, latency, dropped=dropped)
+        probe = self._probe
+        if probe is not None:
+            self._probed(probe, now, latency, dropped=dropped)
             return
         if self._window_start is None:
             self._window_start = now - latency
@@ -222,8 +228,10 @@ class AdaptiveLimit:
             self._adjust()
         self._new_window(now)
 
-    def _probed(self, now: float, latency: float, *, dropped: bool) -> None:
-        began, restore, before, total, calls = self._probe  # type: ignore[misc]
+    def _probed(
+        self, probe: _Probe, now: float, latency: float, *, dropped: bool
+    ) -> None:
+        began, restore, before, total, calls = probe
         if dropped or now - latency < began:
             return  # placed before this step of the probe: it may have queued
         total, calls = total + latency, calls + 1
