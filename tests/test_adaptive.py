@@ -278,3 +278,41 @@ async def test_serve_reports_its_limit_while_it_serves(autojump_clock: Clock) ->
         assert keyed.statistics().concurrency_limit is None
         assert await keyed.call("s1", "y") == "y"
         assert keyed.statistics().concurrency_limit == 3
+
+
+async def test_an_adaptive_serve_crashes_like_a_fixed_one(
+    autojump_clock: Clock,
+) -> None:
+    seen: list[str] = []
+
+    async def handler(request: breaky.Request[Any, Any]) -> None:
+        if request.message == "boom":
+            raise LookupError(request.message)
+        await trio.sleep(1)  # cancelled by the crash
+        request.reply(request.message)  # pragma: no cover - never reached
+
+    async def resource(inbox: breaky.Inbox[Any, Any], *, task_status: Any) -> None:
+        task_status.started()
+        try:
+            await inbox.serve(handler, concurrency=breaky.Adaptive(initial=4))
+        except LookupError:
+            seen.append("crashed")
+            raise
+
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker("db", resource, call_timeout=None)
+        lost: list[str] = []
+
+        async def call(message: str) -> None:
+            try:
+                await db.call(message)
+            except breaky.ResourceLost:
+                lost.append(message)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, "slow")
+            await trio.testing.wait_all_tasks_blocked()
+            await call("boom")
+        assert sorted(lost) == ["boom", "slow"]
+        assert seen == ["crashed"]
+        assert db.statistics().crashes == 1
