@@ -721,7 +721,7 @@ async def test_calls_add_up_over_many_keys(
 async def test_every_key_shares_the_policy_and_one_random_source(
     autojump_clock: Clock,
 ) -> None:
-    rng = random.Random(7)  # noqa: S311 - jitter, not secrets
+    rng = random.Random(7)
     async with breaky.open_supervisor() as sup:
         seeded = sup.keyed_guard("seeded", rng=rng, retry_jitter=0.5)
         plain = sup.keyed_guard("plain", failure_threshold=3)

@@ -540,9 +540,9 @@ def run_model_test(policy: Policy, counts: tuple[type[Exception], ...]) -> None:
                 def __init__(self) -> None:
                     super().__init__()
                     seed = random.getrandbits(32)
-                    mine = attrs.evolve(policy, rng=random.Random(seed))  # noqa: S311
+                    mine = attrs.evolve(policy, rng=random.Random(seed))
                     self.guard = breaky.Guard("g", policy=mine)
-                    self.model = Model(policy, counts, random.Random(seed))  # noqa: S311
+                    self.model = Model(policy, counts, random.Random(seed))
                     self.model.now = trio.from_thread.run_sync(trio.current_time)
                     self.real: dict[int, RealCall] = {}
 

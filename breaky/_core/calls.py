@@ -205,6 +205,7 @@ class InTaskCalls:
                 admission,
                 Outcome.LINE_TIMEOUT if waited else Outcome.TIMEOUT,
                 error,
+                ran_at,
             )
             raise error
         core.ended(admission, Outcome.REPLY, None, ran_at)

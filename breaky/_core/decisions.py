@@ -57,6 +57,23 @@ class _OutsideTrio(trio.abc.Clock):
 OUTSIDE_TRIO = _OutsideTrio()
 
 
+def outside_trio() -> trio.abc.Clock:
+    """The clock outside a run; a thread of a live run is refused instead.
+
+    A breaker belongs to its run's thread: read from a worker thread, its
+    times would be mixed with another clock's and its state raced.
+    """
+    try:
+        trio.from_thread.run_sync(trio.lowlevel.current_clock)
+    except RuntimeError:
+        return OUTSIDE_TRIO
+    msg = (
+        "a breaker belongs to its Trio run's thread: call this there, e.g. "
+        "trio.from_thread.run_sync(breaker.statistics)"
+    )
+    raise RuntimeError(msg)
+
+
 class Effects(Protocol):
     """What one kind of breaker does about its core's inputs."""
 
@@ -204,7 +221,7 @@ class Decisions:
         except RuntimeError:
             # Outside a Trio run (a module-level guard's statistics() before
             # or after trio.run): a clock of its own, carried over as another.
-            clock = OUTSIDE_TRIO
+            clock = outside_trio()
         now = clock.current_time()
         if clock is not self._clock:
             if self._clock is not None:
@@ -276,13 +293,16 @@ class Decisions:
         check_count("max_buffer", max_buffer, minimum=1)
         return self.publisher.subscribe(max_buffer)
 
-    def statistics(self, pending: int) -> BreakerStatistics:
-        """A snapshot, with the calls the kind has ``pending``."""
+    def statistics(
+        self, pending: int, concurrency_limit: int | None = None
+    ) -> BreakerStatistics:
+        """A snapshot, with the calls the kind has ``pending`` and its limit."""
         machine = self._machine
         return BreakerStatistics(
             state=self._machine.state,
             next_attempt_at=machine.retry_at,
             last_failure_at=machine.last_failure,
+            concurrency_limit=concurrency_limit,
             failures=self._machine.failures_at(self.now()),
             pending=pending,
             **attrs.asdict(self.totals),

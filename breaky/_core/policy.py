@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast, final
 
 import attrs
 
+from .adaptive import Adaptive
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -69,6 +71,21 @@ def _positive_or_none(
 
 def _count_or_none(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     msg = f"{attribute.name} must be an int >= 1 or None, got {value!r}"
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(msg)
+    if value < 1:
+        raise ValueError(msg)
+
+
+def _limit_or_none(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, Adaptive):
+        return  # checked when it was made
+    msg = (
+        f"{attribute.name} must be an int >= 1, a breaky.Adaptive or None, "
+        f"got {value!r}"
+    )
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int):
@@ -203,7 +220,9 @@ class Policy:
         max_concurrent: a guard's bulkhead: at most this many calls run at
             once; with ``max_queued``, that many more wait for a place (in
             order, within their timeout), and beyond it a call is shed.
-            ``None`` (the default): no limit.
+            An int >= 1, a :class:`~breaky.Adaptive` limit (learned from the
+            calls' latency: each guard, each key of a keyed guard, learns its
+            own), or ``None`` (the default): no limit.
         failure_rate: the rate rule, which replaces the count rule when set:
             the breaker trips when, within the last ``failure_window`` seconds
             (required with it), at least ``minimum_calls`` calls had an
@@ -247,7 +266,9 @@ class Policy:
         default=DEFAULT_START_TIMEOUT, validator=_positive_or_none
     )
     trial_calls: int = attrs.field(default=1, validator=_threshold)
-    max_concurrent: int | None = attrs.field(default=None, validator=_count_or_none)
+    max_concurrent: int | Adaptive | None = attrs.field(
+        default=None, validator=_limit_or_none
+    )
     failure_rate: float | None = attrs.field(default=None, validator=_rate)
     minimum_calls: int = attrs.field(default=10, validator=_threshold)
     failures_in_a_row: bool | None = attrs.field(default=None, validator=_bool_or_none)
@@ -286,7 +307,7 @@ if TYPE_CHECKING:
         max_queued: int | None
         start_timeout: float | None
         trial_calls: int
-        max_concurrent: int | None
+        max_concurrent: int | Adaptive | None
         failure_rate: float | None
         minimum_calls: int
         failures_in_a_row: bool | None

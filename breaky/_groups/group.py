@@ -203,6 +203,7 @@ class Group(abc.ABC, Generic[K]):
         sums = attrs.asdict(self._retired)
         states = dict.fromkeys(State, 0)
         failures = pending = 0
+        limits: list[int] = []
         not_on: dict[str, BreakerStatistics] = {}
         for key, entry in self._order.items():
             if entry is None:
@@ -217,6 +218,9 @@ class Group(abc.ABC, Generic[K]):
             states[state] += 1
             failures += core.failures_now()
             pending += core.in_flight()
+            limit = breaker.concurrency_limit
+            if limit is not None:
+                limits.append(limit)
             if state is not _ON:
                 assert isinstance(key, str)  # noqa: S101 - a tick has no breaker
                 not_on[key] = breaker.statistics()
@@ -228,6 +232,7 @@ class Group(abc.ABC, Generic[K]):
             forgotten=self._forgotten,
             refused=self._refused,
             not_on=not_on,
+            concurrency_limit=sum(limits) if limits else None,
             **sums,
         )
 

@@ -150,9 +150,19 @@ class Guard(InTaskCalls):
         """Calls made through the guard and not answered yet (running or waiting)."""
         return self._core.in_flight()
 
+    @property
+    def concurrency_limit(self) -> int | None:
+        """How many calls may run at once now (``None``: no bulkhead).
+
+        ``max_concurrent``, or what a :class:`breaky.Adaptive` limit learned.
+        """
+        line = self._core.line
+        return None if line is None else line.limit
+
     def statistics(self) -> BreakerStatistics:
         """Return a snapshot of the state, the failures and the totals."""
-        return self._core.statistics(self._core.in_flight())
+        core = self._core
+        return core.statistics(core.in_flight(), self.concurrency_limit)
 
 
 def guard_on(core: Core) -> Guard:
