@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from .core import Core
     from .events import StateChanges
 
-__all__ = ["Fleet", "Link", "Member", "View"]
+# State is the seam's too: what a Member reports.
+__all__ = ["Fleet", "Link", "Member", "State", "View"]
 
 # The most changes a fleet's subscription holds before it misses some.
 _LINK_BUFFER = 1_000_000
