@@ -14,7 +14,8 @@ import pytest
 
 from breaky import State
 from breaky._core.fleet import View
-from breaky._fleet.protocol import CHUNK, Round, SyncProtocol, Tell
+from breaky._fleet.messages import CHUNK, Round, Tell
+from breaky._fleet.protocol import SyncProtocol
 
 
 @attrs.define
@@ -59,7 +60,7 @@ def off(reason: str = "2 of 3 instances report OFF", *, prober: bool = False) ->
 
 def sent(round_: Round) -> list[tuple[str, str]]:
     """The (name, mode) pairs of a round, in order."""
-    return [(name, mode) for call in round_.calls for name, mode, _ in call]
+    return [sync for call in round_.calls for sync in call]
 
 
 def answer(
@@ -71,7 +72,7 @@ def answer(
     """Redis's replies to ``round_``: as ``per_name`` says, else "not OFF"."""
     per_name = per_name or {}
     replies = [
-        [v for name, _, _ in call for v in per_name.get(name, ON_)]
+        [v for name, _ in call for v in per_name.get(name, ON_)]
         for call in round_.calls
     ]
     return protocol.received(round_, replies, breakers)  # type: ignore[arg-type]
@@ -267,6 +268,118 @@ def test_script_calls_hold_one_slot_and_at_most_a_chunk(cluster: bool) -> None:
     assert sum(map(len, first.calls)) == 3 * CHUNK
     if cluster:
         for call in first.calls:
-            assert len({protocol.keys(name)[1] for name, _, _ in call}) == 1
+            assert len({protocol.keys(name)[1] for name, _ in call}) == 1
     else:
         assert len(first.calls) == 3
+
+
+def test_a_breaker_off_by_its_own_failures_reports_whatever_led_there() -> None:
+    # Issue 22, defect 1: a held breaker that the fleet let go (here, Redis
+    # lost its data) and whose own retry then fails turns OFF by its own
+    # failures with no change of state: the period's poll reports it.
+    protocol, breakers = joined()
+    (a,) = breakers.add("a")
+    protocol.joined(0.0, breakers)
+    first = protocol.next_round(breakers)
+    assert first is not None
+    answer(protocol, first, breakers, {"a": off()})[0].apply()
+    assert a.state is State.OFF
+    protocol.tick(0.5)
+    protocol.tick(1.0)
+    poll = protocol.next_round(breakers)
+    assert poll is not None
+    (tell,) = answer(protocol, poll, breakers)  # the fleet's state is gone
+    assert tell.view is View.ON
+    # No state change: its retry failed while it stayed OFF.
+    a.sees_off = True
+    protocol.tick(1.5)
+    protocol.tick(2.0)
+    report = protocol.next_round(breakers)
+    assert report is not None
+    assert sent(report) == [("a", "report")]
+    answer(protocol, report, breakers, {"a": off()})  # the quorum again
+    # While it waits with nothing to say, its poll costs no round trip.
+    protocol.tracker.reported.clear()
+    a.sees_off = False
+    protocol.tick(2.5)
+    protocol.tick(3.0)
+    quiet = protocol.next_round(breakers)
+    assert quiet is not None
+    assert sent(quiet) == [("a", "check")]  # told OFF: polled
+    answer(protocol, quiet, breakers)  # ON again: nothing more to say
+    protocol.tick(3.5)
+    protocol.tick(4.0)
+    beat = protocol.next_round(breakers)
+    assert beat is not None
+    assert (beat.beat, sent(beat)) == (True, [])
+
+
+def test_a_recovery_then_a_trip_reports_at_once() -> None:
+    protocol, breakers = joined()
+    (a,) = breakers.add("a")
+    protocol.joined(0.0, breakers)
+    first = protocol.next_round(breakers)
+    assert first is not None
+    answer(protocol, first, breakers, {"a": off(prober=True)})[0].apply()
+    # Its probe starts the resource, and it trips again before the sync.
+    protocol.changed("a", State.OFF, State.ON)
+    a.sees_off = True
+    protocol.changed("a", State.ON, State.OFF)
+    recovery = protocol.next_round(breakers)
+    assert recovery is not None
+    assert sent(recovery) == [("a", "recover")]  # the fleet turns ON first
+    answer(protocol, recovery, breakers)
+    report = protocol.next_round(breakers)
+    assert report is not None
+    assert sent(report) == [("a", "report")]
+
+
+def test_a_breaker_that_goes_leaves_nothing_behind() -> None:
+    # Issue 22, defect 5: everything the fleet keeps per breaker goes with it.
+    protocol, breakers = joined()
+    protocol.joined(0.0, breakers)
+    first = protocol.next_round(breakers)
+    assert first is not None
+    answer(protocol, first, breakers)
+    for i in range(100):
+        (b,) = breakers.add(f"k{i}")
+        protocol.changed(b.name, State.STARTING, State.ON)
+        news = json.dumps({"breaker": b.name, "event": "on", "by": "web-2"})
+        protocol.heard(news, breakers)  # an ON reason for a breaker ON already
+        if i % 3 == 0:  # some recover, some are held, some report
+            protocol.changed(b.name, State.OFF, State.ON)
+        made = protocol.next_round(breakers)
+        assert made is not None
+        reply = off(prober=i % 2 == 0) if i % 3 == 1 else ON_
+        for tell in answer(protocol, made, breakers, {b.name: reply}):
+            tell.apply()
+        if i % 5 == 0:
+            b.sees_off = True
+            protocol.changed(b.name, b.state, State.OFF)
+        b.state = State.STOPPED
+        del breakers.running[b.name]
+        protocol.changed(b.name, State.ON, State.STOPPED)
+        while (gone := protocol.next_round(breakers)) is not None:
+            answer(protocol, gone, breakers)
+    assert protocol.tracker.size() == 0
+
+
+def test_a_recovery_overtaken_by_force_off_is_not_told() -> None:
+    protocol, breakers = joined()
+    (a,) = breakers.add("a")
+    protocol.joined(0.0, breakers)
+    first = protocol.next_round(breakers)
+    assert first is not None
+    answer(protocol, first, breakers, {"a": off(prober=True)})[0].apply()
+    protocol.changed("a", State.OFF, State.ON)  # its start succeeded
+    a.state = State.FORCED_OFF  # and force_off() came before the sync
+    protocol.changed("a", State.ON, State.FORCED_OFF)
+    yielded = protocol.next_round(breakers)
+    assert yielded is not None
+    assert sent(yielded) == [("a", "yield")]
+    answer(protocol, yielded, breakers, {"a": off()})
+    a.state, a.sees_off = State.OFF, True  # reset(), and its start failed
+    protocol.changed("a", State.FORCED_OFF, State.OFF)
+    after = protocol.next_round(breakers)
+    assert after is not None
+    assert sent(after) == [("a", "report")]  # not the old recovery

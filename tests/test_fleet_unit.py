@@ -25,7 +25,7 @@ import breaky
 from breaky import State, StateChange
 from breaky._core.events import Publisher
 from breaky._core.fleet import Link, View
-from breaky._fleet.errors import Kind, classify
+from breaky._fleet.errors import Kind, PrimaryMovedError, classify
 from breaky._fleet.errors import describe as _describe
 from breaky._fleet.hash_slot import hash_slot
 from breaky._fleet.redis import RedisFleet
@@ -121,12 +121,31 @@ def test_defaults_and_names() -> None:
 def test_the_password_and_tls_reach_the_client_not_the_repr() -> None:
     fleet = RedisFleet("rediss://user:s3cret@example.com:6380/1", instance="a")
     assert "s3cret" not in repr(fleet)
-    assert "rediss://user:***@example.com:6380/1" in repr(fleet)
+    assert "user" not in repr(fleet)
+    assert "rediss://***:***@example.com:6380/1" in repr(fleet)
     url = "rediss://user:s3cret@example.com:6380/1"
     options = settings(url).new_client().connection_pool.connection_kwargs
     assert options["password"] == "s3cret"  # noqa: S105
     assert isinstance(options["ssl_context"], ssl.SSLContext)
     assert redact(URL) == URL
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw@h/0", "redis://:***@h/0"),
+        ("redis://u@h", "redis://***@h"),
+        (
+            "redis://u:pw@h:1/0?db=0&password=x&Pass%77ord=y&username=z",
+            "redis://***:***@h:1/0?db=0&password=***&Pass%77ord=***&username=***",
+        ),
+        ("unix://:pw@/tmp/s.sock?db=1", "unix://:***@/tmp/s.sock?db=1"),
+        ("redis://a:pw@[::1/0", "redis://***:***@[::1/0"),  # does not parse
+        ("redis://h/0?client_name=a@b&flag", "redis://h/0?client_name=a@b&flag"),
+    ],
+)
+def test_every_credential_in_a_url_is_redacted(url: str, shown: str) -> None:
+    assert redact(url) == shown
 
 
 def test_errors_are_described_in_one_line() -> None:
@@ -343,6 +362,11 @@ def test_the_queues_put_leases_first_then_changes_then_the_routine() -> None:
             ExceptionGroup("g", [coredis.exceptions.ReadOnlyError("READONLY x")]),
             Kind.CONFIG,
             "replica",
+        ),
+        (
+            ExceptionGroup("g", [PrimaryMovedError("the Sentinels moved it")]),
+            Kind.MOVED,
+            "the Sentinels moved it",
         ),
     ],
 )

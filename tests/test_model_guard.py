@@ -253,13 +253,14 @@ class Model:
                 self.clear()
                 self.wait = self.policy.retry_timeout
                 self.sees_off = False
+                self.hold = Hold.NONE  # the prober's trial: it probes no more
         else:
             cap = self.policy.max_retry_timeout
             self.wait *= self.policy.retry_backoff
             self.wait = self.wait if cap is None else min(self.wait, cap)
             self.trials_passed = 0
             self.arm()
-            if self.hold is Hold.NONE:
+            if self.hold is not Hold.HELD:
                 self.sees_off = True  # still failing, as seen from here
 
     # Calls.

@@ -3,133 +3,43 @@
 Pure and synchronous: no Trio, no coredis, no I/O, no clock of its own. It is
 told what happened (a breaker's state changed, an announcement was heard, a
 session with Redis began or ended, the time is ``now``) and what Redis
-answered; it says what to send next (a :class:`Round`: the heartbeat and the
-script calls of :mod:`.scripts`) and what to tell each breaker (a
-:class:`Tell`: OFF, PROBE, ON or LOST). The transport (:mod:`.transport` and
-:mod:`.session`) does the talking and applies the tells.
+answered; it says what to send next (a :class:`~.messages.Round`: the
+heartbeat and the script calls of :mod:`.scripts`) and what to tell each
+breaker (a :class:`~.messages.Tell`: OFF, PROBE, ON or LOST). The transport
+(:mod:`.transport` and :mod:`.session`) does the talking and applies the
+tells.
 
-It sees breakers as the core's fleet seam shows them (:class:`Breakers`,
-which :class:`breaky._core.fleet.Link` is): a name, a state, and whether the
-breaker is OFF by its own failures.
+It sees breakers as the core's fleet seam shows them (a
+:class:`~.messages.Breakers`, which :class:`breaky._core.fleet.Link` is): a
+name, a state, and whether the breaker is OFF by its own failures.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Literal, Protocol, final
+from typing import TYPE_CHECKING, final
 
 import attrs
 
 from breaky._core.fleet import State, View
 
 from .hash_slot import hash_slot
+from .messages import CHUNK, ROUND, Round, Tell, breaker_keys
 from .tracker import Tracker
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import TypeAlias
 
+    from .messages import Breaker, Breakers, Mode, Sync
+
     # One script call's reply: three values per breaker (decoded or not).
     Reply: TypeAlias = Sequence[int | str | bytes]
 
-__all__ = ["Breaker", "Breakers", "Mode", "Round", "Sync", "SyncProtocol", "Tell"]
-
-# The most breakers in one script call (Redis runs a call without a pause,
-# so a call must stay short), and in one round trip (so that leases and
-# announcements never wait behind more than one such trip).
-CHUNK = 200
-ROUND = 1000
-
-Mode = Literal["report", "check", "recover", "yield", "leave"]
-
-# One breaker's part of a round trip: its name, the mode sent, and the
-# version (count of changes) it was sent at. A tuple of a str, a str and an
-# int: the garbage collector stops tracking it, so that thousands of them
-# waiting on a round trip never make it walk the heap.
-Sync = tuple[str, Mode, int]
+__all__ = ["SyncProtocol"]
 
 LOST = "fleet lost: Redis does not answer"
-
-
-class Breaker(Protocol):
-    """One breaker, as the protocol sees it (a :class:`~breaky._core.fleet.Member`)."""
-
-    @property
-    def name(self) -> str:
-        """Its name."""
-        ...  # pragma: no cover
-
-    @property
-    def state(self) -> State:
-        """Its state here."""
-        ...  # pragma: no cover
-
-    @property
-    def sees_off(self) -> bool:
-        """Whether it is OFF by its own failures."""
-        ...  # pragma: no cover
-
-    def tell(self, view: View, reason: str, /) -> None:
-        """Feed it what the fleet says (the transport does, as told)."""
-        ...  # pragma: no cover
-
-
-class Breakers(Protocol):
-    """A supervisor's breakers (a :class:`~breaky._core.fleet.Link`)."""
-
-    def names(self) -> list[str]:
-        """The names of the breakers running now."""
-        ...  # pragma: no cover
-
-    def members(self) -> Sequence[Breaker]:
-        """The breakers running now."""
-        ...  # pragma: no cover
-
-    def member(self, name: str, /) -> Breaker | None:
-        """The breaker running under ``name``, or ``None``."""
-        ...  # pragma: no cover
-
-
-def breaker_keys(prefix: str, name: str) -> list[str]:
-    """The keys of one breaker: reports, fleet state, probe lease.
-
-    The breaker's name is their hash tag: on Redis Cluster they share a slot,
-    so one script may use them all.
-    """
-    base = f"{prefix}:{{{name}}}"
-    return [f"{base}:reports", f"{base}:fleet", f"{base}:probe"]
-
-
-@final
-@attrs.frozen(eq=False)
-class Tell:
-    """What to tell one breaker: ``view``, and why."""
-
-    member: Breaker
-    view: View
-    reason: str
-
-    def apply(self) -> None:
-        """Tell it (the transport's part)."""
-        self.member.tell(self.view, self.reason)
-
-
-@final
-@attrs.frozen
-class Round:
-    """One round trip to send: the heartbeat if due, and the script calls.
-
-    ``calls`` are the syncs grouped into script calls (one hash slot each on
-    a cluster, at most ``CHUNK`` breakers). With ``count_first`` (a cluster,
-    and a report that may make a quorum) the heartbeat goes first, on its
-    own, so that the quorum's reason counts the live instances.
-    """
-
-    calls: list[list[Sync]]
-    beat: bool
-    count_first: bool
-    recovered: frozenset[str]
 
 
 def _text(value: object) -> str:
@@ -159,6 +69,10 @@ class SyncProtocol:
     live: int = 1
     _tick_at: float = attrs.field(default=math.inf)
     _lease_tick: bool = attrs.field(default=True)
+    # A round is away; the breakers that changed since are not told its
+    # answer (a newer sync is queued, and it tells the truth).
+    _away: bool = attrs.field(default=False)
+    _stale: set[str] = attrs.field(factory=set[str])
 
     @property
     def deadline(self) -> float:
@@ -211,14 +125,19 @@ class SyncProtocol:
         """A breaker's state changed here."""
         if old is State.OFF and new is State.ON:
             self.tracker.recovered.add(name)
-        self.tracker.changed(name)
+        self._changed(name)
 
     def missed(self, breakers: Breakers) -> None:
         """Some changes were missed: look at every breaker."""
         tracker = self.tracker
         every = [*breakers.names(), *tracker.told, *tracker.reported]
         for name in dict.fromkeys(every):
-            tracker.changed(name)
+            self._changed(name)
+
+    def _changed(self, name: str) -> None:
+        if self._away:
+            self._stale.add(name)
+        self.tracker.mark(name)
 
     def heard(self, data: object, breakers: Breakers) -> None:
         """An announcement on the fleet's channel: sync that breaker soon."""
@@ -267,20 +186,26 @@ class SyncProtocol:
         names, urgent = tracker.take(ROUND)
         groups: dict[int, list[Sync]] = {}
         for i, name in enumerate(names):
-            mode = self._mode(breakers.member(name), name)
+            member = breakers.member(name)
+            mode = self._mode(member, name)
+            if name in tracker.recovered:  # told now, or moot
+                tracker.recovered.discard(name)
+                if mode == "recover":
+                    recovered.add(name)
             if mode is None:
-                tracker.told.pop(name, None)
-                tracker.keys.pop(name, None)
+                tracker.forget(name)  # gone, with nothing left in Redis
                 continue
-            if mode == "recover":
-                recovered.add(name)
+            if member is not None and member.state is State.OFF:
+                tracker.offs.add(name)
+            else:
+                tracker.offs.discard(name)
+            if mode == "check" and i >= urgent and not self._known(name):
+                continue  # a poll of a breaker OFF here, with nothing to say
             fresh = fresh or (mode == "report" and i < urgent)
             # Script calls: one slot each (on a cluster), at most CHUNK.
             slot = self.keys(name)[1] if self.cluster else 0
-            groups.setdefault(slot, []).append(
-                (name, mode, tracker.versions.get(name, 0))
-            )
-        tracker.recovered -= recovered
+            groups.setdefault(slot, []).append((name, mode))
+        self._away = True
         count_first = self.cluster and fresh
         beat = tracker.beat_due and not count_first
         tracker.beat_due = False
@@ -290,6 +215,11 @@ class SyncProtocol:
             for i in range(0, len(group), CHUNK)
         ]
         return Round(calls, beat, count_first, frozenset(recovered))
+
+    def _known(self, name: str) -> bool:
+        """Whether Redis holds something of this instance's for ``name``."""
+        tracker = self.tracker
+        return name in tracker.reported or name in tracker.told
 
     def _mode(self, member: Breaker | None, name: str) -> Mode | None:
         """What to tell Redis of ``name``, or None if Redis needs nothing."""
@@ -320,8 +250,13 @@ class SyncProtocol:
         tracker.recovered |= sent.recovered
         tracker.beat_due = tracker.beat_due or sent.beat
         for call in sent.calls:
-            for name, _, _ in call:
+            for name, _ in call:
                 tracker.dirty[name] = None
+        self._back()
+
+    def _back(self) -> None:
+        self._away = False
+        self._stale.clear()
 
     def received(
         self, sent: Round, replies: Sequence[Reply], breakers: Breakers
@@ -333,6 +268,7 @@ class SyncProtocol:
                 tell = self._apply(breakers, sync, reply, 3 * j)
                 if tell is not None:
                     tells.append(tell)
+        self._back()
         return tells
 
     def _apply(
@@ -340,34 +276,46 @@ class SyncProtocol:
     ) -> Tell | None:
         """What to tell the breaker of Redis's answer, unless it changed meanwhile."""
         tracker = self.tracker
-        name, mode, version = sync
+        name, mode = sync
         if mode == "report":
             tracker.reported.add(name)
         else:
             tracker.reported.discard(name)
-        if tracker.versions.get(name, 0) != version:
-            return None  # changed while Redis answered: its next sync tells it
+        # An announcement's reason serves this answer or none.
+        on_reason = tracker.on_reasons.pop(name, "fleet ON")
         member = breakers.member(name)
         if mode == "leave" or member is None:
-            tracker.told.pop(name, None)
-            tracker.versions.pop(name, None)
-            tracker.keys.pop(name, None)
+            if name in self._stale:  # a newcomer of that name: its own sync
+                tracker.told.pop(name, None)
+            else:
+                tracker.forget(name)
             return None
+        if name in self._stale:
+            return None  # changed while Redis answered: its next sync tells it
         if mode == "yield":
             # Forced OFF: whatever the fleet says waits for reset(), which
             # clears any hold; nothing to renew until then.
             tracker.told.pop(name, None)
             return None
+        if mode == "recover" and member.sees_off:
+            # Its start succeeded, and it tripped since: report that now.
+            tracker.mark(name)
+        return self._tell(member, reply[at : at + 3], on_reason)
+
+    def _tell(self, member: Breaker, answer: Reply, on_reason: str) -> Tell | None:
+        """What to tell ``member`` of the fleet's ``answer``: OFF, prober, why."""
+        tracker, name = self.tracker, member.name
+        off, prober, why = answer
         told = tracker.told.get(name, View.ON)
-        if not int(reply[at]):
+        if not int(off):
             if told is View.ON:
                 return None  # the common case: nothing to say
-            view, reason = View.ON, tracker.on_reasons.pop(name, "fleet ON")
-        elif int(reply[at + 1]):
+            view, reason = View.ON, on_reason
+        elif int(prober):
             view = View.PROBE
-            reason = f"fleet OFF: {_text(reply[at + 2])}; this instance probes"
+            reason = f"fleet OFF: {_text(why)}; this instance probes"
         else:
-            view, reason = View.OFF, f"fleet OFF: {_text(reply[at + 2])}"
+            view, reason = View.OFF, f"fleet OFF: {_text(why)}"
         # Told again if the breaker went its own way since (a reset() whose
         # start failed reports OFF while the fleet still holds it).
         if view is told and not (view is not View.ON and member.sees_off):

@@ -20,7 +20,7 @@ from breaky._core.errors import split_errors
 from breaky._core.fleet import Fleet
 from breaky._core.policy import check_count, check_seconds
 
-from .protocol import breaker_keys
+from .messages import breaker_keys
 from .session import Client, Settings
 from .transport import Transport
 from .urls import EXPECTED, check_url, redact
@@ -63,8 +63,10 @@ class RedisFleet(Fleet):
 
     Args:
         url_or_client: either a URL, ``redis://[[user]:password@]host[:port][/db]``,
-            ``rediss://`` (TLS) or ``unix://`` (the password and TLS are
-            passed to the client; no log record shows the password), or a
+            ``rediss://`` (TLS) or ``unix://`` (the credentials, in the user
+            info or the ``username`` and ``password`` query parameters, and
+            TLS are passed to the client; no log record, error message or
+            ``repr`` shows the credentials), or a
             coredis client of one's own: :class:`coredis.Redis` (with any
             options: TLS, credentials, a Sentinel primary from
             ``coredis.Sentinel(...).primary_for(name)``) or

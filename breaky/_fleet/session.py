@@ -15,9 +15,12 @@ from typing import TYPE_CHECKING, Any, cast, final
 
 import attrs
 import coredis
+import coredis.exceptions
+import coredis.pool
 import coredis.retry
 import trio
 
+from .errors import PrimaryMovedError
 from .scripts import BEAT, SYNC
 
 if TYPE_CHECKING:
@@ -25,7 +28,8 @@ if TYPE_CHECKING:
 
     from coredis.patterns.pubsub import ClusterPubSub, PubSub
 
-    from .protocol import Round, SyncProtocol
+    from .messages import Round
+    from .protocol import SyncProtocol
 
 __all__ = ["Client", "Session", "Settings", "StoreGoneError", "knock", "open_session"]
 
@@ -145,6 +149,34 @@ class Session:
             message = await self.subscriber.get_message()
             if message is not None:  # None: a subscription's acknowledgement
                 heard(message["data"])
+
+    async def follow(self) -> None:
+        """End the session when the Sentinels name another primary.
+
+        Only for a Sentinel's primary client. After a failover the old
+        primary may answer as a primary for seconds, and writes there are
+        lost: each period, the Sentinels are asked where the primary is.
+        """
+        pool = self.client.connection_pool
+        if not isinstance(pool, coredis.pool.SentinelConnectionPool):
+            return
+        settings = self.settings
+        while True:
+            await trio.sleep(settings.period)
+            here = pool.location
+            with trio.move_on_after(settings.timeout):
+                try:
+                    host, port = await pool.sentinel_manager.discover_primary(
+                        pool.service_name
+                    )
+                except (coredis.exceptions.RedisError, OSError):
+                    continue  # no Sentinel answers: the primary may carry on
+                if here is not None and (host, port) != (here.host, here.port):
+                    msg = (
+                        f"the Sentinels moved the primary of {pool.service_name!r} "
+                        f"from {here} to {host}:{port}"
+                    )
+                    raise PrimaryMovedError(msg)
 
     async def beat(self, mode: str) -> int:
         """The heartbeat (or the goodbye): how many instances live."""

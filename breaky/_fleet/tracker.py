@@ -36,9 +36,10 @@ class Tracker:
     told: dict[str, View] = attrs.field(factory=dict[str, View])
     # Breakers whose report (as far as this instance knows) Redis holds.
     reported: set[str] = attrs.field(factory=set[str])
-    # Bumped at each state change: a reply to a sync sent before the last
-    # change is not told (a newer sync is queued, and it tells the truth).
-    versions: dict[str, int] = attrs.field(factory=dict[str, int])
+    # Breakers OFF here when last synced: polled each period, so that one
+    # that turns OFF by its own failures with no change of state (a failed
+    # attempt after the fleet let it go) reports so.
+    offs: set[str] = attrs.field(factory=set[str])
     # Why the fleet turned ON, from its announcement, per breaker.
     on_reasons: dict[str, str] = attrs.field(factory=dict[str, str])
     # Each breaker's keys and hash slot, worked out once.
@@ -52,11 +53,6 @@ class Tracker:
     def mark(self, *names: str) -> None:
         """Sync these breakers soon: something changed."""
         self.dirty.update(dict.fromkeys(names))
-
-    def changed(self, name: str) -> None:
-        """A state change here: sync it, and tell no reply sent before it."""
-        self.versions[name] = self.versions.get(name, 0) + 1
-        self.mark(name)
 
     def renew_leases(self) -> None:
         """The leases this instance holds are due for renewal."""
@@ -72,6 +68,7 @@ class Tracker:
         self.routine.update(
             dict.fromkeys(n for n, v in self.told.items() if v is View.OFF)
         )
+        self.routine.update(dict.fromkeys(self.offs))
 
     @property
     def pending(self) -> bool:
@@ -95,6 +92,21 @@ class Tracker:
                 for each in (self.leases, self.dirty, self.routine):
                     each.pop(name, None)  # one sync covers them all
         return list(names), urgent
+
+    def forget(self, name: str) -> None:
+        """The breaker is gone: everything kept for it goes too."""
+        self.told.pop(name, None)
+        self.reported.discard(name)
+        self.recovered.discard(name)
+        self.offs.discard(name)
+        self.on_reasons.pop(name, None)
+        self.keys.pop(name, None)
+
+    def size(self) -> int:
+        """How many entries it keeps, all breakers together (queues included)."""
+        kept = (self.leases, self.dirty, self.routine, self.recovered, self.told)
+        more = (self.reported, self.offs, self.on_reasons, self.keys)
+        return sum(map(len, kept)) + sum(map(len, more))
 
     def close(self) -> None:
         """The supervisor closes: leave once what is queued is synced."""

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from breaky._core.events import StateChanges
     from breaky._core.fleet import Link
 
-    from .protocol import Tell
+    from .messages import Tell
     from .session import Session, Settings
 
 __all__ = ["BACKOFF_MAX", "Transport"]
@@ -110,6 +110,16 @@ class Transport:
     def _gone(self, exc: Exception) -> float:
         """Redis failed: carry on locally, say so once; how long to wait."""
         trouble = classify(exc)
+        if trouble.kind is Kind.MOVED:
+            # A failover: re-join at once, on the new primary. The breakers
+            # keep what they were told; the next session's answers update it.
+            logger.warning(
+                "fleet %s: %s; the fleet follows it",
+                self.settings.instance,
+                trouble.cause,
+            )
+            self._trouble = trouble
+            return 0.0
         if trouble.kind is Kind.CONFIG:
             wait, self._backoff = self._backoff, min(BACKOFF_MAX, self._backoff * 2)
         else:
@@ -164,6 +174,7 @@ class Transport:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(session.listen, heard)
+            nursery.start_soon(session.follow)
             protocol.joined(trio.current_time(), self.link)
             joined = False
             while True:

@@ -7,6 +7,8 @@ import urllib.parse
 __all__ = ["EXPECTED", "check_url", "redact"]
 
 SCHEMES = ("redis", "rediss", "unix")
+# The query parameters that coredis takes as credentials.
+_SECRETS = frozenset({"username", "password"})
 
 EXPECTED = (
     "a redis://, rediss:// or unix:// URL string, or a coredis.Redis or "
@@ -15,13 +17,27 @@ EXPECTED = (
 
 
 def redact(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***``."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """``url`` with every credential in it replaced by ``***``.
+
+    The user info (user name and password) and the ``username`` and
+    ``password`` query parameters, as coredis reads them. Plain string work:
+    it holds for a URL that does not parse, too.
+    """
+    head, question, query = url.partition("?")
+    scheme, slashes, rest = head.partition("://")
+    if slashes and "@" in rest:
+        userinfo, _, host = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        hidden = ("***" if user else "") + (":***" if colon else "")
+        head = f"{scheme}://{hidden}@{host}"
+    if question:
+        parts = query.split("&")
+        for i, part in enumerate(parts):
+            name, equals, _ = part.partition("=")
+            if equals and urllib.parse.unquote_plus(name).lower() in _SECRETS:
+                parts[i] = f"{name}=***"
+        query = "&".join(parts)
+    return f"{head}{question}{query}"
 
 
 def check_url(url: str) -> str:
