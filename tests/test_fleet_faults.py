@@ -226,7 +226,7 @@ async def beaten_since(client: coredis.Redis[Any], since_ms: int) -> set[str]:
 
 @pytest.mark.timeout(120)
 async def test_a_sentinel_failover_moves_the_fleet_within_report_ttl(
-    redis_server: ServerProcess, tmp_path: Path
+    redis_server: ServerProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Defect 8: after SENTINEL FAILOVER the old primary still answers (as a
     # primary, for seconds): the fleet kept writing there for ~11 s.
@@ -262,10 +262,11 @@ async def test_a_sentinel_failover_moves_the_fleet_within_report_ttl(
                 source=lambda: sentinel.primary_for("breaky"),
             ) as (nodes, down):
                 await sentinel_client.sentinel_failover("breaky")
+                # The Sentinels name the replica, and it serves as the primary.
                 with trio.fail_after(30):
                     while (await sentinel.discover_primary("breaky"))[1] != (  # noqa: ASYNC110
                         replica.port
-                    ):
+                    ) or (await promoted.info("replication"))["role"] != "master":
                         await trio.sleep(0.02)
                 start = trio.current_time()
                 since = await now_ms(promoted)
@@ -274,9 +275,29 @@ async def test_a_sentinel_failover_moves_the_fleet_within_report_ttl(
                         await trio.sleep(0.02)
                 took = trio.current_time() - start
                 print(f"the fleet moved {took:.2f} s after the failover")  # noqa: T201
+                # Nothing of the fleet's is left on the old primary: its
+                # subscription moved too (the Sentinels' own clients are named).
+                async with coredis.Redis(
+                    "127.0.0.1", redis_server.port, decode_responses=True
+                ) as old:
+                    me = await old.client_id()
+                    left = [
+                        c
+                        for c in await old.client_list()
+                        if int(c["id"]) != me
+                        and not str(c.get("name", "")).startswith("sentinel-")
+                    ]
+                assert left == [], left
                 down["all"] = True
                 trip(nodes[0])  # the fleet works on the new primary
                 await until(lambda: nodes[1].db.state is State.OFF)
+            # One warning per instance, which says what happened.
+            warned = [
+                r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+            ]
+            fleet_warnings = [m for m in warned if m.startswith("fleet n")]
+            assert len(fleet_warnings) == 2, fleet_warnings
+            assert all("the fleet follows it" in m for m in fleet_warnings)
     finally:
         await watcher.kill()
         await replica.kill()

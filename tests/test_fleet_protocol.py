@@ -7,13 +7,18 @@ reason).
 
 from __future__ import annotations
 
+import ast
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import attrs
 import pytest
 
 from breaky import State
 from breaky._core.fleet import View
+from breaky._fleet import messages, protocol, tracker
 from breaky._fleet.messages import CHUNK, Round, Tell
 from breaky._fleet.protocol import SyncProtocol
 
@@ -383,3 +388,24 @@ def test_a_recovery_overtaken_by_force_off_is_not_told() -> None:
     after = protocol.next_round(breakers)
     assert after is not None
     assert sent(after) == [("a", "report")]  # not the old recovery
+
+
+@pytest.mark.parametrize("module", [protocol, tracker, messages])
+def test_the_protocol_does_no_io(module: object) -> None:
+    source = Path(str(getattr(module, "__file__", ""))).read_text()
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            imported.add(node.module.split(".")[0])
+    pure = {"__future__", "attrs", "breaky", "collections", "itertools"}
+    assert imported <= pure | {"json", "math", "typing"}, imported
+
+
+def test_the_protocol_imports_no_coredis() -> None:
+    code = (
+        "import sys, breaky._fleet.protocol\n"
+        "assert 'coredis' not in sys.modules, 'coredis'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)  # noqa: S603
