@@ -268,6 +268,7 @@ class Model:
                 self.clear()
                 self.wait = self.policy.retry_timeout
                 self.sees_off = False
+                self.hold = Hold.NONE  # the prober's trial: it probes no more
         else:
             cap = self.policy.max_retry_timeout
             if cap is None:
@@ -275,7 +276,7 @@ class Model:
             self.wait = min(self.wait * self.policy.retry_backoff, cap)
             self.trials_passed = 0
             self.arm()
-            if self.hold is Hold.NONE:
+            if self.hold is not Hold.HELD:
                 self.sees_off = True  # still failing, as seen from here
 
     # Calls.

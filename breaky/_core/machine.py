@@ -80,8 +80,9 @@ class Machine:
     retry_at: float | None = None
     # What the fleet, if any, says of this breaker.
     hold: Hold = Hold.NONE
-    # OFF by its own failures (a trip, or a failed attempt while no fleet
-    # held it), not only because a fleet holds it: what a fleet reports.
+    # OFF by its own failures (a trip, or a failed attempt of its own, the
+    # fleet's prober's included), not only because a fleet holds it: what a
+    # fleet reports.
     sees_off: bool = False
     # The wait before the next attempt while OFF, before jitter.
     retry_wait: float = attrs.field(init=False)
@@ -217,6 +218,9 @@ class Machine:
         self.retry_wait = self.policy.retry_timeout
         self.state = State.ON
         self.sees_off = False
+        # The prober's start succeeded: it probes no more, and a later trip
+        # is its own news, which the fleet's ON (for this start) keeps.
+        self.hold = Hold.NONE
 
     def attempt_failed(self, now: float) -> None:
         """A start failed (ended before ``started()``), or a trial failed."""
@@ -229,8 +233,10 @@ class Machine:
             self.last_failure = now
             self.trials_passed = 0
             self._arm(now)
-            if self.hold is Hold.NONE:
-                self.sees_off = True  # still failing, as seen from here
+            if self.hold is not Hold.HELD:
+                # Still failing, as seen from here (the prober's own attempt
+                # included): what the fleet counts, whatever led here.
+                self.sees_off = True
         else:
             self.failure(now)
 
