@@ -15,12 +15,14 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import types
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 import trio
 
 from breaky._core.admission import Outcome, Verdict
 from breaky._core.errors import BreakerOff, CallTimeout
+from breaky._core.functions import check_async_function, not_awaitable
 from breaky._core.off import OFF as OFF_ANSWER
 from breaky._core.off import Off
 from breaky._core.policy import FROM_POLICY, FromPolicy, check_seconds
@@ -45,6 +47,10 @@ _WAIT: Final = Verdict.WAIT
 _REFUSED: Final = Verdict.OFF
 _SHED: Final = Verdict.SHED
 _checkpoint = trio.lowlevel.checkpoint
+# A call's result: a coroutine (checked first: the common case), or any
+# awaitable; anything else means fn was no async function.
+_COROUTINE: Final[type] = types.CoroutineType
+_isawaitable: Final[Callable[[object], bool]] = inspect.isawaitable  # no narrowing
 
 
 class InTaskCalls:
@@ -113,6 +119,8 @@ class InTaskCalls:
             totals.calls += 1
             try:
                 call = fn(*args)
+                if type(call) is not _COROUTINE and not _isawaitable(call):
+                    raise not_awaitable(fn, call)  # noqa: TRY301 - counted below
             except Exception:
                 totals.errors += 1  # a wrong call, not the dependency failing
                 raise
@@ -161,6 +169,8 @@ class InTaskCalls:
                 if admission is not _REFUSED:
                     try:
                         call = fn(*args) if kwargs is None else fn(*args, **kwargs)
+                        if type(call) is not _COROUTINE and not _isawaitable(call):
+                            raise not_awaitable(fn, call)  # noqa: TRY301
                     except Exception:
                         core.ended(admission, Outcome.WRONG_CALL)
                         raise
@@ -205,13 +215,7 @@ class InTaskCalls:
         raise_off: bool,  # noqa: FBT001
     ) -> Callable[P, Coroutine[Any, Any, R | Off]]:
         """Wrap ``fn`` so that each call goes through this one call path."""
-        given: object = fn
-        unwrapped = inspect.unwrap(fn) if callable(given) else given
-        if not callable(given) or (
-            inspect.isroutine(unwrapped) and not inspect.iscoroutinefunction(unwrapped)
-        ):
-            msg = f"a guard decorates an async function (async def), got {fn!r}"
-            raise TypeError(msg)
+        check_async_function(fn, what="a guard decorates")
         call, run = self._call, self.run
 
         @functools.wraps(fn)

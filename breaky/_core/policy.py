@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import enum
 import math
 import random
@@ -236,6 +237,12 @@ class Policy:
     failure_rate: float | None = attrs.field(default=None, validator=_rate)
     minimum_calls: int = attrs.field(default=10, validator=_threshold)
 
+    def __new__(cls, *_: object, **options: object) -> Policy:
+        # Before attrs' __init__: a misspelt option is named with the list of
+        # fields, as a breaker's is, rather than by Python's generic message.
+        refuse_unknown(options)
+        return super().__new__(cls)
+
     def __attrs_post_init__(self) -> None:
         cap = self.max_retry_timeout
         if cap is not None and cap < self.retry_timeout:
@@ -250,6 +257,24 @@ class Policy:
                 "failures is measured over), got failure_window=None"
             )
             raise ValueError(msg)
+
+
+def refuse_unknown(options: dict[str, object], hint: str = "") -> None:
+    """Refuse an option that is no field of Policy, listing the fields.
+
+    The message ends with ``hint``; a near miss is named (``retry_time``:
+    did you mean ``retry_timeout``?).
+    """
+    fields = [f.name for f in attrs.fields(Policy)]
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], fields, n=1)
+        guess = f" (did you mean {near[0]!r}?)" if near else ""
+        msg = (
+            f"unexpected option {unknown[0]!r}{guess}: the options are the fields "
+            f"of breaky.Policy ({', '.join(fields)}){hint}"
+        )
+        raise TypeError(msg)
 
 
 if TYPE_CHECKING:
@@ -307,7 +332,6 @@ _MEANINGLESS: dict[Kind, dict[str, str]] = {
     },
 }
 _DEFAULTS = Policy()
-_FIELDS = tuple(f.name for f in attrs.fields(Policy))
 
 
 def policy_for(
@@ -324,13 +348,7 @@ def policy_for(
     elif not isinstance(policy, Policy):
         msg = f"policy must be a breaky.Policy or None, got {policy!r}"
         raise TypeError(msg)
-    unknown = sorted(set(options) - set(_FIELDS))
-    if unknown:
-        msg = (
-            f"unexpected option {unknown[0]!r}: the options are the fields of "
-            f"breaky.Policy ({', '.join(_FIELDS)}){hint}"
-        )
-        raise TypeError(msg)
+    refuse_unknown(options, hint)
     if options:
         policy = attrs.evolve(policy, **options)  # type: ignore[arg-type]
     for name, instead in _MEANINGLESS[kind].items():

@@ -154,10 +154,13 @@ def guard_on(core: Core) -> Guard:
 
 
 def check_name(name: object) -> None:
-    """Refuse a name that is no ``str``."""
+    """Refuse a name that is no ``str``, or empty (it names logs and metrics)."""
     if not isinstance(name, str):
         msg = f"name must be a str, got {name!r}"
         raise TypeError(msg)
+    if not name:
+        msg = "name must be a non-empty str, got ''"
+        raise ValueError(msg)
 
 
 @final

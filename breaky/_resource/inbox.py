@@ -7,12 +7,12 @@ only: requests still queued wait in the mailbox for the next instance.
 
 from __future__ import annotations
 
-import inspect
 import sys
 from typing import TYPE_CHECKING, Generic, final
 
 import trio
 
+from breaky._core.functions import check_async_function
 from breaky._core.policy import check_count
 
 from .request import MessageT, ReplyT, Request
@@ -171,7 +171,11 @@ class Inbox(
             ValueError: ``concurrency`` is below 1.
 
         """
-        _check_handler(handler)
+        check_async_function(
+            handler,
+            what="handler must be",
+            shape="taking a request (async def handler(request))",
+        )
         check_count("concurrency", concurrency, minimum=1)
         errors: list[Exception] = []
         async with trio.open_nursery() as nursery:
@@ -208,16 +212,3 @@ class Inbox(
         self._closed = True
         # Its parked tasks must see it; any others just park again.
         self._mailbox.wake_all_receivers()
-
-
-def _check_handler(handler: object) -> None:
-    """Refuse a handler that is not an async function, before serving."""
-    unwrapped = inspect.unwrap(handler) if callable(handler) else handler
-    if not callable(handler) or (
-        inspect.isroutine(unwrapped) and not inspect.iscoroutinefunction(unwrapped)
-    ):
-        msg = (
-            "handler must be an async function taking a request "
-            f"(async def handler(request)), got {handler!r}"
-        )
-        raise TypeError(msg)
