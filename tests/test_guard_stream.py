@@ -315,6 +315,22 @@ async def test_a_wrong_function_is_a_wrong_call_never_a_failure(
     assert (stats.errors, stats.failures) == (1, 0)
 
 
+class Interrupt(BaseException):
+    pass
+
+
+async def test_a_base_exception_from_fn_counts_cancelled() -> None:
+    def interrupted() -> AsyncIterator[int]:
+        raise Interrupt
+
+    api = guard()
+    with pytest.raises(Interrupt):
+        async with api.stream(interrupted):
+            pass  # pragma: no cover - never runs
+    stats = adds_up(api)
+    assert (stats.cancelled, stats.errors) == (1, 0)
+
+
 async def test_any_async_iterable_is_a_stream() -> None:
     class Numbers:
         def __aiter__(self) -> AsyncIterator[int]:

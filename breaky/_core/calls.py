@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import types
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 import trio
@@ -47,9 +46,8 @@ _WAIT: Final = Verdict.WAIT
 _REFUSED: Final = Verdict.OFF
 _SHED: Final = Verdict.SHED
 _checkpoint = trio.lowlevel.checkpoint
-# A call's result: a coroutine (checked first: the common case), or any
-# awaitable; anything else means fn was no async function.
-_COROUTINE: Final[type] = types.CoroutineType
+# A call whose await fails is judged a wrong call if what fn returned is no
+# awaitable: checked only then, so that the ON path pays nothing for it.
 _isawaitable: Final[Callable[[object], bool]] = inspect.isawaitable  # no narrowing
 
 
@@ -119,14 +117,15 @@ class InTaskCalls:
             totals.calls += 1
             try:
                 call = fn(*args)
-                if type(call) is not _COROUTINE and not _isawaitable(call):
-                    raise not_awaitable(fn, call)  # noqa: TRY301 - counted below
             except Exception:
                 totals.errors += 1  # a wrong call, not the dependency failing
                 raise
             try:
                 result = await call
             except Exception as exc:
+                if not _isawaitable(call):  # fn is no async function
+                    totals.errors += 1
+                    raise not_awaitable(fn, call) from None
                 core.ended(_CALL, Outcome.ERROR, exc)
                 raise
             except BaseException:
@@ -169,8 +168,6 @@ class InTaskCalls:
                 if admission is not _REFUSED:
                     try:
                         call = fn(*args) if kwargs is None else fn(*args, **kwargs)
-                        if type(call) is not _COROUTINE and not _isawaitable(call):
-                            raise not_awaitable(fn, call)  # noqa: TRY301
                     except Exception:
                         core.ended(admission, Outcome.WRONG_CALL)
                         raise
@@ -178,6 +175,10 @@ class InTaskCalls:
                     result = await call
         except Exception as exc:
             if running:
+                # Its await failed on no awaitable: fn is no async function.
+                if not _isawaitable(call):  # pyright: ignore[reportPossiblyUnboundVariable]
+                    core.ended(admission, Outcome.WRONG_CALL)
+                    raise not_awaitable(fn, call) from None  # pyright: ignore[reportPossiblyUnboundVariable]
                 core.ended(admission, Outcome.ERROR, exc, ran_at)
             raise
         except BaseException:

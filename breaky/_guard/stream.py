@@ -95,6 +95,9 @@ class GuardedStream(Generic[T]):
         except Exception:
             core.ended(admission, Outcome.WRONG_CALL)  # never a failure
             raise
+        except BaseException:
+            core.ended(admission, Outcome.CANCELLED)
+            raise
         self._admission, self._items, self._open = admission, items, True
         return self
 
