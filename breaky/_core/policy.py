@@ -265,16 +265,18 @@ def refuse_unknown(options: dict[str, object], hint: str = "") -> None:
     The message ends with ``hint``; a near miss is named (``retry_time``:
     did you mean ``retry_timeout``?).
     """
-    fields = [f.name for f in attrs.fields(Policy)]
-    unknown = sorted(set(options) - set(fields))
+    unknown = sorted(set(options) - set(_FIELDS))
     if unknown:
-        near = difflib.get_close_matches(unknown[0], fields, n=1)
+        near = difflib.get_close_matches(unknown[0], _FIELDS, n=1)
         guess = f" (did you mean {near[0]!r}?)" if near else ""
         msg = (
             f"unexpected option {unknown[0]!r}{guess}: the options are the fields "
-            f"of breaky.Policy ({', '.join(fields)}){hint}"
+            f"of breaky.Policy ({', '.join(_FIELDS)}){hint}"
         )
         raise TypeError(msg)
+
+
+_FIELDS = tuple(f.name for f in attrs.fields(Policy))
 
 
 if TYPE_CHECKING:
