@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 import trio
 
 from breaky._core.admission import Outcome, Verdict
+from breaky._core.checks import check_seconds
 from breaky._core.errors import BreakerOff, CallTimeout
+from breaky._core.functions import check_async_function, not_awaitable
 from breaky._core.off import OFF as OFF_ANSWER
 from breaky._core.off import Off
-from breaky._core.policy import FROM_POLICY, FromPolicy, check_seconds
+from breaky._core.policy import FROM_POLICY, FromPolicy
 from breaky._core.states import State
 
 if TYPE_CHECKING:
@@ -45,6 +47,9 @@ _WAIT: Final = Verdict.WAIT
 _REFUSED: Final = Verdict.OFF
 _SHED: Final = Verdict.SHED
 _checkpoint = trio.lowlevel.checkpoint
+# A call whose await fails is judged a wrong call if what fn returned is no
+# awaitable: checked only then, so that the ON path pays nothing for it.
+_isawaitable: Final[Callable[[object], bool]] = inspect.isawaitable  # no narrowing
 
 
 class InTaskCalls:
@@ -69,7 +74,7 @@ class InTaskCalls:
         """The test seam (see :func:`breaky.testing.internals`)."""
         return self._core.internals()
 
-    async def run(
+    async def run(  # noqa: C901 - the ON and OFF paths, flat: hot
         self,
         fn: Callable[[Unpack[PosArgT]], Awaitable[R]],
         *args: Unpack[PosArgT],
@@ -123,6 +128,9 @@ class InTaskCalls:
             try:
                 result = await call
             except Exception as exc:
+                if not _isawaitable(call):  # fn is no async function
+                    totals.errors += 1
+                    raise not_awaitable(fn, call) from None
                 core.ended(_CALL, Outcome.ERROR, exc)
                 raise
             except BaseException:
@@ -135,7 +143,7 @@ class InTaskCalls:
             return result
         return await self._call(fn, args, None, timeout, False)  # noqa: FBT003
 
-    async def _call(  # noqa: C901, PLR0912 - one call's path, flat: hot
+    async def _call(  # noqa: C901, PLR0912, PLR0915 - one call's path, flat: hot
         self,
         fn: Callable[..., Awaitable[R]],
         args: tuple[object, ...],
@@ -179,6 +187,10 @@ class InTaskCalls:
                     result = await call
         except Exception as exc:
             if running:
+                # Its await failed on no awaitable: fn is no async function.
+                if not _isawaitable(call):  # pyright: ignore[reportPossiblyUnboundVariable]
+                    core.ended(admission, Outcome.WRONG_CALL)
+                    raise not_awaitable(fn, call) from None  # pyright: ignore[reportPossiblyUnboundVariable]
                 core.ended(admission, Outcome.ERROR, exc, ran_at)
             raise
         except BaseException:
@@ -217,13 +229,7 @@ class InTaskCalls:
         raise_off: bool,  # noqa: FBT001
     ) -> Callable[P, Coroutine[Any, Any, R | Off]]:
         """Wrap ``fn`` so that each call goes through this one call path."""
-        given: object = fn
-        unwrapped = inspect.unwrap(fn) if callable(given) else given
-        if not callable(given) or (
-            inspect.isroutine(unwrapped) and not inspect.iscoroutinefunction(unwrapped)
-        ):
-            msg = f"a guard decorates an async function (async def), got {fn!r}"
-            raise TypeError(msg)
+        check_async_function(fn, what="a guard decorates")
         call, run = self._call, self.run
 
         @functools.wraps(fn)

@@ -18,13 +18,14 @@ import attrs
 import trio
 
 from breaky._core.admission import failure_rule
+from breaky._core.checks import check_count
 from breaky._core.events import Publisher, StateChange, StateChanges
 from breaky._core.fleet import Member
 from breaky._core.internals import Internals
 from breaky._core.log import OutageLog
 from breaky._core.machine import Machine
 from breaky._core.places import Places
-from breaky._core.policy import Kind, check_count
+from breaky._core.policy import Kind
 from breaky._core.states import Hold, State
 from breaky._core.statistics import BreakerStatistics, Totals
 

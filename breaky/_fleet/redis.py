@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, final
 import attrs
 import coredis
 
+from breaky._core.checks import check_count, check_seconds
 from breaky._core.errors import split_errors
 from breaky._core.fleet import Fleet
-from breaky._core.policy import check_count, check_seconds
 
 from .messages import breaker_keys
 from .session import Client, Settings

@@ -24,12 +24,12 @@ import attrs
 import trio
 
 from breaky._core.admission import refuse_call
+from breaky._core.checks import check_count, check_seconds
 from breaky._core.errors import BreakerOff
 from breaky._core.events import Relay
 from breaky._core.internals import Internals
 from breaky._core.lifecycle import Lifecycle
 from breaky._core.off import OFF, Off
-from breaky._core.policy import check_count, check_seconds
 from breaky._core.states import State
 from breaky._core.statistics import COUNTERS, KeyedStatistics, Totals
 from breaky._groups.registry import check_key, key_name

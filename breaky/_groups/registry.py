@@ -65,7 +65,7 @@ class Registry:
         self.publisher.end()
 
     def check_free(self, name: object, *, group: bool = False) -> None:
-        """Refuse a name that is no ``str``, one that is taken, or a group's key.
+        """Refuse a name that is no ``str``, empty, taken, or a group's key's.
 
         ``group``: the name is for a keyed group, whose keys' names
         (``name[...]``) must not be taken either.
@@ -73,6 +73,9 @@ class Registry:
         if not isinstance(name, str):
             msg = f"name must be a str, got {name!r}"
             raise TypeError(msg)
+        if not name:
+            msg = "name must be a non-empty str, got ''"
+            raise ValueError(msg)
         if name in self._entries:
             msg = f"a breaker or guard named {name!r} is already running here"
             raise ValueError(msg)

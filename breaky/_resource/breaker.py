@@ -11,12 +11,13 @@ import trio
 
 from breaky._core.admission import OFF as REFUSED
 from breaky._core.admission import SHED
+from breaky._core.checks import check_seconds
 from breaky._core.core import Core
 from breaky._core.errors import split_errors
 from breaky._core.lifecycle import Lifecycle
 from breaky._core.log import logger
 from breaky._core.off import OFF, Off
-from breaky._core.policy import FROM_POLICY, FromPolicy, Kind, Policy, check_seconds
+from breaky._core.policy import FROM_POLICY, FromPolicy, Kind, Policy
 from breaky._core.states import State
 from breaky._resource.inbox import Inbox, Instance, InstanceStatus
 from breaky._resource.mailbox import Mailbox

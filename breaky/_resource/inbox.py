@@ -7,15 +7,15 @@ only: requests still queued wait in the mailbox for the next instance.
 
 from __future__ import annotations
 
-import inspect
 import sys
 from typing import TYPE_CHECKING, Any, Generic, final
 
 import trio
 
 from breaky._core.adaptive import Adaptive
+from breaky._core.checks import check_count
+from breaky._core.functions import check_async_function
 from breaky._core.places import Fixed, Places, limit_for
-from breaky._core.policy import check_count
 
 from .request import Envelope, MessageT, ReplyT, Request
 
@@ -209,7 +209,11 @@ class Inbox(
             ValueError: ``concurrency`` is below 1.
 
         """
-        _check_handler(handler)
+        check_async_function(
+            handler,
+            what="handler must be",
+            shape="taking a request (async def handler(request))",
+        )
         if not isinstance(concurrency, Adaptive):
             try:
                 check_count("concurrency", concurrency, minimum=1)
@@ -322,16 +326,3 @@ class Inbox(
         self._closed = True
         # Its parked tasks must see it; any others just park again.
         self._mailbox.wake_all_receivers()
-
-
-def _check_handler(handler: object) -> None:
-    """Refuse a handler that is not an async function, before serving."""
-    unwrapped = inspect.unwrap(handler) if callable(handler) else handler
-    if not callable(handler) or (
-        inspect.isroutine(unwrapped) and not inspect.iscoroutinefunction(unwrapped)
-    ):
-        msg = (
-            "handler must be an async function taking a request "
-            f"(async def handler(request)), got {handler!r}"
-        )
-        raise TypeError(msg)
