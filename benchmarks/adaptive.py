@@ -82,6 +82,7 @@ def make_guard(name: str) -> breaky.Guard:
         "no limit": None,
         "fixed 2x too high": 2 * WORKERS,
         "fixed half too low": WORKERS // 2,
+        # As a user would: by default, a probe every 30 s (one per segment).
         "adaptive": breaky.Adaptive(initial=20),
     }
     limit = limits[name]
@@ -286,7 +287,7 @@ async def on_path_cost(n: int, count: int) -> Result:
 
 async def run_adaptive(quick: bool) -> list[Result]:
     """Goodput and p99 at 3x overload, the guards in turns; the ON path's cost."""
-    seconds, turns = (4.0, 1) if quick else (20.0, 3)
+    seconds, turns = (4.0, 1) if quick else (40.0, 2)
     segments: dict[str, list[Segment]] = {name: [] for name in GUARDS}
     before = load_average()
     for turn in range(turns):

@@ -1,17 +1,26 @@
 """breaky.Adaptive in a simulation on Trio's mock clock: the explanation's figures.
 
-    python benchmarks/simulate_adaptive.py [--seed N] [--only NAME ...]
+    python benchmarks/simulate_adaptive.py [--seed N]
 
 The dependency is a number of workers taking lognormal times (mean
 ``SERVICE``, spread 0.3); requests beyond its workers queue inside it. The
-callers go through a guard with ``max_concurrent=breaky.Adaptive(...)``;
-each scenario prints the dependency's throughput against its capacity and
-its p99 latency against its unloaded mean latency. A *loaded client* is one
-whose own work waits for a CPU that other processes hold part of the time,
-in bursts (a shared machine): its latency is not the dependency's.
+callers go through a guard with ``max_concurrent=breaky.Adaptive(...)``.
+Each row gives the dependency's throughput over its capacity, its p99
+latency over its unloaded mean latency, and the limit's median, over the
+window named (the first sixth of a run is left out: the limit learns).
+
+Closed loop: callers call back to back (the line in front of the limit is
+unbounded, so the callers' own latency is the line's). Open loop: calls
+arrive at 3x the capacity, as in the real-HTTP benchmark (a line of
+``2 * workers``, a 2 s call timeout); there the callers' p99 counts too.
+
+A *loaded client* is one whose own work (0.5 ms a call, before and after)
+waits for a CPU that other processes hold part of the time, in bursts of
+20 ms on average: a shared machine. Its delays are not the dependency's,
+and a latency-based limit cannot tell them apart.
 
 Everything runs on the mock clock: the figures are the same on any machine
-for the same seed, and a run takes seconds of CPU, not of waiting.
+for the same seed, and a run takes a minute or two of CPU, not of waiting.
 """
 
 from __future__ import annotations
@@ -67,11 +76,8 @@ class Workers:
         now = trio.current_time()
         self.answers.append((now, now - arrived))
 
-    def throughput(self, start: float, end: float) -> float:
-        return sum(1 for t, _ in self.answers if start <= t < end) / (end - start)
-
-    def p99(self, start: float, end: float) -> float:
-        return percentile([x for t, x in self.answers if start <= t < end], 0.99)
+    def between(self, start: float, end: float) -> list[float]:
+        return [x for t, x in self.answers if start <= t < end]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -111,13 +117,22 @@ class Client:
 
 
 @attrs.frozen
-class Figures:
+class Window:
+    """A part of a run, and the dependency's capacity then."""
+
+    start: float
+    end: float
+    workers: int
+    service: float = SERVICE
+
+
+@attrs.frozen
+class Row:
     name: str
     throughput: float  # of the dependency's capacity
     p99: float  # the dependency's p99 latency over its unloaded mean
-    caller_p99: float  # the callers' p99 latency (line included) over it
+    caller_p99: float  # the callers' (line included) over it; nan: closed loop
     limit: float  # the median limit
-    note: str = ""
 
 
 async def watch(read: Callable[[], int | None], into: list[tuple[float, int]]) -> None:
@@ -126,29 +141,27 @@ async def watch(read: Callable[[], int | None], into: list[tuple[float, int]]) -
         await trio.sleep(0.1)
 
 
-def median_between(trace: list[tuple[float, int]], start: float, end: float) -> float:
-    return statistics.median(v for t, v in trace if start <= t < end)
-
-
-async def closed_loop(
-    call: Callable[[], Awaitable[object]],
-    callers: int,
-    until: float,
-    latencies: list[tuple[float, float]],
-) -> None:
-    """``callers`` tasks calling back to back until ``until`` (shed: a pause)."""
-
-    async def caller() -> None:
-        while trio.current_time() < until:
-            made = trio.current_time()
-            if await call() is breaky.OFF:
-                await trio.sleep(SERVICE)
-            else:
-                latencies.append((trio.current_time(), trio.current_time() - made))
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(callers):
-            nursery.start_soon(caller)
+def row(
+    name: str,
+    window: Window,
+    dep: Workers,
+    trace: list[tuple[float, int]],
+    callers: list[tuple[float, float]] | None,
+) -> Row:
+    start, end = window.start, window.end
+    capacity = window.workers / window.service
+    limits = [v for t, v in trace if start <= t < end]
+    caller_p99 = math.nan
+    if callers is not None:
+        waits = [x for t, x in callers if start <= t < end]
+        caller_p99 = percentile(waits, 0.99) / window.service
+    return Row(
+        name=name,
+        throughput=len(dep.between(start, end)) / (end - start) / capacity,
+        p99=percentile(dep.between(start, end), 0.99) / window.service,
+        caller_p99=caller_p99,
+        limit=statistics.median(limits) if any(limits) else math.nan,
+    )
 
 
 def guarded(guard: breaky.Guard, dep: Workers, client: Client) -> Callable[[], Any]:
@@ -160,15 +173,15 @@ def guarded(guard: breaky.Guard, dep: Workers, client: Client) -> Callable[[], A
     return lambda: guard.run(request)
 
 
-def scenario(**options: Any) -> list[Figures]:
-    """One scenario, on a mock clock of its own (its time starts at 0)."""
+def on_mock_clock(fn: Callable[..., Awaitable[list[Row]]], **options: Any) -> list[Row]:
+    """A run on a mock clock of its own (its time starts at 0)."""
     return trio.run(
-        functools.partial(run_scenario, **options),
+        functools.partial(fn, **options),
         clock=trio.testing.MockClock(autojump_threshold=0),
     )
 
 
-async def run_scenario(  # noqa: PLR0913 - a scenario's knobs, all keywords
+async def closed_loop(  # noqa: PLR0913 - a scenario's knobs, all keywords
     *,
     name: str,
     seed: int,
@@ -177,79 +190,71 @@ async def run_scenario(  # noqa: PLR0913 - a scenario's knobs, all keywords
     seconds: float,
     busy: float = 0.0,
     change: Callable[[Workers], Awaitable[None]] | None = None,
-    windows: tuple[tuple[float, float, float], ...] = (),
+    windows: tuple[Window, ...] = (),
     limit: int | breaky.Adaptive | None = None,
-) -> list[Figures]:
+) -> list[Row]:
+    """``callers`` tasks calling back to back for ``seconds``."""
     random.seed(seed)  # the limits' jitter
     rng = random.Random(seed)  # noqa: S311 - a simulation
     dep = Workers(workers, rng)
     client = Client(rng, busy=busy)
-    options: dict[str, Any] = {"call_timeout": None}
     if limit is None:
         limit = breaky.Adaptive(initial=2 * workers)
-    guard = breaky.Guard(name, max_concurrent=limit, **options)
+    guard = breaky.Guard("dependency", max_concurrent=limit, call_timeout=None)
+    call = guarded(guard, dep, client)
     trace: list[tuple[float, int]] = []
-    latencies: list[tuple[float, float]] = []
+
+    async def caller() -> None:
+        while trio.current_time() < seconds:
+            await call()
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch, lambda: guard.concurrency_limit, trace)
         nursery.start_soon(client.others)
         if change is not None:
             nursery.start_soon(change, dep)
-        await closed_loop(guarded(guard, dep, client), callers, seconds, latencies)
+        async with trio.open_nursery() as calls:
+            for _ in range(callers):
+                calls.start_soon(caller)
         nursery.cancel_scope.cancel()
-    windows = windows or ((seconds / 6, seconds, workers / SERVICE),)
-    figures: list[Figures] = []
-    for start, end, capacity in windows:
-        figures.append(
-            Figures(
-                name=name if len(windows) == 1 else f"{name}, {start:g}-{end:g} s",
-                throughput=dep.throughput(start, end) / capacity,
-                p99=dep.p99(start, end) / SERVICE,
-                caller_p99=percentile(
-                    [x for t, x in latencies if start <= t < end], 0.99
-                )
-                / SERVICE,
-                limit=median_between(trace, start, end),
-            )
+    windows = windows or (Window(seconds / 6, seconds, workers),)
+    return [
+        row(
+            name if len(windows) == 1 else f"{name}: {w.start:g}-{w.end:g} s",
+            w,
+            dep,
+            trace,
+            None,
         )
-    return figures
+        for w in windows
+    ]
 
 
-def overload(**options: Any) -> Figures:
-    """One open-loop run, on a mock clock of its own."""
-    return trio.run(
-        functools.partial(run_overload, **options),
-        clock=trio.testing.MockClock(autojump_threshold=0),
-    )
-
-
-async def run_overload(  # noqa: PLR0913 - a scenario's knobs, all keywords
+async def open_loop(  # noqa: PLR0913 - a scenario's knobs, all keywords
     *,
     name: str,
     seed: int,
     workers: int,
+    service: float,
     limit: int | breaky.Adaptive | None,
     busy: float = 0.0,
     seconds: float = 40.0,
-    times: float = 3.0,
-    call_timeout: float = 2.0,
-) -> Figures:
-    """Arrivals at ``times`` the capacity, as the real-HTTP benchmark makes them."""
+) -> list[Row]:
+    """Arrivals at 3x the capacity for ``seconds``, as the benchmark makes them."""
     random.seed(seed)  # the limits' jitter
     rng = random.Random(seed)  # noqa: S311 - a simulation
-    dep = Workers(workers, rng)
+    dep = Workers(workers, rng, service)
     client = Client(rng, busy=busy)
-    capacity = workers / SERVICE
     guard = breaky.Guard(
-        name,
+        "dependency",
         max_concurrent=limit,
         max_queued=None if limit is None else 2 * workers,
-        call_timeout=call_timeout,
+        call_timeout=2.0,
         failure_threshold=10**9,
     )
     request = guarded(guard, dep, client)
     trace: list[tuple[float, int]] = []
-    latencies: list[tuple[float, float]] = []
+    waits: list[tuple[float, float]] = []
 
     async def call() -> None:
         made = trio.current_time()
@@ -257,42 +262,129 @@ async def run_overload(  # noqa: PLR0913 - a scenario's knobs, all keywords
         try:
             answer = await request()
         except breaky.CallTimeout:
-            return
+            answer = None  # it waited its timeout
         if answer is not breaky.OFF:
-            latencies.append((trio.current_time(), trio.current_time() - made))
+            waits.append((trio.current_time(), trio.current_time() - made))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch, lambda: guard.concurrency_limit, trace)
         nursery.start_soon(client.others)
         async with trio.open_nursery() as arrivals:
-            gap = 1 / (times * capacity)
+            gap = service / workers / 3
             arrival = 0.0
             while arrival < seconds:
                 arrivals.start_soon(call)
                 arrival += gap
                 await trio.sleep_until(arrival)
         nursery.cancel_scope.cancel()
-    warm = seconds / 4
-    answered = [x for t, x in latencies if warm <= t < seconds]
-    return Figures(
-        name=name,
-        throughput=len(answered) / (seconds - warm) / capacity,
-        p99=dep.p99(warm, seconds) / SERVICE,
-        caller_p99=percentile(answered, 0.99) / SERVICE,
-        limit=median_between(trace, warm, seconds) if limit is not None else 0,
-    )
-
-
-def table(rows: list[Figures]) -> str:
-    lines = [
-        f"{'scenario':46} {'busy':>6} {'p99':>6} {'caller':>7} {'limit':>6}",
-        f"{'':46} {'(x cap)':>6} {'(x s)':>6} {'p99':>7} {'median':>6}",
+    return [
+        row(name, Window(seconds / 4, seconds, workers, service), dep, trace, waits)
     ]
-    lines.extend(
-        f"{r.name:46} {r.throughput:6.2f} {r.p99:6.1f} {r.caller_p99:7.1f} "
-        f"{r.limit:6.0f}"
-        for r in rows
+
+
+def rows(seed: int) -> list[Row]:
+    """Every scenario of the explanation, in order."""
+    table = on_mock_clock(
+        closed_loop,
+        name="8 workers, 100 callers",
+        seed=seed,
+        workers=8,
+        callers=100,
+        seconds=30,
     )
+
+    async def halve(dep: Workers) -> None:
+        await trio.sleep(20)
+        dep.resize(4)
+        await trio.sleep(20)
+        dep.resize(8)
+
+    table += on_mock_clock(
+        closed_loop,
+        name="8 workers, 4 from 20 s, 8 from 40 s",
+        seed=seed,
+        workers=8,
+        callers=100,
+        seconds=60,
+        change=halve,
+        windows=(
+            Window(10, 20, 8),
+            Window(20, 30, 4),
+            Window(30, 40, 4),
+            Window(40, 50, 8),
+            Window(50, 60, 8),
+        ),
+    )
+
+    async def slower(dep: Workers) -> None:
+        await trio.sleep(20)
+        dep.service *= 2
+
+    table += on_mock_clock(
+        closed_loop,
+        name="8 workers, twice slower from 20 s",
+        seed=seed,
+        workers=8,
+        callers=100,
+        seconds=40,
+        change=slower,
+        windows=(Window(10, 20, 8), Window(25, 40, 8, 2 * SERVICE)),
+    )
+    table += on_mock_clock(
+        closed_loop,
+        name="200 workers, 1,000 callers",
+        seed=seed,
+        workers=200,
+        callers=1000,
+        seconds=20,
+    )
+    for busy in (0.5, 0.8):
+        for label, limit in (("Adaptive", None), ("fixed 16", 16)):
+            table += on_mock_clock(
+                closed_loop,
+                name=f"8 workers, 100 callers, client CPU {busy:.0%} taken, {label}",
+                seed=seed,
+                workers=8,
+                callers=100,
+                seconds=30,
+                busy=busy,
+                limit=limit,
+            )
+    for busy in (0.0, 0.5):
+        for label, open_limit in (
+            ("no limit", None),
+            ("fixed 8", 8),
+            ("fixed 2", 2),
+            ("Adaptive", breaky.Adaptive(initial=20, probe_interval=10)),
+        ):
+            client = f", client CPU {busy:.0%} taken" if busy else ""
+            table += on_mock_clock(
+                open_loop,
+                name=f"3x arrivals, 4 workers of 100 ms{client}, {label}",
+                seed=seed,
+                workers=4,
+                service=0.1,
+                limit=open_limit,
+                busy=busy,
+            )
+    return table
+
+
+def table(rows: list[Row]) -> str:
+    """The rows as a Markdown table."""
+    lines = [
+        (
+            "| Scenario | Throughput (x capacity) | p99 (x unloaded) "
+            "| Callers' p99 (x unloaded) | Limit (median) |"
+        ),
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        callers = "" if math.isnan(r.caller_p99) else f"{r.caller_p99:.1f}"
+        limit = "" if math.isnan(r.limit) else f"{r.limit:g}"
+        lines.append(
+            f"| {r.name} | {r.throughput:.2f} | {r.p99:.1f} | {callers} | {limit} |"
+        )
     return "\n".join(lines)
 
 
@@ -300,94 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=24)
     args = parser.parse_args(argv)
-    seed = args.seed
-
-    def run() -> list[Figures]:
-        rows: list[Figures] = []
-        rows += scenario(
-            name="8 workers, 100 callers", seed=seed, workers=8, callers=100, seconds=30
-        )
-
-        async def halve(dep: Workers) -> None:
-            await trio.sleep(20)
-            dep.resize(4)
-            await trio.sleep(20)
-            dep.resize(8)
-
-        rows += scenario(
-            name="8 workers halved at 20 s, back at 40 s",
-            seed=seed,
-            workers=8,
-            callers=100,
-            seconds=60,
-            change=halve,
-            windows=(
-                (10, 20, 8 / SERVICE),
-                (20, 30, 4 / SERVICE),
-                (30, 40, 4 / SERVICE),
-                (40, 50, 8 / SERVICE),
-                (50, 60, 8 / SERVICE),
-            ),
-        )
-
-        async def slower(dep: Workers) -> None:
-            await trio.sleep(20)
-            dep.service *= 2
-
-        rows += scenario(
-            name="8 workers, twice slower per call at 20 s",
-            seed=seed,
-            workers=8,
-            callers=100,
-            seconds=40,
-            change=slower,
-            windows=((10, 20, 8 / SERVICE), (25, 40, 4 / SERVICE)),
-        )
-        rows += scenario(
-            name="200 workers, 1,000 callers",
-            seed=seed,
-            workers=200,
-            callers=1000,
-            seconds=20,
-        )
-        for busy in (0.5, 0.8):
-            rows += scenario(
-                name=f"8 workers, 100 callers, client CPU {busy:.0%} taken",
-                seed=seed,
-                workers=8,
-                callers=100,
-                seconds=30,
-                busy=busy,
-            )
-            rows += scenario(
-                name="  the same, fixed limit 16 (2x)",
-                seed=seed,
-                workers=8,
-                callers=100,
-                seconds=30,
-                busy=busy,
-                limit=16,
-            )
-        for busy in (0.0, 0.5, 0.8):
-            for label, limit in (
-                ("no limit", None),
-                ("fixed 8 (2x)", 8),
-                ("fixed 2 (half)", 2),
-                ("adaptive", breaky.Adaptive(initial=20)),
-            ):
-                rows.append(
-                    overload(
-                        name=f"4 workers, 3x arrivals, CPU {busy:.0%}: {label}",
-                        seed=seed,
-                        workers=4,
-                        limit=limit,
-                        busy=busy,
-                    )
-                )
-        return rows
-
-    rows = run()
-    print(table(rows))
+    print(table(rows(args.seed)))
     return 0
 
 

@@ -180,18 +180,23 @@ def test_the_limit_stays_within_its_bounds() -> None:
     assert limit.current == 3
 
 
-def test_a_probe_halves_while_the_latency_halves_and_restores_the_limit() -> None:
+def test_a_probe_halves_then_lowers_by_thirds_while_calls_get_faster() -> None:
     limit = breaky.Adaptive(initial=64, probe_interval=5).start(random.Random(2))
-    now = drive(limit, 0.0, 0.08, 10)
-    now = drive(limit, now, 0.08, 10)  # 64 calls, 8 times the unloaded latency
-    assert limit.current == 32
-    # Each step: calls placed after it began; the queue drains as it halves.
-    for step, latency in [(32, 0.04), (16, 0.02), (8, 0.01), (4, 0.01)]:
-        assert limit.current == step
+
+    def latency(calls: int) -> float:  # 8 workers of 10 ms, the rest queue
+        return 0.01 * max(1.0, calls / 8)
+
+    now = drive(limit, 0.0, latency(64), 10)
+    now = drive(limit, now, latency(64), 10)  # the second round trip: a probe
+    steps = []
+    while limit.unloaded_latency is None:
+        step = limit.current
+        steps.append(step)
         for _ in range(10):  # placed before the step began: ignored
             limit.sample(now, 1.0, step, dropped=False)
-        now = drive(limit, now, latency, step, dropped=3)  # drops: ignored
-        assert limit.unloaded_latency is None or step == 4
+        now = drive(limit, now, latency(step), step, dropped=3)  # drops: ignored
+    # 64 / 2, then by thirds while 10% faster: 6 calls are as fast as 4.
+    assert steps == [32, 21, 14, 9, 6, 4]
     assert limit.unloaded_latency == pytest.approx(0.01)
     assert limit.current == 64
     # The next probe is due after probe_interval (jittered by 15%).
@@ -206,7 +211,7 @@ def test_a_probe_stops_at_the_minimum() -> None:
     now = drive(limit, 0.0, 0.08, 4)
     now = drive(limit, now, 0.08, 4)
     assert limit.current == 2
-    drive(limit, now, 0.04, 2)  # still halving: no lower than the minimum
+    drive(limit, now, 0.04, 2)  # still faster: no lower than the minimum
     assert limit.current == 4
     assert limit.unloaded_latency == pytest.approx(0.04)
 
@@ -222,27 +227,37 @@ def test_calls_faster_than_measured_lower_the_unloaded_latency() -> None:
 
 
 def test_a_limit_lowered_in_vain_measures_again() -> None:
-    # The dependency got slower per call: lowering the limit does not help.
+    # The dependency got slower per call: halving the limit does not help.
     limit, now = probed(breaky.Adaptive(initial=256))
-    for _ in range(5):
+    for _ in range(4):  # the fourth round trip finds 256 halved, in vain
         now = drive(limit, now, 0.03, 10)
     lowered = limit.current
-    assert lowered == int(256 * ((1 + 1.35 / 3) / 2) ** 5)
-    drive(limit, now, 0.03, 10)  # the sixth round trip: a probe instead
+    assert lowered == int(256 * ((1 + 1.35 / 3) / 2) ** 4)
+    drive(limit, now, 0.03, 10)  # the fifth: a probe instead
     assert limit.current == lowered // 2
+
+
+def test_a_limit_lowered_at_the_minimum_in_vain_measures_again() -> None:
+    limit, now = probed(breaky.Adaptive(initial=2), base=0.01)
+    now = drive(limit, now, 0.03, 2)
+    assert limit.current == 1
+    now = drive(limit, now, 0.03, 1)  # the fewest calls, and no faster
+    assert limit.unloaded_latency == pytest.approx(0.01)
+    now = drive(limit, now, 0.03, 1)  # so a probe begins
+    drive(limit, now, 0.03, 1)  # and measures the latency now
+    assert limit.unloaded_latency == pytest.approx(0.03)
 
 
 def test_lowering_that_helps_is_not_in_vain() -> None:
     limit, now = probed(breaky.Adaptive(initial=256))
-    latency = 0.1
-    for _ in range(6):  # in vain, the sixth would be a probe
+    for _ in range(8):
         before = limit.current
-        now = drive(limit, now, latency, 10)
-        # Lowered halfway to Little's law each time (at 10x: to 0.57), never
-        # halved by a probe.
-        assert 0.55 * before < limit.current < before
-        latency *= 0.9  # each time faster, if not yet fast enough
+        # 20 workers of 10 ms: the latency falls with the limit.
+        now = drive(limit, now, 0.01 * before / 20, 10)
+        # Lowered halfway to Little's law each time, never halved by a probe.
+        assert 0.55 * before < limit.current <= before
     assert limit.unloaded_latency == pytest.approx(0.01)
+    assert 20 < limit.current < 1.5 * 20
 
 
 async def test_a_raised_limit_hands_places_at_once_and_a_lowered_one_waits() -> None:
@@ -253,9 +268,8 @@ async def test_a_raised_limit_hands_places_at_once_and_a_lowered_one_waits() -> 
             self.current = 3 if self.current == 1 else 1
 
     places = Places(Stepping(), None)
-    assert places.learns
-    assert not Places(2, None).learns
-    assert Places(breaky.Adaptive(initial=2), None).learns
+    assert Places(2, None).limit == 2
+    assert Places(breaky.Adaptive(initial=5), None).limit == 5
     assert places.take_nowait()
     handed: list[int] = []
 

@@ -40,13 +40,10 @@ _CALLS = 10
 _WINDOW_CALLS = 20
 # A probe's step that halved the limit and answered this much faster than
 # the round trip before it: calls queued, and may still.
-_STILL_QUEUED = 0.7
-# A round trip that lowered the limit after one that did, no faster than
-# this share of it, lowered it in vain.
-_IN_VAIN = 0.95
-# Round trips in a row that lowered the limit in vain, after which the
-# unloaded latency is measured again: the dependency itself is slower.
-_STALE = 5
+_STILL_QUEUED = 0.9
+# Lowering the limit to half kept at least this share of the latency: in
+# vain, the dependency is slower than measured.
+_IN_VAIN = 0.75
 
 
 def _bound(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -145,18 +142,19 @@ class AdaptiveLimit:
 
     __slots__ = (
         "_base",
+        "_before",
         "_drops",
-        "_latency",
         "_left",
         "_limit",
         "_lower",
-        "_lowered",
         "_max_in_flight",
         "_next_probe",
         "_probing",
         "_raise_below",
         "_restore",
         "_spec",
+        "_stale",
+        "_streak",
         "_sum",
         "_target",
         "_times",
@@ -182,11 +180,13 @@ class AdaptiveLimit:
         # A probe under way, and the limit to restore after it.
         self._probing = False
         self._restore = 0.0
-        # The average latency of the last round trip (or step of a probe).
-        self._latency = math.inf
-        # Round trips in a row that lowered the limit in vain.
-        self._lowered = 0
         self._next_probe = -math.inf  # the second round trip ends in a probe
+        # The latency sum and count of the last round trip (or probe step).
+        self._before = (0.0, 0)
+        # Round trips in a row that lowered the limit: the limit and latency
+        # of the first; stale, if that did not help (the dependency slowed).
+        self._streak: tuple[float, float] | None = None
+        self._stale = False
         # The current round trip (or step of a probe): when it began, the
         # latency sum and count of the calls placed since that were
         # answered, the calls dropped, the most calls in flight.
@@ -232,21 +232,20 @@ class AdaptiveLimit:
 
     def _window_ended(self, now: float, in_flight: int) -> None:
         self.round_trips += 1
-        times = self._times
-        latency = self._sum / times if times else math.inf
+        total, times = self._sum, self._times
         if self._probing:
-            self._probed(now, latency)
+            self._probed(now, total, times)
         elif self._window_start == -math.inf:
             pass  # the first round trip: some of its calls found no queue
-        elif now >= self._next_probe or self._lowered >= _STALE:
+        elif now >= self._next_probe or self._stale:
             # Measure the unloaded latency: half the limit, and less while
-            # that still halves the latency.
+            # that makes calls faster.
             self._probing = True
             self._restore = self._limit
             self._set(self._limit / 2)
         else:
-            self._adjust(latency)
-        self._latency = latency
+            self._adjust(total, times)
+        self._before = (total, times)
         self._window_start = now
         self._sum = 0.0
         self._times = self._drops = self._max_in_flight = 0
@@ -254,24 +253,32 @@ class AdaptiveLimit:
         # those placed in the next half round trip, then answered.
         self._left = max(_CALLS, min(in_flight, self.current) // 2)
 
-    def _probed(self, now: float, latency: float) -> None:
-        if latency < _STILL_QUEUED * self._latency and self._limit > self._spec.minimum:
-            # Half the calls, half the latency: they queued, and may still.
-            self._set(self._limit / 2)
+    def _probed(self, now: float, total: float, times: int) -> None:
+        before_total, before_times = self._before
+        before = before_total / before_times if before_times else math.inf
+        faster = total / times < _STILL_QUEUED * before
+        if faster and self._limit > self._spec.minimum:
+            # Fewer calls, answered faster: some queued, and may still. A
+            # third fewer again: enough to tell, cheaper than half.
+            self._set(self._limit * 2 / 3)
             return
-        # Half the calls answered faster than in proportion: none queued.
-        self._base = latency
-        self._probing = False
-        self._lowered = 0
+        if faster:
+            self._base = total / times  # the fewest calls: all there is
+        else:
+            # No faster than the round trip before: neither queued, both
+            # measure it (a loaded client's own delays, in both, cancel).
+            self._base = (total + before_total) / (times + before_times)
+        self._probing = self._stale = False
+        self._streak = None
         self._set(self._restore)
         interval = self._spec.probe_interval
         # Jittered, so that many limits do not probe in step.
         self._next_probe = now + interval * self._uniform(0.85, 1.15)
 
-    def _adjust(self, latency: float) -> None:
+    def _adjust(self, total: float, times: int) -> None:
         limit = new = self._limit
-        times = self._times
         if times:
+            latency = total / times
             if times >= _WINDOW_CALLS and latency < self._base:
                 self._base = latency  # faster than measured: it sped up
             ratio = latency / self._base
@@ -281,13 +288,20 @@ class AdaptiveLimit:
                 # one round trip's latency is noisy (a loaded client's own
                 # delays look like queueing); the next round trip goes on.
                 new = min(limit - 1, limit * (1 + self._target / ratio) / 2)
-                # Counted while lowering it does not bring the latency down.
-                vain = latency >= _IN_VAIN * self._latency
-                self._lowered = self._lowered + 1 if vain else 0
-            elif ratio < self._raise_below and 2 * self._max_in_flight >= limit:
-                new = limit + max(1.0, math.sqrt(limit))
-        if new >= limit:
-            self._lowered = 0
+                streak = self._streak
+                if streak is None:
+                    self._streak = (limit, latency)
+                elif (
+                    limit <= max(streak[0] / 2, self._spec.minimum)
+                    and latency >= _IN_VAIN * streak[1]
+                ):
+                    # Half the calls (or the fewest), the same latency: the
+                    # dependency itself is slower. Measure it again.
+                    self._stale = True
+            else:
+                self._streak = None
+                if ratio < self._raise_below and 2 * self._max_in_flight >= limit:
+                    new = limit + max(1.0, math.sqrt(limit))
         drops = self._drops
         if drops:
             new *= 1 - drops / (drops + times) / 2
