@@ -105,7 +105,7 @@ def drive(
     while limit.round_trips == trips:
         n += 1
         end = now + n * latency / 10 + latency
-        limit.sample(end, latency, in_flight, dropped=n <= dropped)
+        limit.sample(end, end - latency, in_flight, n <= dropped)
     return end
 
 
@@ -155,7 +155,7 @@ def test_the_limit_shrinks_halfway_to_littles_law_once_calls_queue() -> None:
 def test_calls_placed_before_a_round_trip_began_tell_nothing_of_it() -> None:
     limit, now = probed(breaky.Adaptive(initial=40))
     for _ in range(50):  # placed under an earlier limit, however slow
-        limit.sample(now + 0.001, 1.0, 40, dropped=False)
+        limit.sample(now + 0.001, now - 1, 40, False)
     assert limit.current == 40
     drive(limit, now, 0.01, 40)
     assert limit.current > 40
@@ -193,7 +193,7 @@ def test_a_probe_halves_then_lowers_by_thirds_while_calls_get_faster() -> None:
         step = limit.current
         steps.append(step)
         for _ in range(10):  # placed before the step began: ignored
-            limit.sample(now, 1.0, step, dropped=False)
+            limit.sample(now, now - 1, step, False)
         now = drive(limit, now, latency(step), step, dropped=3)  # drops: ignored
     # 64 / 2, then by thirds while 10% faster: 6 calls are as fast as 4.
     assert steps == [32, 21, 14, 9, 6, 4]
@@ -295,5 +295,5 @@ async def test_a_raised_limit_hands_places_at_once_and_a_lowered_one_waits() -> 
 
 def test_a_fixed_limit_learns_nothing() -> None:
     fixed = Fixed(4)
-    fixed.sample(1.0, 0.5, 4, dropped=True)
+    fixed.sample(1.0, 0.5, 4, True)
     assert fixed.current == 4

@@ -207,9 +207,13 @@ class AdaptiveLimit:
         return None if self._base == math.inf else self._base
 
     def sample(
-        self, now: float, latency: float, in_flight: int, *, dropped: bool
+        self,
+        now: float,
+        since: float,
+        in_flight: int,
+        dropped: bool,  # noqa: FBT001 - positional: called for every call
     ) -> None:
-        """A call that held a place for ``latency`` seconds ended at ``now``.
+        """A call that held a place from ``since`` ended at ``now``.
 
         ``in_flight`` is how many held a place then, this one included;
         ``dropped`` that it timed out or failed in a way that counts.
@@ -219,8 +223,8 @@ class AdaptiveLimit:
                 return  # a probe measures answers only
             # However long ago it was placed: a timeout takes that long.
             self._drops += 1
-        elif now - latency >= self._window_start:
-            self._sum += latency
+        elif since >= self._window_start:
+            self._sum += now - since
             self._times += 1
         else:
             return  # placed under an earlier limit: it tells of that one

@@ -25,9 +25,13 @@ class Limit(Protocol):
         ...  # pragma: no cover - a protocol
 
     def sample(
-        self, now: float, latency: float, in_flight: int, *, dropped: bool
+        self,
+        now: float,
+        since: float,
+        in_flight: int,
+        dropped: bool,  # noqa: FBT001 - positional: called for every call
     ) -> None:
-        """A call held a place for ``latency`` seconds, ending at ``now``.
+        """A call held a place from ``since`` to ``now``.
 
         ``in_flight`` places were held then, its own included; ``dropped``:
         it timed out, or failed in a way that counts.
@@ -45,7 +49,11 @@ class Fixed:
         self.current = limit
 
     def sample(
-        self, now: float, latency: float, in_flight: int, *, dropped: bool
+        self,
+        now: float,
+        since: float,
+        in_flight: int,
+        dropped: bool,  # noqa: FBT001 - as Limit's
     ) -> None:
         """Learn nothing."""
 
@@ -135,8 +143,7 @@ class Places:
         """
         learning = self._learning
         if learning is not None and since is not None:
-            now = trio.current_time()
-            learning.sample(now, now - since, self._used, dropped=dropped)
+            learning.sample(trio.current_time(), since, self._used, dropped)
             self._size = learning.current
         self._used -= 1
         waiting = self._waiting
