@@ -327,7 +327,7 @@ async def run_adaptive(quick: bool) -> list[Result]:
     adaptive = figures["adaptive"]
     note = (
         f"{WORKERS} workers of {SERVICE * ms:g} ms, arrivals at {OVERLOAD:g}x, "
-        f"{turns} turns of {seconds:g} s; load average {before} before, "
+        f"{turns} turn(s) of {seconds:g} s; load average {before} before, "
         f"{after} after"
     )
     n, count = (2_000, 3) if quick else (20_000, 21)

@@ -198,12 +198,18 @@ def test_a_probe_halves_then_lowers_by_thirds_while_calls_get_faster() -> None:
     # 64 / 2, then by thirds while 10% faster: 6 calls are as fast as 4.
     assert steps == [32, 21, 14, 9, 6, 4]
     assert limit.unloaded_latency == pytest.approx(0.01)
-    assert limit.current == 64
+    # 64 calls answered in 8x the unloaded latency: back to what would
+    # answer in 1.35x (Little's law), not to 64.
+    assert limit.current == int(64 * 1.35 / 8)
     # The next probe is due after probe_interval (jittered by 15%).
     now = drive(limit, now, 0.01, 64)
-    assert limit.current > 64
+    grown = 64 * 1.35 / 8 + (64 * 1.35 / 8) ** 0.5
+    assert limit.current == int(grown)
     now = drive(limit, now + 6, 0.01, limit.current)
-    assert limit.current == 72 // 2
+    assert limit.current == int(grown / 2)
+    # Back to the limit before: then, nothing queued.
+    drive(limit, now, 0.01, limit.current)
+    assert limit.current == int(grown)
 
 
 def test_a_probe_stops_at_the_minimum() -> None:
@@ -212,8 +218,8 @@ def test_a_probe_stops_at_the_minimum() -> None:
     now = drive(limit, now, 0.08, 4)
     assert limit.current == 2
     drive(limit, now, 0.04, 2)  # still faster: no lower than the minimum
-    assert limit.current == 4
     assert limit.unloaded_latency == pytest.approx(0.04)
+    assert limit.current == int(4 * 1.35 / 2)  # 4 answered in 2x that
 
 
 def test_calls_faster_than_measured_lower_the_unloaded_latency() -> None:

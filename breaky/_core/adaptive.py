@@ -15,11 +15,13 @@ reads a clock. The algorithm, in short (the explanation has its reasons):
   ``base`` (Little's law); halfway, as one round trip's latency is noisy.
 - The unloaded latency is measured, not assumed: on the second round trip
   and every ``probe_interval`` seconds the limit halves for a round trip,
-  and halves again while that cuts the latency nearly in half too (calls
-  still queued); the last step's average latency is ``base``. A round trip
-  of at least 20 calls with a lower average lowers it at once (the
-  dependency sped up); five round trips in a row that lowered the limit
-  without lowering the latency measure it again (it slowed down).
+  then goes down by a third while that makes calls 10% faster; the last two
+  round trips, as fast as each other, average to ``base``. The limit is
+  then back where it was, or, if calls queued then, where Little's law puts
+  it with the new ``base``. A round trip of at least 20 calls with a lower
+  average lowers ``base`` at once (the dependency sped up); halving the
+  limit without the latency falling below three quarters measures it again
+  (it slowed down).
 - Dropped calls (timeouts, counted failures) give no latency; a round trip
   with a share ``d`` of them cuts the limit by ``d / 2`` (all dropped:
   halved).
@@ -177,9 +179,10 @@ class AdaptiveLimit:
         self._target = 1 + 0.7 * slack
         # The unloaded latency, once a probe has measured it.
         self._base: float = math.inf
-        # A probe under way, and the limit to restore after it.
+        # A probe under way, and the limit and latency of the round trip
+        # before it.
         self._probing = False
-        self._restore = 0.0
+        self._restore = (0.0, math.inf)
         self._next_probe = -math.inf  # the second round trip ends in a probe
         # The latency sum and count of the last round trip (or probe step).
         self._before = (0.0, 0)
@@ -245,7 +248,7 @@ class AdaptiveLimit:
             # Measure the unloaded latency: half the limit, and less while
             # that makes calls faster.
             self._probing = True
-            self._restore = self._limit
+            self._restore = (self._limit, total / times if times else math.inf)
             self._set(self._limit / 2)
         else:
             self._adjust(total, times)
@@ -274,7 +277,12 @@ class AdaptiveLimit:
             self._base = (total + before_total) / (times + before_times)
         self._probing = self._stale = False
         self._streak = None
-        self._set(self._restore)
+        # Back to the limit before; if calls queued then, to what Little's
+        # law says would answer in target * base (a fresh base: all the way).
+        limit, latency = self._restore
+        if latency > self._lower * self._base:
+            limit *= self._target * self._base / latency
+        self._set(limit)
         interval = self._spec.probe_interval
         # Jittered, so that many limits do not probe in step.
         self._next_probe = now + interval * self._uniform(0.85, 1.15)
