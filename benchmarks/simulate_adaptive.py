@@ -1,13 +1,14 @@
 """breaky.Adaptive in a simulation on Trio's mock clock: the explanation's figures.
 
-    python benchmarks/simulate_adaptive.py [--seed N]
+    python benchmarks/simulate_adaptive.py [--seed N] [--runs N]
 
 The dependency is a number of workers taking lognormal times (mean
 ``SERVICE``, spread 0.3); requests beyond its workers queue inside it. The
 callers go through a guard with ``max_concurrent=breaky.Adaptive(...)``.
 Each row gives the dependency's throughput over its capacity, its p99
 latency over its unloaded mean latency, and the limit's median, over the
-window named (the first sixth of a run is left out: the limit learns).
+window named (the first sixth of a run is left out: the limit learns); each
+figure is the median of ``--runs`` runs with seeds from ``--seed`` on.
 
 Closed loop: callers call back to back (the line in front of the limit is
 unbounded, so the callers' own latency is the line's). Open loop: calls
@@ -21,8 +22,8 @@ and a latency-based limit cannot tell them apart.
 
 Everything runs on the mock clock: the figures do not depend on the
 machine, and a run takes a minute or two of CPU, not of waiting. They vary a
-little from run to run all the same: Trio runs the tasks that are ready at
-once in a random order.
+little from run to run all the same (Trio runs the tasks that are ready at
+once in a random order): hence medians.
 """
 
 from __future__ import annotations
@@ -391,11 +392,31 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def medians(runs: list[list[Row]]) -> list[Row]:
+    """Each row's figures, the median over runs of different seeds."""
+
+    def median(values: list[float]) -> float:
+        values = [v for v in values if not math.isnan(v)]
+        return statistics.median(values) if values else math.nan
+
+    return [
+        Row(
+            name=same[0].name,
+            throughput=median([r.throughput for r in same]),
+            p99=median([r.p99 for r in same]),
+            caller_p99=median([r.caller_p99 for r in same]),
+            limit=median([r.limit for r in same]),
+        )
+        for same in zip(*runs, strict=True)
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=24)
+    parser.add_argument("--seed", type=int, default=24, help="the first seed")
+    parser.add_argument("--runs", type=int, default=3, help="seeds, medians")
     args = parser.parse_args(argv)
-    print(table(rows(args.seed)))
+    print(table(medians([rows(args.seed + n) for n in range(args.runs)])))
     return 0
 
 
