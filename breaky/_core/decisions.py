@@ -12,7 +12,7 @@ and outcomes on it.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Protocol, cast, final
+from typing import TYPE_CHECKING, Protocol, final
 
 import attrs
 import trio
@@ -32,7 +32,6 @@ from breaky._core.statistics import BreakerStatistics, Totals
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from breaky._core.core import Core
     from breaky._core.machine import Step
     from breaky._core.policy import Policy
 
@@ -283,7 +282,7 @@ class Decisions:
             trial=machine.trial is not None,
             trials_passed=machine.trials_passed,
             failures=machine.failures,
-            member=Member(cast("Core", self)),
+            member=Member(self),
             taken=None if line is None else line.taken,
             waiting=0 if line is None else line.waiting,
             **kind,  # type: ignore[arg-type]
