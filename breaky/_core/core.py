@@ -145,7 +145,12 @@ class Core(Decisions):
                 self._end_trial(admission.ticket, passed=None)
             return False
         limit = self.policy.slow_call_duration
-        if limit is not None and ran_at is not None and self.now() - ran_at > limit:
+        if (
+            limit is not None
+            and ran_at is not None
+            and outcome is not Outcome.TIMEOUT  # timed out: slow said already
+            and self.now() - ran_at > limit
+        ):
             totals.slow_calls += 1
             reason = reason or "a call was slow"
         if admission is PLACED:
