@@ -18,7 +18,7 @@ import abc
 import logging
 import random
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, final
 
 import attrs
 import trio
@@ -30,11 +30,12 @@ from breaky._core.off import OFF, Off
 from breaky._core.policy import FROM_POLICY, FromPolicy, check_count, check_seconds
 from breaky._core.statistics import COUNTERS, Counts, Totals
 from breaky._guard.guard import Guard
+from breaky._guard.replicas import Shared, check_keys
 from breaky._resource.breaker import CircuitBreaker
 from breaky._resource.request import MessageT, ReplyT
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 
     from typing_extensions import TypeVarTuple, Unpack
 
@@ -459,11 +460,17 @@ class KeyedGuard(_Group[Guard]):
     Made by :meth:`breaky.Supervisor.keyed_guard`. ``hosts[key]`` is the
     key's guard (made if new), ``key in hosts``, ``len(hosts)`` and ``for key
     in hosts`` see the keys alive now. Every key shares the group's policy;
-    each has its own state, failures, trials and statistics.
+    each has its own state, failures, trials and statistics; their extra
+    attempts share one budget.
     """
 
-    __slots__ = ()
+    __slots__ = ("_attempts",)
     _noun = "keyed guard"
+
+    def __init__(self, name: str, policy: Policy, **group: Any) -> None:  # noqa: ANN401 - _Group's
+        super().__init__(name, policy, **group)
+        # The keys' attempt rules, with the group's one budget.
+        self._attempts = Shared(self._key_policy)
 
     async def run(
         self,
@@ -496,8 +503,43 @@ class KeyedGuard(_Group[Guard]):
             order.move_to_end(key)
         return await guard.run(fn, *args, timeout=timeout)
 
+    async def run_any(
+        self,
+        keys: Iterable[str],
+        fn: Callable[[str, Unpack[PosArgT]], Awaitable[R]],
+        *args: Unpack[PosArgT],
+        timeout: float | FromPolicy | None = FROM_POLICY,  # noqa: ASYNC109 - as run()'s
+    ) -> R | Off:
+        """Return ``await fn(key, *args)`` through any healthy key's guard, or OFF.
+
+        ``key`` is one of ``keys`` (replicas of one service, say) that would
+        not answer OFF, the one with the fewest calls in flight (ties in
+        turn); keys are made on first use, as with :meth:`run`. Re-attempts
+        and hedges (the policy's ``attempts``, ``hedge_after``) go to an ON
+        key not tried yet in this call while one is left, within the group's
+        budget. :data:`breaky.OFF` (``fn`` not called) only when every key
+        would answer OFF.
+
+        Raises:
+            TypeError: ``keys`` is a ``str``, or holds a key that is not one.
+            ValueError: ``keys`` is empty.
+            Exception: what the last attempt raised, as :meth:`breaky.Guard.run`.
+
+        """
+        guards: list[tuple[str, Guard]] = []
+        for key in check_keys(keys):
+            guard = self._lookup(key)
+            if guard is not None:
+                guards.append((key, guard))
+        if not guards:  # every key new, at the bound (or closed)
+            return await self._refuse()
+        answer = await self._attempts.run_any(guards, fn, args, timeout)
+        return cast("R | Off", answer)
+
     def _make(self, name: str, key: str) -> Guard:  # noqa: ARG002 - as _Group's
-        return Guard._made_for(name, self._key_policy, self._relay)
+        return Guard._made_for(
+            name, self._key_policy, self._relay, self._attempts.rules
+        )
 
     def _stop_key(self, breaker: Guard, grace: float) -> None:  # noqa: ARG002
         breaker._stop()

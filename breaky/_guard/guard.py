@@ -23,6 +23,12 @@ from breaky._core.off import OFF, Off
 from breaky._core.places import Places
 from breaky._core.policy import FROM_POLICY, FromPolicy, Kind, check_seconds, policy_for
 
+from .attempts import Attempts, Rules
+from .through import Way
+
+if TYPE_CHECKING:
+    from .through import Through
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
 
@@ -73,7 +79,7 @@ class Guard:
 
     """
 
-    __slots__ = ("_core", "_lean", "_places", "_raising", "_timeout")
+    __slots__ = ("_attempts", "_core", "_lean", "_places", "_raising", "_timeout")
 
     def __init__(
         self,
@@ -85,13 +91,25 @@ class Guard:
         self._setup(name, policy_for(Kind.GUARD, policy, dict(options)), None)
 
     @classmethod
-    def _made_for(cls, name: str, policy: Policy, watchers: Publisher) -> Guard:
-        """A guard whose changes ``watchers`` (a supervisor's) are told too."""
+    def _made_for(
+        cls, name: str, policy: Policy, watchers: Publisher, rules: Rules | None = None
+    ) -> Guard:
+        """A guard whose changes ``watchers`` (a supervisor's) are told too.
+
+        ``rules``: the attempt rules (and budget) it shares with a keyed
+        group's other keys, if any.
+        """
         guard = cls.__new__(cls)
-        guard._setup(name, policy, watchers)
+        guard._setup(name, policy, watchers, rules)
         return guard
 
-    def _setup(self, name: object, policy: Policy, watchers: Publisher | None) -> None:
+    def _setup(
+        self,
+        name: object,
+        policy: Policy,
+        watchers: Publisher | None,
+        rules: Rules | None = None,
+    ) -> None:
         if not isinstance(name, str):
             msg = f"name must be a str, got {name!r}"
             raise TypeError(msg)
@@ -109,6 +127,13 @@ class Guard:
             and policy.failure_rate is None
             and self._places is None
         )
+        self._attempts = None
+        if policy.attempts > 1:
+            # Re-attempts and hedges: every call takes the attempts path.
+            self._attempts = Attempts(
+                self._core, lean=self._lean, rules=rules or Rules(policy)
+            )
+            self._lean = False
         self._raising: RaisingGuard | None = None
 
     def __repr__(self) -> str:
@@ -193,7 +218,8 @@ class Guard:
                 raise
             totals.replies += 1
             return result
-        return await self._call(fn, args, None, timeout, False)  # noqa: FBT003
+        answer = await self._path()(fn, args, None, timeout, False)  # noqa: FBT003
+        return cast("R | Off", answer)
 
     def __call__(
         self, fn: Callable[P, Awaitable[R]]
@@ -335,6 +361,12 @@ class Guard:
         self._ended(ticket, core.judge(None, ran_at), None)
         return result  # pyright: ignore[reportPossiblyUnboundVariable]
 
+    def _path(self) -> Through:
+        """The path of a call: the guard's own, or its attempts' around it."""
+        if self._attempts is None:
+            return self._call
+        return functools.partial(self._attempts.call, self._call)
+
     def _trial_due(self) -> bool:
         """Not ON: whether this call is the trial (the wait passed, none runs)."""
         core = self._core
@@ -368,6 +400,11 @@ class Guard:
         return OFF
 
 
+def way_through(guard: Guard, args: tuple[object, ...]) -> Way:
+    """The way of one attempt through ``guard``, passing ``fn`` ``args``."""
+    return Way(guard._core, guard._call, args)
+
+
 def _decorate(
     guard: Guard,
     fn: Callable[P, Awaitable[R]],
@@ -381,12 +418,12 @@ def _decorate(
     ):
         msg = f"a guard decorates an async function (async def), got {fn!r}"
         raise TypeError(msg)
-    call, run = guard._call, guard.run
+    call, run = guard._path(), guard.run
 
     @functools.wraps(fn)
     async def guarded(*args: P.args, **kwargs: P.kwargs) -> R | Off:
         if kwargs or raise_off:
-            return await call(fn, args, kwargs, FROM_POLICY, raise_off)
+            return cast("R | Off", await call(fn, args, kwargs, FROM_POLICY, raise_off))
         return await run(fn, *args)  # pyright: ignore[reportCallIssue, reportUnknownVariableType] - P.args
 
     return guarded
@@ -415,7 +452,7 @@ class RaisingGuard:
         timeout: float | FromPolicy | None = FROM_POLICY,  # noqa: ASYNC109
     ) -> R:
         """As :meth:`Guard.run`, raising :exc:`breaky.BreakerOff` for OFF."""
-        result = await self._guard._call(fn, args, None, timeout, True)  # noqa: FBT003
+        result = await self._guard._path()(fn, args, None, timeout, True)  # noqa: FBT003
         return cast("R", result)  # never OFF: that raised
 
     def __call__(

@@ -1,0 +1,275 @@
+"""Re-attempts: one call of a guard made of several attempts, one after another.
+
+An *attempt* is one run of the function through a guard's own call path (it
+is admitted, counted, judged, holds a bulkhead place and has its own
+timeout); a *call* is what the caller awaits. This module holds a policy's
+attempt rules (:class:`Rules`: which exceptions are worth another attempt,
+the waits, the budget), a guard's calls when it makes more than one attempt
+(:class:`Attempts`), and one call's attempts after its first (:class:`Call`,
+whose :meth:`Call.again` re-attempts one at a time). Hedged calls
+(:mod:`.hedging`) and any healthy replica (:mod:`.replicas`) use the same
+pieces; a :class:`Route` says which guard each attempt goes through.
+
+No extra attempt starts while its guard is not ON, with a wait that would end
+after the caller's deadline, or beyond the budget: each such refusal counts
+one ``attempts_denied``, and the call answers as its last attempt ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import TYPE_CHECKING, Any, cast, final
+
+import trio
+
+from breaky._core.budget import Budget
+from breaky._core.core import failure_rule
+from breaky._core.errors import BreakerOff, CallTimeout
+from breaky._core.machine import State
+from breaky._core.policy import FROM_POLICY, Kind
+
+from .hedging import hedged
+from .through import Runs, Single, Way
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from breaky._core.core import Core
+    from breaky._core.policy import Policy
+
+    from .through import Route, Through, Timeout
+
+logger = logging.getLogger("breaky")
+_ON = State.ON
+
+
+def _matcher(kinds: object) -> Callable[[Exception], bool]:
+    """``attempt_on`` as a predicate (it was checked by the policy)."""
+    if isinstance(kinds, tuple | type):
+        matched = cast("tuple[type[Exception], ...] | type[Exception]", kinds)
+        return lambda error: isinstance(error, matched)
+    predicate = cast("Callable[[Exception], object]", kinds)
+    return lambda error: bool(predicate(error))
+
+
+@final
+class Rules:
+    """A policy's attempt rules, and the budget they spend.
+
+    One per guard; a keyed group's keys share one, so that its budget bounds
+    them together.
+    """
+
+    _on: Callable[[Exception], bool]
+    __slots__ = (
+        "_first_wait",
+        "_max_wait",
+        "_on",
+        "_rng",
+        "budget",
+        "hedge_after",
+        "most",
+    )
+
+    def __init__(self, policy: Policy) -> None:
+        self.most = policy.attempts
+        self.hedge_after = policy.hedge_after
+        self.budget = Budget(policy.attempt_budget, policy.attempt_budget_min)
+        self._first_wait = policy.attempt_wait
+        self._max_wait = policy.max_attempt_wait
+        self._rng = policy.rng or random.Random()  # noqa: S311 - not crypto
+        if policy.attempt_on is None:
+            counts = failure_rule(policy, Kind.GUARD)
+            self._on = lambda error: isinstance(error, CallTimeout) or counts(error)
+        else:
+            self._on = _matcher(policy.attempt_on)
+
+    def worth(self, error: Exception, core: Core) -> bool:
+        """Whether ``error`` is worth another attempt (``attempt_on``).
+
+        A predicate that raises says no: the call answers with ``error``, and
+        the predicate's own exception is logged.
+        """
+        try:
+            return self._on(error)
+        except Exception:
+            logger.exception(
+                "%s %r: attempt_on raised on %s; no other attempt is made",
+                core.noun,
+                core.name,
+                type(error).__name__,
+                extra={**core.extra(), "error": error},
+            )
+            return False
+
+    def wait(self, started: int) -> float:
+        """Seconds before the next attempt, ``started`` having been made."""
+        ceiling = min(self._first_wait * 2.0 ** (started - 1), self._max_wait)
+        return ceiling * (0.5 + 0.5 * self._rng.random())
+
+
+@final
+class Attempts:
+    """A guard's calls when its policy makes more than one attempt.
+
+    ``lean`` says that the guard's calls need no clock and no scope, so that a
+    first attempt that succeeds costs about what it costs with one attempt.
+    """
+
+    __slots__ = ("_lean", "core", "rules")
+
+    def __init__(self, core: Core, *, lean: bool, rules: Rules) -> None:
+        self.core = core
+        self._lean = lean
+        self.rules = rules
+
+    async def call(  # noqa: PLR0913, PLR0917 - the guard's path's, and the path
+        self,
+        through: Through,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[object, ...],
+        kwargs: dict[str, Any] | None,
+        timeout: Timeout,  # noqa: ASYNC109 - the call's
+        raise_off: bool,  # noqa: FBT001 - as the guard's path
+    ) -> object:
+        """One call: its first attempt, and the others the policy allows.
+
+        ``through`` is the guard's path for one attempt (passed, not kept:
+        the guard holds this object, and no cycle holds the guard).
+        """
+        core = self.core
+        rules = self.rules
+        if core.machine.state is _ON:
+            rules.budget.firsts += 1  # a call made while ON: the budget's deposit
+            if rules.hedge_after is not None:
+                call = self._call_of(through, fn, args, kwargs, timeout)
+                return await hedged(call, raise_off)
+            if self._lean and timeout is FROM_POLICY:
+                # The guard's lean path, inline, for the first attempt.
+                totals = core.totals
+                totals.calls += 1
+                try:
+                    running = fn(*args) if kwargs is None else fn(*args, **kwargs)
+                except Exception:
+                    totals.errors += 1  # a wrong call, not a failing dependency
+                    raise
+                try:
+                    return await running
+                except Exception as exc:  # noqa: BLE001 - the attempt's failure
+                    core.outcome(core.judge(exc, None))
+                    error = exc
+                except BaseException:
+                    totals.cancelled += 1
+                    raise
+                return await self._call_of(through, fn, args, kwargs, timeout).again(
+                    error, 1
+                )
+        # Not ON (a trial, or OFF), or not lean: the guard's own path.
+        runs = Runs(fn)
+        try:
+            return await through(runs, args, kwargs, timeout, raise_off)
+        except Exception as exc:
+            if not runs.ran:
+                raise  # refused (BreakerOff), or a wrong call: no attempt ran
+            error = exc
+        return await self._call_of(through, fn, args, kwargs, timeout).again(error, 1)
+
+    def _call_of(
+        self,
+        through: Through,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[object, ...],
+        kwargs: dict[str, Any] | None,
+        timeout: Timeout,
+    ) -> Call:
+        way = Way(self.core, through, args)
+        return Call(self.rules, Single(way), way, fn, kwargs, timeout)
+
+
+@final
+class Call:
+    """One call's attempts: where they go, what they run, what is left."""
+
+    __slots__ = ("fn", "kwargs", "last", "route", "rules", "timeout")
+
+    def __init__(  # noqa: PLR0913, PLR0917 - one call's parts
+        self,
+        rules: Rules,
+        route: Route,
+        first: Way,
+        fn: Callable[..., Awaitable[Any]],
+        kwargs: dict[str, Any] | None,
+        timeout: Timeout,
+    ) -> None:
+        self.rules = rules
+        self.route = route
+        self.last = first  # the way of the latest attempt: it counts denials
+        self.fn = fn
+        self.kwargs = kwargs
+        self.timeout = timeout
+
+    def deny(self) -> None:
+        """An extra attempt was wanted but not allowed."""
+        self.last.core.totals.attempts_denied += 1
+
+    def wanted(self, error: Exception, started: int) -> bool:
+        """Whether another attempt is wanted after one failed with ``error``."""
+        rules = self.rules
+        return started < rules.most and rules.worth(error, self.last.core)
+
+    def may_wait(self, started: int) -> float | None:
+        """The wait before a wanted attempt, or ``None`` if it is denied.
+
+        Denied when no guard is ON, when the wait would end after the
+        caller's deadline, or when the budget is spent (counted). The budget
+        is spent when the wait begins, so that a call it denies answers at
+        once.
+        """
+        rules = self.rules
+        wait = rules.wait(started)
+        now = trio.current_time()
+        if (
+            not self.route.on()
+            or now + wait > trio.current_effective_deadline()
+            or not rules.budget.withdraw(now)
+        ):
+            self.deny()
+            return None
+        return wait
+
+    async def again(self, error: Exception, started: int) -> object:
+        """After ``started`` attempts, the last failed with ``error``: go on.
+
+        Returns the first success; raises the exception of the last attempt
+        that ran once no other attempt is wanted or allowed.
+        """
+        while True:
+            wait = self.may_wait(started) if self.wanted(error, started) else None
+            if wait is None:
+                raise error
+            await trio.sleep(wait)
+            way = self.route.next()
+            if way is None:
+                self.deny()  # turned OFF while it waited
+                raise error
+            way.core.totals.reattempts += 1
+            started += 1
+            runs = Runs(self.fn)
+            refused = False
+            try:
+                return await self.attempt(way, runs)
+            except Exception as exc:
+                if runs.ran:
+                    error = exc
+                elif isinstance(exc, BreakerOff):
+                    refused = True
+                else:
+                    raise  # a wrong call: no attempt ran
+            if refused:
+                raise error  # shed, or OFF while in line: as before it
+
+    def attempt(self, way: Way, runs: Runs) -> Awaitable[Any]:
+        """One attempt through ``way``'s guard, raising for OFF."""
+        self.last = way
+        return way.through(runs, way.args, self.kwargs, self.timeout, True)  # noqa: FBT003
