@@ -172,6 +172,7 @@ class _Race:
     def _end(self) -> None:
         """The call has its answer: cancel whatever still runs."""
         self.done = True
+        # Woken first: a coordinator waiting for news returns, not cancelled.
+        self._changed.set()
         assert self._nursery is not None  # noqa: S101 - set by run()
         self._nursery.cancel_scope.cancel()
-        self._changed.set()
