@@ -59,6 +59,16 @@ async def test_a_failed_attempt_is_made_again_and_its_success_answers(
 
 
 @LEAN_AND_TIMED
+async def test_a_first_attempt_that_succeeds_is_counted_once(
+    autojump_clock: Clock, call_timeout: float | None
+) -> None:
+    api = guard(call_timeout=call_timeout)
+    assert await api.run(Script([ok("first")]).fn) == "first"
+    stats = api.statistics()
+    assert (stats.calls, stats.replies, stats.pending, stats.reattempts) == (1, 1, 0, 0)
+
+
+@LEAN_AND_TIMED
 async def test_when_every_attempt_fails_the_last_exception_answers(
     autojump_clock: Clock, call_timeout: float | None
 ) -> None:

@@ -155,13 +155,16 @@ class Attempts:
                     totals.errors += 1  # a wrong call, not a failing dependency
                     raise
                 try:
-                    return await running
+                    result = await running
                 except Exception as exc:  # noqa: BLE001 - the attempt's failure
                     core.outcome(core.judge(exc, None))
                     error = exc
                 except BaseException:
                     totals.cancelled += 1
                     raise
+                else:
+                    totals.replies += 1
+                    return result
                 return await self._call_of(through, fn, args, kwargs, timeout).again(
                     error, 1
                 )

@@ -7,7 +7,8 @@ budget allowing). The first success answers and cancels the others, which
 count ``cancelled`` and nothing else (no failure, no timeout). A failure
 worth another attempt while others run ends only its own attempt; one that
 is not (``attempt_on``) ends the call at once. When every attempt started
-has failed, the next waits as a re-attempt does.
+has failed, the next waits as a re-attempt does; an attempt the guard
+refuses (shed) with none other running ends the call as it stands.
 """
 
 from __future__ import annotations
@@ -105,15 +106,16 @@ class _Race:
         self._reattempt = False
 
     def _all_failed(self) -> None:
-        """Every attempt started has ended, none with an answer.
+        """Every attempt started has failed, each worth another attempt.
 
-        Each failure was worth another attempt (else the call ended then).
+        (A failure not worth one, or a refusal with nothing left running,
+        ended the call there and then.)
         """
         wait = None
-        if self.error is not None and self._started < self.call.rules.most:
+        if self._started < self.call.rules.most:
             wait = self.call.may_wait(self._started)
         if wait is None:
-            self._end()  # none ran (refused), the attempts are used, or denied
+            self._end()  # the attempts are used, or another is denied
             return
         self._next_at = trio.current_time() + wait
         self._reattempt = True
@@ -153,6 +155,9 @@ class _Race:
                     self._end()
                     return
                 self.refusal = exc
+                if not self._running:
+                    self._end()  # the last one running was refused: as it stands
+                    return
             elif call.rules.worth(exc, way.core):
                 self.error = exc
             else:
