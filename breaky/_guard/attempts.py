@@ -113,15 +113,14 @@ class Rules:
 class Attempts:
     """A guard's calls when its policy makes more than one attempt.
 
-    ``lean`` says that the guard's calls need no clock and no scope, so that a
-    first attempt that succeeds costs about what it costs with one attempt.
+    (A lean guard, one whose calls need no clock and no scope, makes a first
+    attempt on its own lean path, and hands a failed one to :meth:`after`.)
     """
 
-    __slots__ = ("_lean", "core", "rules")
+    __slots__ = ("core", "rules")
 
-    def __init__(self, core: Core, *, lean: bool, rules: Rules) -> None:
+    def __init__(self, core: Core, rules: Rules) -> None:
         self.core = core
-        self._lean = lean
         self.rules = rules
 
     async def call(  # noqa: PLR0913, PLR0917 - the guard's path's, and the path
@@ -145,30 +144,7 @@ class Attempts:
             if rules.hedge_after is not None:
                 call = self._call_of(through, fn, args, kwargs, timeout)
                 return await hedged(call, raise_off)
-            if self._lean and timeout is FROM_POLICY:
-                # The guard's lean path, inline, for the first attempt.
-                totals = core.totals
-                totals.calls += 1
-                try:
-                    running = fn(*args) if kwargs is None else fn(*args, **kwargs)
-                except Exception:
-                    totals.errors += 1  # a wrong call, not a failing dependency
-                    raise
-                try:
-                    result = await running
-                except Exception as exc:  # noqa: BLE001 - the attempt's failure
-                    core.outcome(core.judge(exc, None))
-                    error = exc
-                except BaseException:
-                    totals.cancelled += 1
-                    raise
-                else:
-                    totals.replies += 1
-                    return result
-                return await self._call_of(through, fn, args, kwargs, timeout).again(
-                    error, 1
-                )
-        # Not ON (a trial, or OFF), or not lean: the guard's own path.
+        # The guard's own path for the first attempt (a trial, if not ON).
         runs = Runs(fn)
         try:
             return await through(runs, args, kwargs, timeout, raise_off)
@@ -177,6 +153,16 @@ class Attempts:
                 raise  # refused (BreakerOff), or a wrong call: no attempt ran
             error = exc
         return await self._call_of(through, fn, args, kwargs, timeout).again(error, 1)
+
+    async def after(
+        self,
+        through: Through,
+        error: Exception,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[object, ...],
+    ) -> object:
+        """A lean guard's first attempt failed with ``error``: the rest of the call."""
+        return await self._call_of(through, fn, args, None, FROM_POLICY).again(error, 1)
 
     def _call_of(
         self,

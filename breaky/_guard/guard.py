@@ -79,7 +79,15 @@ class Guard:
 
     """
 
-    __slots__ = ("_attempts", "_core", "_lean", "_places", "_raising", "_timeout")
+    __slots__ = (
+        "_attempts",
+        "_core",
+        "_lean",
+        "_lean_budget",
+        "_places",
+        "_raising",
+        "_timeout",
+    )
 
     def __init__(
         self,
@@ -127,12 +135,14 @@ class Guard:
             and policy.failure_rate is None
             and self._places is None
         )
-        self._attempts = None
+        # Re-attempts and hedges (attempts.py): every call takes their path,
+        # a lean guard's first attempt its own lean path.
+        self._attempts = self._lean_budget = None
         if policy.attempts > 1:
-            # Re-attempts and hedges: every call takes the attempts path.
-            self._attempts = Attempts(
-                self._core, lean=self._lean, rules=rules or Rules(policy)
-            )
+            rules = rules or Rules(policy)
+            self._attempts = Attempts(self._core, rules)
+            if self._lean and policy.hedge_after is None:
+                self._lean_budget = rules.budget
             self._lean = False
         self._raising: RaisingGuard | None = None
 
@@ -161,7 +171,7 @@ class Guard:
             self._raising = RaisingGuard(self)
         return self._raising
 
-    async def run(
+    async def run(  # noqa: C901, PLR0912, PLR0915 - the hot paths, inline
         self,
         fn: Callable[[Unpack[PosArgT]], Awaitable[R]],
         *args: Unpack[PosArgT],
@@ -218,8 +228,36 @@ class Guard:
                 raise
             totals.replies += 1
             return result
-        answer = await self._path()(fn, args, None, timeout, False)  # noqa: FBT003
-        return cast("R | Off", answer)
+        elif (budget := self._lean_budget) is not None and timeout is FROM_POLICY:
+            # The lean path with attempts: the same, a deposit in the budget
+            # (a call made while ON), and the attempts' path after a failure.
+            budget.firsts += 1
+            totals = core.totals
+            totals.calls += 1
+            try:
+                call = fn(*args)
+            except Exception:
+                totals.errors += 1
+                raise
+            try:
+                result = await call
+            except Exception as exc:  # noqa: BLE001 - handed on below
+                core.outcome(core.judge(exc, None))
+                error = exc
+            except BaseException:
+                totals.cancelled += 1
+                raise
+            else:
+                totals.replies += 1
+                return result
+            assert self._attempts is not None  # noqa: S101 - set with the budget
+            after = await self._attempts.after(self._call, error, fn, args)
+            return cast("R | Off", after)
+        attempts = self._attempts
+        if attempts is not None:
+            answer = await attempts.call(self._call, fn, args, None, timeout, False)  # noqa: FBT003
+            return cast("R | Off", answer)
+        return await self._call(fn, args, None, timeout, False)  # noqa: FBT003
 
     def __call__(
         self, fn: Callable[P, Awaitable[R]]
