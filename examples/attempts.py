@@ -9,9 +9,9 @@ the 15th.
 Twenty callers read through one keyed guard with ``run_any``: each call goes
 to a replica that is not OFF, the least busy; a failure is made again on
 another replica (``attempts=3``), and a call still unanswered after 20 ms is
-hedged on another. While the third replica is down its guard is OFF, and
-calls go to the other two; the attempt budget keeps the extra requests to a
-fifth of the calls at most.
+hedged on another. Once half its calls of the last 2 s have failed, the
+third replica's guard is OFF while it is down, and calls go to the other two;
+the attempt budget keeps the extra requests to a fifth of the calls at most.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ async def main() -> dict[str, object]:
             # Half the calls failing trips a replica; one in ten does not.
             failure_rate=0.5,
             minimum_calls=10,
-            failure_window=5.0,
+            failure_window=2.0,
             retry_timeout=2.0,
             call_timeout=1.0,
             attempts=3,

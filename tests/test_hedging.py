@@ -216,8 +216,14 @@ async def test_the_callers_cancellation_cancels_every_attempt(
         0,
     )
     assert api.in_flight == 0
-    assert api._places is not None
-    assert api._places._free == 5  # every place given back
+    # Every place was given back: five calls run at once again.
+    again = Script([hang()])
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(api.run, again.fn)
+        await trio.testing.wait_all_tasks_blocked()
+        assert again.runs == 5
+        nursery.cancel_scope.cancel()
 
 
 async def test_shed_first_attempt_answers_off(autojump_clock: Clock) -> None:
