@@ -106,7 +106,7 @@ async def main() -> dict[str, object]:
         stats = group.statistics()
 
     calls = sum(answers.values())
-    seen = {
+    seen: dict[str, object] = {
         **answers,
         "calls": calls,
         "extra": stats.reattempts + stats.hedges,
