@@ -29,7 +29,7 @@ from breaky._core.admission import (
 from breaky._core.decisions import Decisions
 from breaky._core.machine import Machine
 from breaky._core.policy import Kind
-from breaky._core.states import State
+from breaky._core.states import Hold, State
 
 _ON = State.ON
 
@@ -173,6 +173,31 @@ class Core(Decisions):
         line = self.line
         assert line is not None  # noqa: S101 - PLACED comes only with a line
         line.give_back(ran_at, dropped=dropped)
+
+    def extra_attempt(self, *, hedge: bool) -> None:
+        """One call makes one more attempt: a hedge, or a re-attempt."""
+        if hedge:
+            self.totals.hedges += 1
+        else:
+            self.totals.reattempts += 1
+
+    def attempt_denied(self) -> None:
+        """One call wanted one more attempt and was not allowed to make it."""
+        self.totals.attempts_denied += 1
+
+    def would_run(self) -> bool:
+        """Whether a call now would run (ON, or OFF with its trial due): a query."""
+        machine = self._machine
+        if machine.state is _ON or machine.trial_wanted:
+            return True
+        # OFF, its wait over now (not yet fed), no trial in flight.
+        return (
+            machine.state is State.OFF
+            and machine.retry_at is not None
+            and not machine.waiting(self.now())
+            and machine.hold is not Hold.HELD
+            and machine.trial is None
+        )
 
     def lost(self, calls: int) -> None:
         """``calls`` held by a resource instance that ended: ResourceLost."""
