@@ -56,11 +56,12 @@ class KeyedGuard(Group[Guard]):
         """Return ``await fn(*args)`` through the guard of ``key``, or OFF.
 
         As :meth:`breaky.Guard.run` of the key's guard, made if the key is
-        new. A new key at the ``max_keys`` bound, when no live key can be
-        forgotten, is answered :data:`breaky.OFF` (``fn`` is not called).
+        new. A new key at the ``max_keys`` bound, when every live key is in
+        use, is answered :data:`breaky.OFF` (``fn`` is not called).
 
         Raises:
             TypeError: ``key`` is not a ``str``.
+            ValueError: ``key`` is new, and empty or over 1,024 characters.
             Exception: whatever ``fn`` raised, as :meth:`breaky.Guard.run`.
 
         """
@@ -147,6 +148,7 @@ class KeyedBreaker(Group[CircuitBreaker[Any, Any]], Generic[MessageT, ReplyT]):
 
         Raises:
             TypeError: ``key`` is not a ``str``.
+            ValueError: ``key`` is new, and empty or over 1,024 characters.
             Exception: as :meth:`breaky.CircuitBreaker.call`.
 
         """
@@ -163,6 +165,7 @@ class KeyedBreaker(Group[CircuitBreaker[Any, Any]], Generic[MessageT, ReplyT]):
 
         Raises:
             TypeError: ``key`` is not a ``str``.
+            ValueError: ``key`` is new, and empty or over 1,024 characters.
 
         """
         breaker = self._lookup(key)
