@@ -38,7 +38,7 @@ from breaky._core.off import OFF, Off
 from breaky._core.policy import Kind, check_count, check_seconds
 from breaky._core.states import State
 from breaky._core.statistics import COUNTERS, KeyedStatistics, Totals
-from breaky._groups.order import KeyOrder
+from breaky._groups.order import STALE_PERIODS, KeyOrder
 from breaky._groups.registry import check_key, key_name
 
 if TYPE_CHECKING:
@@ -64,8 +64,6 @@ K = TypeVar("K", bound="Guard | CircuitBreaker[Any, Any]")
 _ON = State.ON
 _OFF = State.OFF
 _COUNTER_NAMES = tuple(name for name, *_ in COUNTERS)
-# An unhealthy key is forgotten once unused for this many idle periods.
-STALE_PERIODS = 2
 
 
 class Group(abc.ABC, Generic[K]):

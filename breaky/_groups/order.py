@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 V = TypeVar("V")
+# A key in use is forgotten once unused for this many periods: the sweep
+# keeps this many ticks, and looks in front of the oldest and of the newest.
+STALE_PERIODS = 2
 
 
 @final
@@ -124,7 +127,7 @@ class KeyOrder(Generic[V]):
         tick = Tick()
         self.ticks.append(tick)
         self.fresh[tick] = None
-        if len(self.ticks) > 2:
+        if len(self.ticks) > STALE_PERIODS:  # the tick of two periods ago
             self._look(self.ticks.popleft(), stale, gone, stay)
             self._pop_front()  # that tick
         self._look(self.ticks[0], idle, gone, stay)
