@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import breaky
-from benchmarks import fleet, guard, keyed
+from benchmarks import adaptive, fleet, guard, keyed
 from benchmarks._harness import (
     FloorRequest,
     Result,
@@ -485,6 +485,7 @@ async def run_all(quick: bool) -> list[Result]:
     results.extend(await guard.run_guard(quick))
     results.extend(await keyed.run_keyed(quick))
     results.extend(await fleet.run_fleet(quick))
+    results.extend(await adaptive.run_adaptive(quick))
     return results
 
 

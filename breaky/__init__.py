@@ -13,6 +13,7 @@ breaker per key (a host, a tenant, a shard), made on first use and forgotten
 once healthy and idle.
 """
 
+from ._core.adaptive import Adaptive
 from ._core.errors import BreakerOff, CallTimeout, ResourceLost
 from ._core.events import StateChange, StateChanges
 from ._core.off import OFF, Off, OffType
@@ -29,6 +30,7 @@ from ._resource.request import Request
 
 __all__ = [
     "OFF",
+    "Adaptive",
     "BreakerOff",
     "BreakerStatistics",
     "CallTimeout",

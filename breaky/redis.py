@@ -21,7 +21,9 @@ session: one record is logged, every breaker the fleet held OFF goes back to
 its local retries, and the fleet tries again until Redis answers; then it
 re-joins. A refusal that is configuration, not outage (a replica, a wrong
 password, a cluster node behind a plain client...) is logged once as an
-error with its fix, and retried with a back-off.
+error with its fix, and retried with a back-off. With a Sentinel primary
+client, the Sentinels are asked where the primary is once a period, and a
+failover ends the session at once: the next one reaches the new primary.
 """
 
 from ._core.public import publish

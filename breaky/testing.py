@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, cast, final
 import attrs
 import trio
 
-from ._core.policy import check_seconds
+from ._core.checks import check_seconds
 from ._core.states import State
 from ._guard.guard import Guard
 from ._resource.breaker import CircuitBreaker

@@ -73,6 +73,8 @@ async def main() -> dict[str, int]:
                 age = await users.call("alice")
             except breaky.ResourceLost:
                 seen["lost"] += 1
+            except breaky.CallTimeout:
+                seen["timeout"] += 1
             else:
                 seen["OFF" if age is breaky.OFF else "replies"] += 1
             await trio.sleep(0.5)

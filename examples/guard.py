@@ -56,6 +56,10 @@ async def main() -> dict[str, object]:
                 answers["refused"] += 1
                 await trio.sleep(0.1)
                 continue
+            except breaky.CallTimeout:  # call_timeout passed: one failure too
+                answers["timeout"] += 1
+                await trio.sleep(0.1)
+                continue
             if reply is breaky.OFF:
                 answers["OFF"] += 1
                 await trio.sleep(0.1)  # degrade: try again later

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import coredis
 import trio
 
 import breaky
@@ -81,12 +82,26 @@ async def fleet_of(
     async with trio.open_nursery() as nursery:
         for node in nodes:
             await nursery.start(node.run, policy)
-        # Every instance has joined: the last one's heartbeat counted them all
-        # (a reason's "k of n" counts the instances whose heartbeat lives).
-        await until(lambda: any(n.fleet._live >= count for n in nodes), within=10)
+        # Every instance has joined: each one's heartbeat lives in Redis (a
+        # reason's "k of n" counts the instances whose heartbeat lives).
+        # (A cluster has no one server: a client of the cluster's counts.)
+        counter: Any = (
+            coredis.Redis.from_url(url_of(server, password))
+            if server is not None or source is None
+            else source()
+        )
+        await joined(counter, nodes[0].fleet.instances_key, count)
         await trio.sleep(0.1)  # and each has looked at its breakers once
         yield nodes, down
         nursery.cancel_scope.cancel()
+
+
+async def joined(client: Any, key: str, count: int, within: float = 10) -> None:
+    """Wait until ``count`` heartbeats live in ``key`` (read through ``client``)."""
+    async with client:
+        with trio.fail_after(within):
+            while await client.zcard(key) < count:  # noqa: ASYNC110 - Redis changes it
+                await trio.sleep(0.01)
 
 
 def trip(node: Node) -> None:

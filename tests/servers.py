@@ -78,7 +78,7 @@ def valkey_server_binary() -> str | None:
 
 def cluster_port() -> int:
     """A free port below 55536 whose cluster bus port (port + 10000) is free."""
-    rng = random.Random()  # noqa: S311 - not crypto
+    rng = random.Random()
     while True:
         port = rng.randrange(20000, 45000)
         try:

@@ -1,8 +1,8 @@
 """The fleet's pure parts: arguments, URLs, slots, errors, the seam.
 
-An internals test module: it drives RedisFleet's private steps (``_watch``,
-``_knock``, the tracker's queues...) one at a time, which no public call can
-isolate.
+An internals test module: it drives the fleet's inner steps (the transport's
+watch, the knock, the tracker's queues...) one at a time, which no public call
+can isolate.
 """
 
 from __future__ import annotations
@@ -25,16 +25,34 @@ import breaky
 from breaky import State, StateChange
 from breaky._core.events import Publisher
 from breaky._core.fleet import View
-from breaky._fleet.errors import Kind, classify
+from breaky._fleet.errors import Kind, PrimaryMovedError, classify
 from breaky._fleet.errors import describe as _describe
 from breaky._fleet.hash_slot import hash_slot
-from breaky._fleet.redis import RedisFleet, _Tracker, redact
+from breaky._fleet.redis import RedisFleet
+from breaky._fleet.session import Settings, knock
+from breaky._fleet.tracker import Tracker
+from breaky._fleet.transport import Transport
+from breaky._fleet.urls import redact
 from breaky.testing import internals
 
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
 
 URL = "redis://127.0.0.1:6379/0"
+
+
+def settings(url: str) -> Settings:
+    """What a session of a fleet on ``url`` knows of it."""
+    return Settings(
+        url=url,
+        client=None,
+        instance="a",
+        token="a:token",  # noqa: S106
+        quorum=2,
+        prefix="breaky",
+        report_ttl=3.0,
+    )
+
 
 BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
     (
@@ -93,6 +111,7 @@ def test_defaults_and_names() -> None:
     assert fleet.instance.count(":") == 2  # host, pid, random suffix
     assert RedisFleet(URL).instance != fleet.instance
     assert fleet.channel == "breaky:fleet"
+    assert fleet.period == 1.0
     assert RedisFleet(URL, prefix="app").keys("db") == [
         "app:{db}:reports",
         "app:{db}:fleet",
@@ -103,11 +122,31 @@ def test_defaults_and_names() -> None:
 def test_the_password_and_tls_reach_the_client_not_the_repr() -> None:
     fleet = RedisFleet("rediss://user:s3cret@example.com:6380/1", instance="a")
     assert "s3cret" not in repr(fleet)
-    assert "rediss://user:***@example.com:6380/1" in repr(fleet)
-    options = fleet._session_client().connection_pool.connection_kwargs
+    assert "user" not in repr(fleet)
+    assert "rediss://***:***@example.com:6380/1" in repr(fleet)
+    url = "rediss://user:s3cret@example.com:6380/1"
+    options = settings(url).new_client().connection_pool.connection_kwargs
     assert options["password"] == "s3cret"  # noqa: S105
     assert isinstance(options["ssl_context"], ssl.SSLContext)
     assert redact(URL) == URL
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw@h/0", "redis://:***@h/0"),
+        ("redis://u@h", "redis://***@h"),
+        (
+            "redis://u:pw@h:1/0?db=0&password=x&Pass%77ord=y&username=z",
+            "redis://***:***@h:1/0?db=0&password=***&Pass%77ord=***&username=***",
+        ),
+        ("unix://:pw@/tmp/s.sock?db=1", "unix://:***@/tmp/s.sock?db=1"),
+        ("redis://a:pw@[::1/0", "redis://***:***@[::1/0"),  # does not parse
+        ("redis://h/0?client_name=a@b&flag", "redis://h/0?client_name=a@b&flag"),
+    ],
+)
+def test_every_credential_in_a_url_is_redacted(url: str, shown: str) -> None:
+    assert redact(url) == shown
 
 
 def test_errors_are_described_in_one_line() -> None:
@@ -122,9 +161,10 @@ async def test_lost_changes_make_the_fleet_look_at_every_breaker() -> None:
     for old, new in [(State.ON, State.OFF), (State.OFF, State.ON)]:
         publisher.publish(StateChange("db", old, new, "test", 0.0))
     publisher.end()
-    tracker = _Tracker()
+    transport = Transport(settings(URL), BrokenLink(["new"]), URL)  # type: ignore[arg-type]
+    tracker = transport.protocol.tracker
     tracker.told["other"] = View.OFF
-    await RedisFleet(URL)._watch(changes, BrokenLink(["new"]), tracker)  # type: ignore[arg-type]
+    await transport.watch(changes)
     assert changes.missed == 1
     assert list(tracker.dirty) == ["db", "new", "other"]
     assert tracker.recovered == {"db"}
@@ -179,9 +219,9 @@ async def test_a_server_that_never_answers_is_given_up_on(log_records: Any) -> N
 
 
 async def test_knocking_before_coredis_tries() -> None:
-    await RedisFleet("unix:///nowhere/redis.sock", instance="a")._knock()
+    await knock(settings("unix:///nowhere/redis.sock"))
     with pytest.raises(OSError, match="connect"):
-        await RedisFleet("redis://127.0.0.1:1", instance="a")._knock()
+        await knock(settings("redis://127.0.0.1:1"))
 
     async def hang_up(stream: trio.SocketStream) -> None:
         await stream.aclose()
@@ -191,9 +231,9 @@ async def test_knocking_before_coredis_tries() -> None:
         (listener,) = await nursery.start(serve)
         port = listener.socket.getsockname()[1]
         # Over TLS, a connection is enough; else it must answer a PING.
-        await RedisFleet(f"rediss://127.0.0.1:{port}", instance="a")._knock()
+        await knock(settings(f"rediss://127.0.0.1:{port}"))
         with pytest.raises(Exception, match="no answer to a PING"):
-            await RedisFleet(f"redis://127.0.0.1:{port}", instance="a")._knock()
+            await knock(settings(f"redis://127.0.0.1:{port}"))
         nursery.cancel_scope.cancel()
 
 
@@ -259,7 +299,7 @@ def test_a_breakers_keys_share_a_slot_and_breakers_spread() -> None:
 
 
 def test_the_queues_put_leases_first_then_changes_then_the_routine() -> None:
-    tracker = _Tracker()
+    tracker = Tracker()
     tracker.reported.add("r")
     tracker.told.update({"p": View.PROBE, "h": View.OFF})
     tracker.mark("c1", "p")
@@ -323,6 +363,11 @@ def test_the_queues_put_leases_first_then_changes_then_the_routine() -> None:
             ExceptionGroup("g", [coredis.exceptions.ReadOnlyError("READONLY x")]),
             Kind.CONFIG,
             "replica",
+        ),
+        (
+            ExceptionGroup("g", [PrimaryMovedError("the Sentinels moved it")]),
+            Kind.MOVED,
+            "the Sentinels moved it",
         ),
     ],
 )

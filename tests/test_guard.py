@@ -188,10 +188,13 @@ async def test_call_timeout_cancels_and_raises_call_timeout(
     assert trio.current_time() - start == pytest.approx(2)
     stats = api.statistics()
     assert (stats.timeouts, stats.failures, stats.state) == (1, 1, State.ON)
-    # The call's own timeout wins over the policy's, None included.
+    # The call's own timeout wins over the policy's, None included; its
+    # success resets the guard's failures in a row.
     assert await api.run(dep.get, "late", timeout=None) == "late"
-    with pytest.raises(breaky.CallTimeout):
-        await api.run(dep.get, timeout=1)
+    assert api.statistics().failures == 0
+    for _ in range(2):
+        with pytest.raises(breaky.CallTimeout):
+            await api.run(dep.get, timeout=1)
     assert api.state is State.OFF
 
 
@@ -204,7 +207,8 @@ async def test_a_slow_call_counts_one_failure_and_returns(
     assert (api.statistics().slow_calls, api.statistics().failures) == (1, 1)
     dep.delay = 0.5
     assert await api.run(dep.get, "quick") == "quick"
-    assert api.statistics().failures == 1
+    # A quick success resets the guard's failures in a row.
+    assert api.statistics().failures == 0
 
 
 # OFF.

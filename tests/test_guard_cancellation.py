@@ -80,7 +80,7 @@ def policies(draw: st.DrawFn) -> breaky.Policy:
         retry_backoff=draw(st.sampled_from([1.0, 2.0])),
         max_retry_timeout=4.0,
         retry_jitter=draw(st.sampled_from([0.0, 0.3])),
-        rng=random.Random(draw(st.integers(0, 2**32))),  # noqa: S311 - not crypto
+        rng=random.Random(draw(st.integers(0, 2**32))),
         call_timeout=draw(st.sampled_from([None, 0.5, 2.0])),
         trial_calls=draw(st.integers(1, 2)),
         max_concurrent=limit,

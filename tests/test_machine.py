@@ -302,7 +302,7 @@ def test_the_prober_retries_at_the_policys_rate():
     m.retry_due(11.0)
     assert m.wants_attempt
     m.attempt_failed(11.5)
-    assert (m.retry_at, m.sees_off) == (21.5, False)  # held: no report
+    assert (m.retry_at, m.sees_off) == (21.5, True)  # its own failure: reported
 
 
 def test_a_tripped_machine_keeps_its_timer_as_the_prober():
@@ -392,6 +392,28 @@ def test_a_failed_attempt_while_not_held_reports_off_again():
     m.retry_due(m.retry_at)
     m.attempt_failed(3.0)
     assert m.sees_off
+
+
+def test_the_probers_own_failures_are_reported_whatever_led_there():
+    # Issue 22, defect 1: the prober's failed attempt, and its trip after its
+    # own start succeeded, left it OFF by its own failures with no report.
+    m = held(prober=True)
+    m.retry_due(11.0)
+    m.attempt_failed(11.0)
+    assert (m.hold, m.sees_off) == (Hold.PROBER, True)
+    m.fleet_on(12.0)  # another instance's start: older news is dropped
+    assert (m.hold, m.sees_off) == (Hold.NONE, False)
+    m = held(prober=True)
+    m.retry_due(11.0)
+    m.attempt_succeeded(11.0)  # its probe starts the resource: ON
+    assert (m.state, m.hold) == (State.ON, Hold.NONE)
+    for _ in range(3):
+        m.failure(11.5)  # and it trips again before the fleet's ON arrives
+    m.fleet_on(11.6)  # that ON is for its own start: the trip stands
+    assert (m.state, m.sees_off, m.retry_at) == (State.OFF, True, 21.5)
+    m = held()
+    m.attempt_failed(2.0)  # a held instance tried nothing: no report
+    assert not m.sees_off
 
 
 def rate_machine() -> Machine:

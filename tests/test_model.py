@@ -112,13 +112,14 @@ class Model:
             self.wait *= self.policy.retry_backoff
             self.wait = self.wait if cap is None else min(self.wait, cap)
             self.retry_at = at + self.wait
-            if self.hold is Hold.NONE:
+            if self.hold is not Hold.HELD:  # its own attempt, the prober's too
                 self.sees_off = True
         else:
             self.state = State.ON
             self.failure_times.clear()
             self.wait = self.policy.retry_timeout
             self.sees_off = False
+            self.hold = Hold.NONE  # the prober's start: it probes no more
 
     def advance(self, to: float) -> None:
         while True:

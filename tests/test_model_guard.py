@@ -38,7 +38,7 @@ from support import answered_calls
 import breaky
 from breaky import OFF, Policy, State
 from breaky._core.fleet import View
-from breaky._core.machine import FLEET_ON_SPREAD
+from breaky._core.machine import FLEET_ON_SPREAD, LONGEST_WAIT
 from breaky._core.states import Hold
 from breaky.testing import internals
 
@@ -148,6 +148,9 @@ class Model:
     retry_at: float | None = None
     wait: float = 0.0
     trial: Call | None = None
+    # The trial in flight decides nothing any more (forced OFF or held since),
+    # but holds the one place of a trial until it ends (issue 22, defect 9).
+    trial_void: bool = False
     trials_passed: int = 0
     # What its fleet says (see test_model.py): held OFF with no trial, or
     # the prober; and whether it is OFF by its own failures (what it reports).
@@ -226,8 +229,17 @@ class Model:
             self.totals["trips"] += 1
 
     def succeed(self) -> None:
-        if self.state is State.ON and self.policy.failure_rate is not None:
+        if self.state is not State.ON:
+            return
+        if self.policy.failure_rate is not None:
             self.outcomes.append((self.now, False))
+        elif self.in_a_row:
+            self.failure_times.clear()  # a guard counts failures in a row
+
+    @property
+    def in_a_row(self) -> bool:
+        chosen = self.policy.failures_in_a_row
+        return (chosen is None or chosen) and self.policy.failure_window is None
 
     def clear(self) -> None:
         self.failure_times.clear()
@@ -244,9 +256,10 @@ class Model:
 
     def trial_ended(self, call: Call, *, passed: bool | None) -> None:
         if call is not self.trial:
-            return  # forced OFF since: no longer the trial
+            return  # not the trial
         self.trial = None
-        if passed is None or self.state is not State.OFF:
+        void, self.trial_void = self.trial_void, False
+        if passed is None or void or self.state is not State.OFF:
             return
         if passed:
             self.trials_passed += 1
@@ -255,13 +268,15 @@ class Model:
                 self.clear()
                 self.wait = self.policy.retry_timeout
                 self.sees_off = False
+                self.hold = Hold.NONE  # the prober's trial: it probes no more
         else:
             cap = self.policy.max_retry_timeout
-            self.wait *= self.policy.retry_backoff
-            self.wait = self.wait if cap is None else min(self.wait, cap)
+            if cap is None:
+                cap = max(self.policy.retry_timeout, LONGEST_WAIT)
+            self.wait = min(self.wait * self.policy.retry_backoff, cap)
             self.trials_passed = 0
             self.arm()
-            if self.hold is Hold.NONE:
+            if self.hold is not Hold.HELD:
                 self.sees_off = True  # still failing, as seen from here
 
     # Calls.
@@ -394,7 +409,7 @@ class Model:
         self.turn_away()
         self.state = State.FORCED_OFF
         self.retry_at = None
-        self.trial = None
+        self.trial_void = self.trial is not None
         self.trials_passed = 0
         self.sees_off = False
 
@@ -427,7 +442,7 @@ class Model:
                 self.arm()
         elif hold is Hold.HELD:
             self.retry_at = None
-            self.trial = None  # a trial under way no longer counts
+            self.trial_void = self.trial is not None  # it no longer counts
             self.trials_passed = 0
         elif old is Hold.HELD:
             self.arm()  # the new prober waits one retry period first
@@ -526,9 +541,9 @@ def run_model_test(policy: Policy, counts: tuple[type[Exception], ...]) -> None:
                 def __init__(self) -> None:
                     super().__init__()
                     seed = random.getrandbits(32)
-                    mine = attrs.evolve(policy, rng=random.Random(seed))  # noqa: S311
+                    mine = attrs.evolve(policy, rng=random.Random(seed))
                     self.guard = breaky.Guard("g", policy=mine)
-                    self.model = Model(policy, counts, random.Random(seed))  # noqa: S311
+                    self.model = Model(policy, counts, random.Random(seed))
                     self.model.now = trio.from_thread.run_sync(trio.current_time)
                     self.real: dict[int, RealCall] = {}
 

@@ -66,6 +66,8 @@ def expected(*sups: breaky.Supervisor) -> Points:
                 points["breaky.state", (b, ("state", label))] = is_now
             points["breaky.failures", (b,)] = stats.failures
             points["breaky.pending", (b,)] = stats.pending
+            if stats.concurrency_limit is not None:
+                points["breaky.concurrency_limit", (b,)] = stats.concurrency_limit
             for outcome, field in OUTCOMES.items():
                 answered = getattr(stats, field)
                 points["breaky.calls", (b, ("outcome", outcome))] = answered
@@ -193,3 +195,28 @@ async def test_bad_input_is_a_clear_type_error() -> None:
         ):
             instrument(sup, "x")  # type: ignore[arg-type]
     meters.shutdown()
+
+
+async def test_the_concurrency_limit_gauge(autojump_clock: Clock) -> None:
+    meters, reader = provider()
+    async with breaky.open_supervisor() as sup:
+        sup.guard("api", max_concurrent=breaky.Adaptive(initial=6))
+        sup.guard("plain")
+        hosts = sup.keyed_guard("hosts", max_concurrent=3)
+
+        async def ok() -> str:
+            return "ok"
+
+        for host in ("a", "b"):
+            assert await hosts.run(host, ok) == "ok"
+        instrument(sup, meters)
+        points, kinds = collect(reader)
+    limits = {
+        dict(attributes)["breaker"]: value
+        for (name, attributes), value in points.items()
+        if name == "breaky.concurrency_limit"
+    }
+    assert limits == {"api": 6}
+    assert points["breaky.group.concurrency_limit", (("group", "hosts"),)] == 6
+    assert kinds["breaky.concurrency_limit"] == ("Gauge", "{call}")
+    assert kinds["breaky.group.concurrency_limit"] == ("Gauge", "{call}")

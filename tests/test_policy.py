@@ -187,7 +187,7 @@ async def test_jitter_spreads_waits_and_a_seed_repeats_them(
             failure_threshold=1,
             retry_timeout=10,
             retry_jitter=0.1,
-            rng=random.Random(seed),  # noqa: S311 - jitter, not crypto
+            rng=random.Random(seed),
         )
         async with breaky.open_supervisor() as sup:
             await sup.start_circuit_breaker("db", never, policy=policy)

@@ -48,6 +48,8 @@ def expected(sup: breaky.Supervisor) -> Samples:
             samples["breaky_state", (b, ("state", label))] = float(stats.state is state)
         samples["breaky_failures", (b,)] = stats.failures
         samples["breaky_pending", (b,)] = stats.pending
+        if stats.concurrency_limit is not None:
+            samples["breaky_concurrency_limit", (b,)] = stats.concurrency_limit
         for outcome, field in OUTCOMES.items():
             samples["breaky_calls_total", (b, ("outcome", outcome))] = getattr(
                 stats, field
@@ -76,6 +78,7 @@ async def test_a_scrape_shows_every_statistic(autojump_clock: Clock) -> None:
         "breaky_state": "gauge",
         "breaky_failures": "gauge",
         "breaky_pending": "gauge",
+        "breaky_concurrency_limit": "gauge",
         "breaky_calls": "counter",
         **{f"breaky_{field}": "counter" for field in COUNTERS},
     }
@@ -214,3 +217,31 @@ async def test_a_supervisors_guards_are_scraped_too(autojump_clock: Clock) -> No
         assert samples["breaky_state", (b, ("state", "off"))] == 1.0
         assert samples["breaky_calls_total", (b, ("outcome", "off"))] == 1.0
         assert samples["breaky_trips_total", (b,)] == 1.0
+
+
+async def test_the_concurrency_limit_gauge(autojump_clock: Clock) -> None:
+    async with breaky.open_supervisor() as sup:
+        sup.guard("api", max_concurrent=breaky.Adaptive(initial=6))
+        sup.guard("plain")
+        hosts = sup.keyed_guard("hosts", max_concurrent=3, failure_threshold=1)
+
+        async def ok() -> str:
+            return "ok"
+
+        async def down() -> None:
+            raise ConnectionRefusedError
+
+        for host in ("a", "b"):
+            assert await hosts.run(host, ok) == "ok"
+        with pytest.raises(ConnectionRefusedError):
+            await hosts.run("c", down)  # OFF: its own series too
+        registry = CollectorRegistry()
+        registry.register(BreakyCollector(sup))
+        samples, _ = scrape(registry)
+    limits = {
+        dict(labels)["breaker"]: value
+        for (name, labels), value in samples.items()
+        if name == "breaky_concurrency_limit"
+    }
+    assert limits == {"api": 6, "hosts[c]": 3}  # none without a limit
+    assert samples["breaky_group_concurrency_limit", (("group", "hosts"),)] == 9

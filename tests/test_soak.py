@@ -117,7 +117,7 @@ async def caller(
 async def soak_round(
     seed: int, ledger: Ledger, injected: collections.Counter[str]
 ) -> None:
-    rng = random.Random(seed)  # noqa: S311 - test data
+    rng = random.Random(seed)
     ids = iter(range(seed * 10**9, (seed + 1) * 10**9))
     root = trio.lowlevel.current_root_task()
     tasks_before = sum(len(n.child_tasks) for n in root.child_nurseries)
@@ -143,7 +143,7 @@ async def soak_round(
                 retry_backoff=rng.choice([1.0, 1.5, 2.0]),
                 max_retry_timeout=60,
                 retry_jitter=0.1,
-                rng=random.Random(rng.getrandbits(32)),  # noqa: S311
+                rng=random.Random(rng.getrandbits(32)),
                 call_timeout=rng.choice([None, 1.0, 5.0]),
             )
             breakers.append(
@@ -158,7 +158,7 @@ async def soak_round(
                     caller,
                     ledger,
                     breakers,
-                    random.Random(rng.getrandbits(32)),  # noqa: S311
+                    random.Random(rng.getrandbits(32)),
                     ids,
                     until,
                 )
@@ -190,7 +190,7 @@ async def soak_round(
 # The full soak runs for minutes on the real clock.
 @pytest.mark.timeout(1800 if FULL else 120)
 async def test_chaos_soak(autojump_clock: Clock) -> None:
-    seed = int(os.environ.get("BREAKY_SOAK_SEED", random.randrange(10**6)))  # noqa: S311
+    seed = int(os.environ.get("BREAKY_SOAK_SEED", random.randrange(10**6)))
     print(f"soak seed: {seed} (replay with BREAKY_SOAK_SEED={seed})")  # noqa: T201
     ledger = Ledger()
     injected: collections.Counter[str] = collections.Counter()

@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 import trio
 
 from breaky._core.admission import Outcome, Verdict
+from breaky._core.checks import check_seconds
 from breaky._core.errors import BreakerOff, CallTimeout
+from breaky._core.functions import check_async_function, not_awaitable
 from breaky._core.off import OFF as OFF_ANSWER
 from breaky._core.off import Off
-from breaky._core.policy import FROM_POLICY, FromPolicy, check_seconds
+from breaky._core.policy import FROM_POLICY, FromPolicy
 from breaky._core.states import State
 
 if TYPE_CHECKING:
@@ -45,6 +47,9 @@ _WAIT: Final = Verdict.WAIT
 _REFUSED: Final = Verdict.OFF
 _SHED: Final = Verdict.SHED
 _checkpoint = trio.lowlevel.checkpoint
+# A call whose await fails is judged a wrong call if what fn returned is no
+# awaitable: checked only then, so that the ON path pays nothing for it.
+_isawaitable: Final[Callable[[object], bool]] = inspect.isawaitable  # no narrowing
 
 
 class InTaskCalls:
@@ -69,7 +74,7 @@ class InTaskCalls:
         """The test seam (see :func:`breaky.testing.internals`)."""
         return self._core.internals()
 
-    async def run(
+    async def run(  # noqa: C901 - the ON and OFF paths, flat: hot
         self,
         fn: Callable[[Unpack[PosArgT]], Awaitable[R]],
         *args: Unpack[PosArgT],
@@ -95,16 +100,20 @@ class InTaskCalls:
         """
         core = self._core
         if core.state is not _ON:
+            if timeout is not FROM_POLICY:  # a bad timeout is refused in any state
+                check_seconds("timeout", timeout, allow_none=True)
             if core.refuses_at_once():
                 # OFF, answered here as Core.refuse() does, with no frame
                 # more than the checkpoint's: this is the hot OFF path.
                 totals = core.totals
-                totals.calls += 1
                 try:
                     await _checkpoint()
-                except BaseException:
+                except BaseException as exc:
+                    not_outside_trio(exc)
+                    totals.calls += 1
                     totals.cancelled += 1  # the caller got Cancelled, not OFF
                     raise
+                totals.calls += 1
                 totals.off += 1
                 return OFF_ANSWER
         elif self._lean and timeout is FROM_POLICY:
@@ -119,16 +128,22 @@ class InTaskCalls:
             try:
                 result = await call
             except Exception as exc:
+                if not _isawaitable(call):  # fn is no async function
+                    totals.errors += 1
+                    raise not_awaitable(fn, call) from None
                 core.ended(_CALL, Outcome.ERROR, exc)
                 raise
             except BaseException:
                 totals.cancelled += 1
                 raise
-            totals.replies += 1
+            if core.failing:  # a success resets failures in a row
+                core.ended(_CALL, Outcome.REPLY)
+            else:
+                totals.replies += 1
             return result
         return await self._call(fn, args, None, timeout, False)  # noqa: FBT003
 
-    async def _call(  # noqa: C901, PLR0912 - one call's path, flat: hot
+    async def _call(  # noqa: C901, PLR0912, PLR0915 - one call's path, flat: hot
         self,
         fn: Callable[..., Awaitable[R]],
         args: tuple[object, ...],
@@ -141,6 +156,11 @@ class InTaskCalls:
             seconds = self._timeout
         else:  # checked before the call counts: a bad timeout makes no call
             seconds = check_seconds("timeout", timeout, allow_none=True)
+        try:
+            start = ran_at = trio.current_time()
+        except RuntimeError as exc:
+            not_outside_trio(exc)
+            raise  # pragma: no cover - trio's clock fails only outside a run
         core = self._core
         admission = core.admit()
         if admission is _REFUSED or admission is _SHED:
@@ -149,7 +169,6 @@ class InTaskCalls:
                 raise BreakerOff(core.name, shed=admission is _SHED)
             return OFF_ANSWER
         waited = admission is _WAIT
-        start = ran_at = trio.current_time()
         running = False
         try:
             with trio.CancelScope(
@@ -168,6 +187,10 @@ class InTaskCalls:
                     result = await call
         except Exception as exc:
             if running:
+                # Its await failed on no awaitable: fn is no async function.
+                if not _isawaitable(call):  # pyright: ignore[reportPossiblyUnboundVariable]
+                    core.ended(admission, Outcome.WRONG_CALL)
+                    raise not_awaitable(fn, call) from None  # pyright: ignore[reportPossiblyUnboundVariable]
                 core.ended(admission, Outcome.ERROR, exc, ran_at)
             raise
         except BaseException:
@@ -194,6 +217,7 @@ class InTaskCalls:
                 admission,
                 Outcome.LINE_TIMEOUT if waited else Outcome.TIMEOUT,
                 error,
+                ran_at,
             )
             raise error
         core.ended(admission, Outcome.REPLY, None, ran_at)
@@ -205,13 +229,7 @@ class InTaskCalls:
         raise_off: bool,  # noqa: FBT001
     ) -> Callable[P, Coroutine[Any, Any, R | Off]]:
         """Wrap ``fn`` so that each call goes through this one call path."""
-        given: object = fn
-        unwrapped = inspect.unwrap(fn) if callable(given) else given
-        if not callable(given) or (
-            inspect.isroutine(unwrapped) and not inspect.iscoroutinefunction(unwrapped)
-        ):
-            msg = f"a guard decorates an async function (async def), got {fn!r}"
-            raise TypeError(msg)
+        check_async_function(fn, what="a guard decorates")
         call, run = self._call, self.run
 
         @functools.wraps(fn)
@@ -221,3 +239,17 @@ class InTaskCalls:
             return await run(fn, *args)  # pyright: ignore[reportCallIssue, reportUnknownVariableType] - P.args
 
         return guarded
+
+
+def not_outside_trio(error: BaseException) -> None:
+    """Raise breaky's own error if ``error`` is Trio's for a call outside a run."""
+    if not isinstance(error, RuntimeError):
+        return
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        msg = (
+            "breaky runs on Trio: await its calls inside trio.run() (asyncio and "
+            "other event loops are not supported)"
+        )
+        raise RuntimeError(msg) from None

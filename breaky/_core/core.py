@@ -109,23 +109,21 @@ class Core(Decisions):
         outcome: Outcome,
         error: BaseException | None = None,
         ran_at: float | None = None,
-    ) -> None:
+    ) -> bool:
         """An admitted call ended so: count it once, judge it, tell the machine.
 
         ``error`` is the call's exception (``ERROR``, ``TIMEOUT``); ``ran_at``
-        is when it began to run, if its duration matters (slow calls).
+        is when it began to run (got its place), if its duration matters
+        (slow calls, an adaptive limit). Returns whether it counted as a
+        failure.
         """
         totals = self.totals
-        if admission is PLACED:
-            line = self.line
-            assert line is not None  # noqa: S101 - PLACED comes only with a line
-            line.give_back()
         reason: str | None = None
         if outcome is Outcome.REPLY:
             totals.replies += 1
         elif outcome is Outcome.ERROR:
             totals.errors += 1
-            if self.counts(cast("Exception", error)):
+            if self._judged_failure(cast("Exception", error)):
                 reason = f"a call failed with {type(error).__name__}"
         elif outcome is Outcome.TIMEOUT:
             totals.timeouts += 1
@@ -141,14 +139,19 @@ class Core(Decisions):
                 totals.shed += 1
             else:  # LINE_TIMEOUT: overload took its time, no outcome at all
                 totals.timeouts += 1
-                return
-            if type(admission) is Trial:
+            if admission is PLACED:
+                self._give_back(None, dropped=False)  # it teaches nothing
+            elif type(admission) is Trial:
                 self._end_trial(admission.ticket, passed=None)
-            return
+            return False
         limit = self.policy.slow_call_duration
         if limit is not None and ran_at is not None and self.now() - ran_at > limit:
             totals.slow_calls += 1
             reason = reason or "a call was slow"
+        if admission is PLACED:
+            # Its time from its place to its answer, and whether it failed:
+            # what an adaptive limit learns from.
+            self._give_back(ran_at, dropped=reason is not None)
         if type(admission) is Trial:
             if reason is not None:
                 # The error says why; a slow trial has none, so its reason does.
@@ -157,8 +160,14 @@ class Core(Decisions):
             self._end_trial(admission.ticket, passed=reason is None)
         elif reason is not None:
             self.feed(Machine.failure, reason)
-        elif self._machine.counts_successes:
+        elif self.failing:
             self.feed(Machine.success, "a call succeeded")
+        return reason is not None
+
+    def _give_back(self, ran_at: float | None, *, dropped: bool) -> None:
+        line = self.line
+        assert line is not None  # noqa: S101 - PLACED comes only with a line
+        line.give_back(ran_at, dropped=dropped)
 
     def lost(self, calls: int) -> None:
         """``calls`` held by a resource instance that ended: ResourceLost."""
@@ -170,10 +179,23 @@ class Core(Decisions):
 
     def cast_ended(self, error: Exception | None) -> None:
         """A cast was answered: nobody waits, but its error may count."""
-        if error is not None and self.counts(error):
+        if error is not None and self._judged_failure(error):
             self.feed(Machine.failure, f"a cast failed with {type(error).__name__}")
-        elif self._machine.counts_successes:
+        elif self.failing:
             self.feed(Machine.success, "a call succeeded")
+
+    def _judged_failure(self, error: Exception) -> bool:
+        """Whether ``error`` counts, by the policy; a predicate that raises says yes.
+
+        The user's predicate must not cost the caller its answer nor leave a
+        trial or a place behind: its own error is logged (once an outage),
+        and the call counts as a failure.
+        """
+        try:
+            return self.counts(error)
+        except Exception as exc:  # noqa: BLE001 - logged, never lost
+            self.log.callback_failed("failure_exceptions", exc, error)
+            return True
 
     def _end_trial(self, ticket: int, *, passed: bool | None) -> None:
         """The trial ``ticket`` passed, failed, or (``None``) was withdrawn."""

@@ -11,19 +11,21 @@ and outcomes on it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, cast
+import time
+from typing import TYPE_CHECKING, Protocol, cast, final
 
 import attrs
 import trio
 
 from breaky._core.admission import failure_rule
+from breaky._core.checks import check_count
 from breaky._core.events import Publisher, StateChange, StateChanges
 from breaky._core.fleet import Member
 from breaky._core.internals import Internals
 from breaky._core.log import OutageLog
 from breaky._core.machine import Machine
 from breaky._core.places import Places
-from breaky._core.policy import Kind, check_count
+from breaky._core.policy import Kind
 from breaky._core.states import Hold, State
 from breaky._core.statistics import BreakerStatistics, Totals
 
@@ -35,6 +37,42 @@ if TYPE_CHECKING:
     from breaky._core.policy import Policy
 
 _ON = State.ON
+
+
+@final
+class _OutsideTrio(trio.abc.Clock):
+    """The time outside any Trio run: monotonic, and no run's clock."""
+
+    def start_clock(self) -> None:
+        """Never used as a run's clock."""
+
+    def current_time(self) -> float:
+        """Seconds, monotonic."""
+        return time.monotonic()
+
+    def deadline_to_sleep_time(self, deadline: float) -> float:
+        """Never used as a run's clock."""
+        return deadline - self.current_time()
+
+
+OUTSIDE_TRIO = _OutsideTrio()
+
+
+def outside_trio() -> trio.abc.Clock:
+    """The clock outside a run; a thread of a live run is refused instead.
+
+    A breaker belongs to its run's thread: read from a worker thread, its
+    times would be mixed with another clock's and its state raced.
+    """
+    try:
+        trio.from_thread.run_sync(trio.lowlevel.current_clock)
+    except RuntimeError:
+        return OUTSIDE_TRIO
+    msg = (
+        "a breaker belongs to its Trio run's thread: call this there, e.g. "
+        "trio.from_thread.run_sync(breaker.statistics)"
+    )
+    raise RuntimeError(msg)
 
 
 class Effects(Protocol):
@@ -62,6 +100,9 @@ class Decisions:
     totals: Totals = attrs.field(init=False, factory=Totals)
     publisher: Publisher = attrs.field(init=False, factory=Publisher)
     counts: Callable[[Exception], bool] = attrs.field(init=False)
+    # Whether a success would change anything now (the rate rule, or failures
+    # in a row to reset): read on the lean path, kept up to date by feed().
+    failing: bool = attrs.field(init=False, default=False)
     effects: Effects | None = attrs.field(init=False, default=None)
     # The line of calls waiting for a place: a guard's bulkhead.
     line: Places | None = attrs.field(init=False, default=None)
@@ -73,9 +114,13 @@ class Decisions:
 
     def __attrs_post_init__(self) -> None:
         resource = self.kind is Kind.RESOURCE
+        in_a_row = self.policy.failures_in_a_row
         self._machine = Machine(
-            self.policy, state=State.STARTING if resource else State.ON
+            self.policy,
+            state=State.STARTING if resource else State.ON,
+            in_a_row=not resource if in_a_row is None else in_a_row,
         )
+        self.failing = self._machine.wants_successes
         self.counts = failure_rule(self.policy, self.kind)
         self.log = OutageLog(
             "breaker" if resource else "guard",
@@ -141,6 +186,10 @@ class Decisions:
         """``reset()``: forget the failures; if OFF, attempt now."""
         self.feed(Machine.reset, "reset() was called")
 
+    def force_on(self) -> None:
+        """``force_on()``: ON now, counting afresh."""
+        self.feed(Machine.force_on, "force_on() was called")
+
     def stop(self, reason: str = "stopped") -> None:
         """Stop for good: answer OFF, end the subscribers."""
         if self._machine.state is not State.STOPPED:
@@ -168,7 +217,12 @@ class Decisions:
 
     def now(self) -> float:
         """Trio's time; times on another run's clock are carried over first."""
-        clock = trio.lowlevel.current_clock()
+        try:
+            clock = trio.lowlevel.current_clock()
+        except RuntimeError:
+            # Outside a Trio run (a module-level guard's statistics() before
+            # or after trio.run): a clock of its own, carried over as another.
+            clock = outside_trio()
         now = clock.current_time()
         if clock is not self._clock:
             if self._clock is not None:
@@ -182,6 +236,7 @@ class Decisions:
         old = machine.state
         now = self.now()
         event(machine, now)
+        self.failing = machine.wants_successes
         step = machine.after(old)
         new = step.new
         change = None
@@ -239,10 +294,16 @@ class Decisions:
         check_count("max_buffer", max_buffer, minimum=1)
         return self.publisher.subscribe(max_buffer)
 
-    def statistics(self, pending: int) -> BreakerStatistics:
-        """A snapshot, with the calls the kind has ``pending``."""
+    def statistics(
+        self, pending: int, concurrency_limit: int | None = None
+    ) -> BreakerStatistics:
+        """A snapshot, with the calls the kind has ``pending`` and its limit."""
+        machine = self._machine
         return BreakerStatistics(
             state=self._machine.state,
+            next_attempt_at=machine.retry_at,
+            last_failure_at=machine.last_failure,
+            concurrency_limit=concurrency_limit,
             failures=self._machine.failures_at(self.now()),
             pending=pending,
             **attrs.asdict(self.totals),

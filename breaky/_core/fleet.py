@@ -18,18 +18,18 @@ from typing import TYPE_CHECKING, Protocol, final
 import attrs
 
 from breaky._core.machine import Machine
+from breaky._core.states import State
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     import trio
 
-    from breaky._core.states import State
-
     from .core import Core
     from .events import StateChanges
 
-__all__ = ["Fleet", "Link", "Member", "View"]
+# State is the seam's too: what a Member reports.
+__all__ = ["Fleet", "Link", "Member", "State", "View"]
 
 
 class View(enum.Enum):

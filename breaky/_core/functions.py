@@ -8,6 +8,10 @@ message that says what to pass, not later with a failure of the dependency.
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 PARTIAL = (
     "; pass keyword arguments for the resource function with "
@@ -15,11 +19,55 @@ PARTIAL = (
 )
 
 
-def check_resource_function(fn: object, args: tuple[object, ...]) -> None:
-    """Refuse, before anything starts, a function that cannot be a resource."""
+def check_async_function(
+    fn: object, *, what: str = "fn must be", shape: str = "(async def)"
+) -> None:
+    """Refuse ``fn`` unless it is (or may be) an async function.
+
+    The message is ``f"{what} an async function {shape}, got {fn!r}"``.
+
+    It is judged on itself first: an ``async def`` is accepted whatever it
+    wraps (a run-in-thread adapter made with :func:`functools.wraps` around a
+    blocking function). A sync function is accepted only as a wrapper of an
+    async one (as :meth:`trio.Nursery.start` allows), and any other callable
+    (a :func:`functools.partial`, an object with ``__call__``) on trust: what
+    it returns is checked when it is called.
+    """
     if inspect.iscoroutine(fn):
         # fn(...) instead of fn: say so, as trio does, and close it, so that
         # no "never awaited" warning follows the error.
+        name = fn.__qualname__
+        fn.close()
+        msg = (
+            f"{what} an async function, got a coroutine object: "
+            f"pass {name}, not {name}()"
+        )
+        raise TypeError(msg)
+    given: Any = fn  # judged at run time, whatever its static type
+    if callable(given) and (
+        inspect.iscoroutinefunction(given)
+        or not inspect.isroutine(given)
+        or inspect.iscoroutinefunction(inspect.unwrap(given))
+    ):
+        return
+    msg = f"{what} an async function {shape}, got {fn!r}"
+    raise TypeError(msg)
+
+
+def not_awaitable(fn: object, result: object) -> TypeError:
+    """The error of a guarded ``fn`` whose call returned no awaitable: a wrong call."""
+    return TypeError(
+        f"{fn!r} returned {type(result).__name__}, not an awaitable: pass an "
+        "async function (async def); this one was called, unguarded. To guard "
+        "a blocking function, run it in a thread: "
+        "guard.run(trio.to_thread.run_sync, fn, *args)"
+    )
+
+
+def check_resource_function(fn: object, args: tuple[object, ...]) -> None:
+    """Refuse, before anything starts, a function that cannot be a resource."""
+    if inspect.iscoroutine(fn):
+        # Its arguments follow it: say how to pass them.
         name = fn.__qualname__
         fn.close()
         msg = (
@@ -28,16 +76,13 @@ def check_resource_function(fn: object, args: tuple[object, ...]) -> None:
             f"start_circuit_breaker(name, {name}, arg1, arg2)"
         )
         raise TypeError(msg)
-    # Like nursery.start, accept a sync wrapper (functools.wraps) of an async
-    # function; refuse a plain sync function before it fails every start.
-    if not callable(fn) or (
-        inspect.isroutine(inspect.unwrap(fn))
-        and not inspect.iscoroutinefunction(inspect.unwrap(fn))
-    ):
-        msg = f"fn must be an async function (async def), got {fn!r}"
-        raise TypeError(msg)
+    check_async_function(fn)
     try:
-        signature = inspect.signature(fn)
+        # An async def is judged on itself, not on what it wraps.
+        signature = inspect.signature(
+            cast("Callable[..., object]", fn),
+            follow_wrapped=not inspect.iscoroutinefunction(fn),
+        )
     except (TypeError, ValueError):  # pragma: no cover - some builtins hide it
         return
     try:

@@ -9,11 +9,15 @@ dependency down for an hour does not fill the log with the same traceback.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, final
+import sys
+from typing import TYPE_CHECKING, cast, final
 
 import attrs
 
 from breaky._core.states import State
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
+    from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -42,6 +46,8 @@ class OutageLog:
     _traced: tuple[str, type[BaseException] | None] | None = attrs.field(
         init=False, default=None
     )
+    # The user callbacks whose error was logged in this outage.
+    _callbacks: set[str] = attrs.field(init=False, factory=set[str])
 
     def failure(self, what: str, error: BaseException | None) -> None:
         """An instance or attempt failed: ``what`` happened, because of ``error``.
@@ -52,17 +58,44 @@ class OutageLog:
         names the error. Either way the record's ``error`` attribute is the
         exception (or ``None``).
         """
+        # A group of one (a nursery's) is its one exception: what is logged,
+        # its traceback, and what a repeat is compared by.
+        error = collapse(error)
         key = (what, None if error is None else type(error))
         extra = {**self.extra(), "error": error}
+        detail = "" if error is None else f" ({describe(error)})"
         if key == self._traced:
-            detail = "" if error is None else f" ({describe(error)})"
             logger.warning(
                 "%s %r: the %s again%s", self.noun, self.name, what, detail, extra=extra
             )
             return
         self._traced = key
+        # The traceback names the cause (its leaves, for a group of many).
         logger.error(
             "%s %r: the %s", self.noun, self.name, what, exc_info=error, extra=extra
+        )
+
+    def callback_failed(
+        self, callback: str, error: Exception, judged: BaseException
+    ) -> None:
+        """A user callback (``failure_exceptions``...) raised ``error`` on ``judged``.
+
+        An ERROR with its traceback once an outage, DEBUG after that.
+        """
+        extra = {**self.extra(), "error": error}
+        if callback in self._callbacks:
+            logger.debug(
+                "%s %r: its %s raised again (%s)",
+                *(self.noun, self.name, callback, describe(error)),
+                extra=extra,
+            )
+            return
+        self._callbacks.add(callback)
+        logger.error(
+            "%s %r: its %s raised on %s; the call counts as a failure",
+            *(self.noun, self.name, callback, describe(judged)),
+            exc_info=error,
+            extra=extra,
         )
 
     def working(self) -> None:
@@ -117,6 +150,7 @@ class OutageLog:
     def _on(self, change: StateChange, attempts: int) -> None:
         since, self._off_since = self._off_since, None
         self._traced = None
+        self._callbacks.clear()
         summary = ""
         if since is not None:
             made = attempts - self._attempts_then
@@ -131,7 +165,28 @@ class OutageLog:
         )
 
 
+def collapse(error: BaseException | None) -> BaseException | None:
+    """A group of one exception is that exception (all the way down)."""
+    if isinstance(error, BaseExceptionGroup):
+        group = cast("BaseExceptionGroup[BaseException]", error)
+        inner = group.exceptions
+        return collapse(inner[0]) if len(inner) == 1 else group
+    return error
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions at the bottom of ``error``'s groups: the causes."""
+    if isinstance(error, BaseExceptionGroup):
+        inner = cast("BaseExceptionGroup[BaseException]", error).exceptions
+        return [leaf for each in inner for leaf in leaves(each)]
+    return [error]
+
+
 def describe(error: BaseException) -> str:
-    """``Type: message``, or the type alone when the message is empty."""
+    """``Type: message`` of each cause (a group's leaves), ``; ``-separated."""
+    return "; ".join(_one(leaf) for leaf in leaves(error))
+
+
+def _one(error: BaseException) -> str:
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__

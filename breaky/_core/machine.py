@@ -13,12 +13,11 @@ resource breaker, an instance) ended: a success, or a failure.
 from __future__ import annotations
 
 import random
-from collections import deque
 from typing import TYPE_CHECKING, final
 
 import attrs
 
-from breaky._core.outcomes import Outcomes
+from breaky._core.outcomes import Failures
 from breaky._core.states import Hold, State
 
 if TYPE_CHECKING:
@@ -50,6 +49,10 @@ class Step:
         return self.old is not self.new
 
 
+# With no max_retry_timeout, the wait between attempts stops growing here
+# (a day), unless retry_timeout is longer: a backoff never reaches infinity.
+LONGEST_WAIT = 86_400.0
+
 # The longest random delay before the attempt that fleet ON asks of each held
 # instance: the fleet's instances reconnect within half a second, not all in
 # the same millisecond.
@@ -71,32 +74,37 @@ class Machine:
 
     policy: Policy
     state: State = State.STARTING
+    # The count rule with no window: a success resets the count (failures
+    # must come in a row). A guard's default; see Policy.failures_in_a_row.
+    in_a_row: bool = False
     retry_at: float | None = None
     # What the fleet, if any, says of this breaker.
     hold: Hold = Hold.NONE
-    # OFF by its own failures (a trip, or a failed attempt while no fleet
-    # held it), not only because a fleet holds it: what a fleet reports.
+    # OFF by its own failures (a trip, or a failed attempt of its own, the
+    # fleet's prober's included), not only because a fleet holds it: what a
+    # fleet reports.
     sees_off: bool = False
     # The wait before the next attempt while OFF, before jitter.
     retry_wait: float = attrs.field(init=False)
     # The jitter's random source: the policy's, or the breaker's own.
     rng: random.Random = attrs.field(init=False)
-    # The ticket of the guard's trial call in flight, if any.
+    # The ticket of the guard's trial call in flight, if any: it holds the
+    # one place of a trial until it ends, whatever happens meanwhile.
     trial: int | None = attrs.field(init=False, default=None)
+    # The trial in flight no longer decides (forced OFF, held, stopped since).
+    trial_void: bool = attrs.field(init=False, default=False)
+    # When the last failure was counted (a call, a crash, a failed attempt).
+    last_failure: float | None = attrs.field(init=False, default=None)
     # Trials that succeeded since the breaker last turned OFF.
     trials_passed: int = attrs.field(init=False, default=0)
     _tickets: int = attrs.field(init=False, default=0)
-    # The count rule: when each counted failure happened, oldest first.
-    _failure_times: deque[float] = attrs.field(init=False, factory=deque[float])
-    # The rate rule, when the policy has a failure_rate.
-    _outcomes: Outcomes | None = attrs.field(init=False, default=None)
+    # What the failure rule (count or rate) remembers.
+    _failures: Failures = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.retry_wait = self.policy.retry_timeout
         self.rng = self.policy.rng or random.Random()  # noqa: S311 - not crypto
-        if self.policy.failure_rate is not None:
-            assert self.policy.failure_window is not None  # noqa: S101 - validated
-            self._outcomes = Outcomes(self.policy.failure_window)
+        self._failures = Failures(self.policy, in_a_row=self.in_a_row)
 
     @property
     def accepting(self) -> bool:
@@ -125,14 +133,12 @@ class Machine:
     @property
     def failures(self) -> int:
         """The failures counted, as of the last input."""
-        if self._outcomes is not None:
-            return self._outcomes.failures
-        return len(self._failure_times)
+        return self._failures.count
 
     @property
-    def counts_successes(self) -> bool:
-        """Whether successes matter (the rate rule): else they need no input."""
-        return self._outcomes is not None
+    def wants_successes(self) -> bool:
+        """Whether a success would change anything: else it needs no input."""
+        return self._failures.wants_successes
 
     def waiting(self, now: float) -> bool:
         """Whether the retry wait is still running at ``now`` (a query)."""
@@ -140,12 +146,7 @@ class Machine:
 
     def failures_at(self, now: float) -> int:
         """The failures that count at ``now``: a query, it changes nothing."""
-        if self._outcomes is not None:
-            return self._outcomes.failures_at(now)
-        window = self.policy.failure_window
-        if window is None:
-            return len(self._failure_times)
-        return sum(1 for t in self._failure_times if t > now - window)
+        return self._failures.at(now)
 
     def after(self, old: State) -> Step:
         """The step the last input made, from state ``old``: what to do now."""
@@ -166,19 +167,9 @@ class Machine:
         """Something failed: a call, a crash, a failed restart, a timeout."""
         if not self.accepting:
             return  # failures while OFF or STOPPED change nothing
-        outcomes = self._outcomes
-        if outcomes is not None:
-            outcomes.add(now, failed=True)
-            self._check_rate(now)
-        else:
-            times = self._failure_times
-            times.append(now)
-            window = self.policy.failure_window
-            if window is not None:
-                while times[0] <= now - window:
-                    times.popleft()
-            if len(times) >= self.policy.failure_threshold:
-                self._trip(now)
+        self.last_failure = now
+        if self._failures.failed(now):
+            self._trip(now)
 
     def failure_reported(self, now: float) -> None:
         """The caller says a call failed (``failure()``), after its outcome.
@@ -188,22 +179,10 @@ class Machine:
         (one call, one outcome); with no success left in the window, it is a
         failure of its own.
         """
-        outcomes = self._outcomes
-        if outcomes is None or not self.accepting or not outcomes.amend(now):
+        tripped = self._failures.amended(now) if self.accepting else None
+        if tripped is None:
             self.failure(now)
-        else:
-            self._check_rate(now)
-
-    def _check_rate(self, now: float) -> None:
-        outcomes = self._outcomes
-        rate = self.policy.failure_rate
-        assert outcomes is not None  # noqa: S101 - the rate rule
-        assert rate is not None  # noqa: S101
-        # A division, not failures >= rate * calls: 0.28 * 25 is 7.000000000000001.
-        if (
-            outcomes.calls >= self.policy.minimum_calls
-            and outcomes.failures / outcomes.calls >= rate
-        ):
+        elif tripped:
             self._trip(now)
 
     def new_clock(self, now: float) -> None:
@@ -215,14 +194,12 @@ class Machine:
         counted are kept as if they happened ``now``.
         """
         self.retry_at = None
-        self._failure_times = deque([now] * len(self._failure_times))
-        if self._outcomes is not None:
-            self._outcomes.rebase(now)
+        self._failures.rebase(now)
 
     def success(self, now: float) -> None:
-        """A call succeeded; only the rate rule needs to know."""
-        if self._outcomes is not None and self.accepting:
-            self._outcomes.add(now, failed=False)
+        """A call succeeded: counted by the rate rule, a reset of failures in a row."""
+        if self.accepting:
+            self._failures.succeeded(now)
 
     # Attempts: a resource breaker's starts, a guard's trial calls.
 
@@ -237,22 +214,29 @@ class Machine:
             if self.trials_passed < self.policy.trial_calls:
                 return  # the next call is the next trial, at once
         # Turning ON (first start or recovery) starts a fresh count.
-        self._clear_counts()
+        self._failures.clear()
         self.retry_wait = self.policy.retry_timeout
         self.state = State.ON
         self.sees_off = False
+        # The prober's start succeeded: it probes no more, and a later trip
+        # is its own news, which the fleet's ON (for this start) keeps.
+        self.hold = Hold.NONE
 
     def attempt_failed(self, now: float) -> None:
         """A start failed (ended before ``started()``), or a trial failed."""
         if self.state is State.OFF:
             # An attempt failed: stay OFF and wait longer (the backoff).
             cap = self.policy.max_retry_timeout
-            wait = self.retry_wait * self.policy.retry_backoff
-            self.retry_wait = wait if cap is None else min(wait, cap)
+            if cap is None:  # the waits stop growing somewhere: never infinity
+                cap = max(self.policy.retry_timeout, LONGEST_WAIT)
+            self.retry_wait = min(self.retry_wait * self.policy.retry_backoff, cap)
+            self.last_failure = now
             self.trials_passed = 0
             self._arm(now)
-            if self.hold is Hold.NONE:
-                self.sees_off = True  # still failing, as seen from here
+            if self.hold is not Hold.HELD:
+                # Still failing, as seen from here (the prober's own attempt
+                # included): what the fleet counts, whatever led here.
+                self.sees_off = True
         else:
             self.failure(now)
 
@@ -275,7 +259,8 @@ class Machine:
         if ticket != self.trial:
             return
         self.trial = None
-        if passed is None or self.state is not State.OFF:
+        void, self.trial_void = self.trial_void, False
+        if passed is None or void or self.state is not State.OFF:
             return
         if passed:
             self.attempt_succeeded(now)
@@ -297,11 +282,28 @@ class Machine:
             self.sees_off = False
             self._forget_trial()
 
+    def force_on(self, now: float) -> None:  # noqa: ARG002
+        """Turn ON by hand: the dependency is known to be back; count afresh.
+
+        A resource breaker with no instance running starts one at once. A
+        manual override, as :meth:`reset` is: whatever a fleet says.
+        """
+        if self.state is State.STOPPED:
+            return
+        self._failures.clear()
+        self.retry_wait = self.policy.retry_timeout
+        self.retry_at = None
+        self.hold = Hold.NONE
+        self.sees_off = False
+        self._forget_trial()
+        if self.state is not State.STARTING:
+            self.state = State.ON
+
     def reset(self, now: float) -> None:  # noqa: ARG002
         """Forget the failures; when OFF (forced or not), attempt now."""
         if self.state is State.STOPPED:
             return
-        self._clear_counts()
+        self._failures.clear()
         self.retry_wait = self.policy.retry_timeout
         # A manual override: this instance tries now, whatever its fleet says
         # (until the fleet's state next changes).
@@ -377,13 +379,10 @@ class Machine:
         self._arm(now)
         self.sees_off = True
 
-    def _clear_counts(self) -> None:
-        self._failure_times.clear()
-        if self._outcomes is not None:
-            self._outcomes.clear()
-
     def _forget_trial(self) -> None:
-        self.trial = None
+        # A trial in flight keeps its place until it ends, deciding nothing:
+        # at most one trial runs, whatever the switches meanwhile.
+        self.trial_void = self.trial is not None
         self.trials_passed = 0
 
     def _arm(self, now: float) -> None:

@@ -2,125 +2,21 @@
 
 from __future__ import annotations
 
+import difflib
 import enum
-import math
-import random
-from typing import TYPE_CHECKING, Any, TypeAlias, cast, final
+from typing import TYPE_CHECKING, TypeAlias, final
 
 import attrs
 
+from . import checks
+
 if TYPE_CHECKING:
+    import random
     from collections.abc import Callable
 
     from typing_extensions import TypedDict
 
-
-def check_seconds(
-    name: str,
-    value: object,
-    *,
-    allow_none: bool = False,
-    allow_zero: bool = False,
-) -> float | None:
-    """Return ``value`` as a float of seconds, or raise naming ``name``.
-
-    Booleans are refused (``True`` is not one second); so are NaN and infinity,
-    which would silently mean "never".
-    """
-    if value is None and allow_none:
-        return None
-    bound = ">= 0" if allow_zero else "> 0"
-    expected = f"a finite number of seconds {bound}" + (
-        " or None" if allow_none else ""
-    )
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"{name} must be {expected}, got {value!r}"
-        raise TypeError(msg)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        msg = f"{name} must be {expected}, got {value!r}"
-        raise ValueError(msg)
-    return float(value)
-
-
-def check_count(name: str, value: object, *, minimum: int) -> int:
-    """Return ``value`` if it is an int >= ``minimum`` (not a bool), or raise."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"{name} must be an int >= {minimum}, got {value!r}"
-        raise TypeError(msg)
-    if value < minimum:
-        msg = f"{name} must be an int >= {minimum}, got {value!r}"
-        raise ValueError(msg)
-    return value
-
-
-def _threshold(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    check_count(attribute.name, value, minimum=1)
-
-
-def _positive(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    check_seconds(attribute.name, value)
-
-
-def _positive_or_none(
-    _: object, attribute: attrs.Attribute[Any], value: object
-) -> None:
-    check_seconds(attribute.name, value, allow_none=True)
-
-
-def _count_or_none(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    msg = f"{attribute.name} must be an int >= 1 or None, got {value!r}"
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(msg)
-    if value < 1:
-        raise ValueError(msg)
-
-
-def _backoff(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    msg = f"{attribute.name} must be a finite number >= 1.0, got {value!r}"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(msg)
-    if not (math.isfinite(value) and value >= 1):
-        raise ValueError(msg)
-
-
-def _jitter(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    msg = f"{attribute.name} must be a number >= 0.0 and < 1.0, got {value!r}"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(msg)
-    if not 0 <= value < 1:  # NaN fails this too
-        raise ValueError(msg)
-
-
-def _rate(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    msg = f"{attribute.name} must be a number > 0 and <= 1, or None, got {value!r}"
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(msg)
-    if not 0 < value <= 1:  # NaN fails this too
-        raise ValueError(msg)
-
-
-def _exceptions(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is None:
-        return  # the kind's default
-    if callable(value) and not isinstance(value, type):
-        return  # a predicate
-    types = cast("tuple[object, ...]", value if isinstance(value, tuple) else (value,))
-    if not all(isinstance(t, type) and issubclass(t, Exception) for t in types):
-        msg = (
-            f"{attribute.name} must be an Exception subclass, a tuple of them, "
-            f"a predicate taking an exception, or None, got {value!r}"
-        )
-        raise TypeError(msg)
-
-
-def _rng(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and not isinstance(value, random.Random):
-        msg = f"{attribute.name} must be a random.Random or None, got {value!r}"
-        raise TypeError(msg)
+    from .adaptive import Adaptive
 
 
 FailureExceptions: TypeAlias = (
@@ -157,7 +53,8 @@ class Policy:
             waits as long as the caller's own cancel scopes allow.
         failure_window: when set, only failures in the last ``failure_window``
             seconds count toward the threshold (OTP's intensity and period);
-            ``None`` counts every failure since the breaker last turned ON.
+            ``None`` counts failures since the breaker last turned ON (or, with
+            ``failures_in_a_row``, since the last success).
         retry_backoff: each failed attempt while OFF multiplies the wait by
             this; >= 1. The wait goes back to ``retry_timeout`` once an
             attempt succeeds.
@@ -196,7 +93,9 @@ class Policy:
         max_concurrent: a guard's bulkhead: at most this many calls run at
             once; with ``max_queued``, that many more wait for a place (in
             order, within their timeout), and beyond it a call is shed.
-            ``None`` (the default): no limit.
+            An int >= 1, a :class:`~breaky.Adaptive` limit (learned from the
+            calls' latency: each guard, each key of a keyed guard, learns its
+            own), or ``None`` (the default): no limit.
         failure_rate: the rate rule, which replaces the count rule when set:
             the breaker trips when, within the last ``failure_window`` seconds
             (required with it), at least ``minimum_calls`` calls had an
@@ -206,35 +105,58 @@ class Policy:
             between 95% and 100% of it.
         minimum_calls: the fewest outcomes in the window for the rate rule
             to trip; an int >= 1.
+        failures_in_a_row: with the count rule and no ``failure_window``,
+            whether a success resets the count, so that only
+            ``failure_threshold`` failures in a row trip the breaker (as
+            pybreaker, aiobreaker, circuitbreaker and Polly's consecutive
+            breaker count). ``None`` (the default) means the kind's default:
+            ``True`` for a guard; ``False`` for a resource breaker, whose
+            crashes and failed starts count until it is ON again (the seed's
+            rule).
 
     """
 
-    failure_threshold: int = attrs.field(default=10, validator=_threshold)
-    retry_timeout: float = attrs.field(default=10.0, validator=_positive)
-    call_timeout: float | None = attrs.field(default=5.0, validator=_positive_or_none)
+    failure_threshold: int = attrs.field(default=10, validator=checks.threshold)
+    retry_timeout: float = attrs.field(default=10.0, validator=checks.positive)
+    call_timeout: float | None = attrs.field(
+        default=5.0, validator=checks.positive_or_none
+    )
     failure_window: float | None = attrs.field(
-        default=None, validator=_positive_or_none
+        default=None, validator=checks.positive_or_none
     )
-    retry_backoff: float = attrs.field(default=1.0, validator=_backoff)
+    retry_backoff: float = attrs.field(default=1.0, validator=checks.backoff)
     max_retry_timeout: float | None = attrs.field(
-        default=None, validator=_positive_or_none
+        default=None, validator=checks.positive_or_none
     )
-    retry_jitter: float = attrs.field(default=0.0, validator=_jitter)
+    retry_jitter: float = attrs.field(default=0.0, validator=checks.jitter)
     failure_exceptions: FailureExceptions = attrs.field(
-        default=None, validator=_exceptions
+        default=None, validator=checks.exceptions
     )
     slow_call_duration: float | None = attrs.field(
-        default=None, validator=_positive_or_none
+        default=None, validator=checks.positive_or_none
     )
-    rng: random.Random | None = attrs.field(default=None, eq=False, validator=_rng)
-    max_queued: int | None = attrs.field(default=None, validator=_count_or_none)
+    rng: random.Random | None = attrs.field(
+        default=None, eq=False, validator=checks.rng
+    )
+    max_queued: int | None = attrs.field(default=None, validator=checks.count_or_none)
     start_timeout: float | None = attrs.field(
-        default=DEFAULT_START_TIMEOUT, validator=_positive_or_none
+        default=DEFAULT_START_TIMEOUT, validator=checks.positive_or_none
     )
-    trial_calls: int = attrs.field(default=1, validator=_threshold)
-    max_concurrent: int | None = attrs.field(default=None, validator=_count_or_none)
-    failure_rate: float | None = attrs.field(default=None, validator=_rate)
-    minimum_calls: int = attrs.field(default=10, validator=_threshold)
+    trial_calls: int = attrs.field(default=1, validator=checks.threshold)
+    max_concurrent: int | Adaptive | None = attrs.field(
+        default=None, validator=checks.limit_or_none
+    )
+    failure_rate: float | None = attrs.field(default=None, validator=checks.rate)
+    minimum_calls: int = attrs.field(default=10, validator=checks.threshold)
+    failures_in_a_row: bool | None = attrs.field(
+        default=None, validator=checks.bool_or_none
+    )
+
+    def __new__(cls, *_: object, **options: object) -> Policy:
+        # Before attrs' __init__: a misspelt option is named with the list of
+        # fields, as a breaker's is, rather than by Python's generic message.
+        refuse_unknown(options)
+        return super().__new__(cls)
 
     def __attrs_post_init__(self) -> None:
         cap = self.max_retry_timeout
@@ -250,6 +172,26 @@ class Policy:
                 "failures is measured over), got failure_window=None"
             )
             raise ValueError(msg)
+
+
+def refuse_unknown(options: dict[str, object], hint: str = "") -> None:
+    """Refuse an option that is no field of Policy, listing the fields.
+
+    The message ends with ``hint``; a near miss is named (``retry_time``:
+    did you mean ``retry_timeout``?).
+    """
+    unknown = sorted(set(options) - set(_FIELDS))
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], _FIELDS, n=1)
+        guess = f" (did you mean {near[0]!r}?)" if near else ""
+        msg = (
+            f"unexpected option {unknown[0]!r}{guess}: the options are the fields "
+            f"of breaky.Policy ({', '.join(_FIELDS)}){hint}"
+        )
+        raise TypeError(msg)
+
+
+_FIELDS = tuple(f.name for f in attrs.fields(Policy))
 
 
 if TYPE_CHECKING:
@@ -270,9 +212,10 @@ if TYPE_CHECKING:
         max_queued: int | None
         start_timeout: float | None
         trial_calls: int
-        max_concurrent: int | None
+        max_concurrent: int | Adaptive | None
         failure_rate: float | None
         minimum_calls: int
+        failures_in_a_row: bool | None
 
 
 class FromPolicy(enum.Enum):
@@ -307,7 +250,6 @@ _MEANINGLESS: dict[Kind, dict[str, str]] = {
     },
 }
 _DEFAULTS = Policy()
-_FIELDS = tuple(f.name for f in attrs.fields(Policy))
 
 
 def policy_for(
@@ -324,13 +266,7 @@ def policy_for(
     elif not isinstance(policy, Policy):
         msg = f"policy must be a breaky.Policy or None, got {policy!r}"
         raise TypeError(msg)
-    unknown = sorted(set(options) - set(_FIELDS))
-    if unknown:
-        msg = (
-            f"unexpected option {unknown[0]!r}: the options are the fields of "
-            f"breaky.Policy ({', '.join(_FIELDS)}){hint}"
-        )
-        raise TypeError(msg)
+    refuse_unknown(options, hint)
     if options:
         policy = attrs.evolve(policy, **options)  # type: ignore[arg-type]
     for name, instead in _MEANINGLESS[kind].items():

@@ -129,6 +129,12 @@ class BreakerStatistics(Counts):
         failures: the failures that count toward the failure rule now.
         pending: calls not answered yet (queued or held by the resource; for
             a guard, running or waiting for a place).
+        next_attempt_at: while OFF and waiting, when the next attempt (a
+            start, a trial call) is due, on Trio's clock
+            (:func:`trio.current_time`); ``None`` otherwise (ON, due now, held
+            OFF by a fleet, forced OFF).
+        last_failure_at: when the last failure was counted (a call, a crash,
+            a failed attempt), on Trio's clock; ``None`` if none yet.
         calls: calls made.
         replies: calls answered with ``request.reply()``; for a guard, calls
             whose function returned.
@@ -152,12 +158,19 @@ class BreakerStatistics(Counts):
             trial calls of a guard.
         fleet_holds: times a fleet turned the breaker OFF on the word of
             other instances (not a trip of its own).
+        concurrency_limit: how many calls may run at once now: a guard's
+            ``max_concurrent`` (learned, if it is :class:`~breaky.Adaptive`),
+            or the ``concurrency`` of a resource's :meth:`~breaky.Inbox.serve`
+            (summed if several serve at once); ``None`` with no limit.
 
     """
 
     state: State
     failures: int
     pending: int
+    next_attempt_at: float | None = None
+    last_failure_at: float | None = None
+    concurrency_limit: int | None = None
 
 
 # attrs freezes a subclass of a mutable class; see BreakerStatistics.
@@ -181,6 +194,9 @@ class KeyedStatistics(Counts):
         refused: new keys refused at the ``max_keys`` bound because no live
             key could be forgotten (their calls were answered OFF).
         not_on: the statistics of each live key that is not ON, by key.
+        concurrency_limit: the keys' concurrency limits now, summed over the
+            live keys that have one (each key learns its own when it is
+            :class:`~breaky.Adaptive`); ``None`` when none has a limit.
 
     """
 
@@ -191,3 +207,4 @@ class KeyedStatistics(Counts):
     forgotten: int
     refused: int
     not_on: Mapping[str, BreakerStatistics]
+    concurrency_limit: int | None = None

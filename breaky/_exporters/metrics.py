@@ -46,6 +46,10 @@ STATE_HELP = "The breaker's state: 1 for its current state, 0 for the others."
 FAILURES_HELP = "Failures that count toward the breaker's failure rule now."
 PENDING_HELP = "Calls not answered yet (queued, or held by the resource)."
 CALLS_HELP = "Calls answered, by outcome; the calls made are these plus pending."
+LIMIT_HELP = (
+    "Calls that may run at once now (max_concurrent, learned if adaptive; "
+    "a resource's serve() concurrency); absent with no limit."
+)
 
 # A keyed group's series: its keys aggregated (per-key series exist only for
 # the keys that are not ON, as plain breakers named "group[key]").
@@ -55,6 +59,9 @@ GROUP_PENDING_HELP = "Calls not answered yet, summed over the group's live keys.
 GROUP_CALLS_HELP = (
     "Calls answered, by outcome, over every key the group had (forgotten ones "
     "too); the calls made are these plus pending."
+)
+GROUP_LIMIT_HELP = (
+    "Calls that may run at once now, summed over the live keys that have a limit."
 )
 GROUP_FORGOTTEN_HELP = "Keys forgotten: idle, or evicted at the max_keys bound."
 GROUP_REFUSED_HELP = (

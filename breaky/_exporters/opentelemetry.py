@@ -19,8 +19,10 @@ from .metrics import (
     GROUP_FAILURES_HELP,
     GROUP_FORGOTTEN_HELP,
     GROUP_KEYS_HELP,
+    GROUP_LIMIT_HELP,
     GROUP_PENDING_HELP,
     GROUP_REFUSED_HELP,
+    LIMIT_HELP,
     OUTCOMES,
     PENDING_HELP,
     STATE_HELP,
@@ -127,6 +129,9 @@ def instrument(
     - ``breaky.failures`` (up-down counter, ``{failure}``): failures counted
       toward the threshold now.
     - ``breaky.pending`` (up-down counter, ``{call}``): calls not answered yet.
+    - ``breaky.concurrency_limit`` (gauge, ``{call}``): calls that may run at
+      once now (``max_concurrent``, learned if :class:`~breaky.Adaptive`; a
+      resource's ``serve()`` concurrency); only for breakers with a limit.
     - ``breaky.calls`` (counter, ``{call}``, with an ``outcome`` attribute:
       ``reply``, ``error``, ``off``, ``shed``, ``timeout``, ``lost``,
       ``cancelled``):
@@ -140,8 +145,9 @@ def instrument(
     (each as a breaker named ``group[key]``), and these, with a ``group``
     attribute, for all its keys at once: ``breaky.group.keys`` (gauge,
     ``{key}``, with a ``state`` attribute: how many live keys are in each
-    state), ``breaky.group.failures`` and ``breaky.group.pending`` (summed
-    over the live keys), ``breaky.group.calls`` (with an ``outcome``) and
+    state), ``breaky.group.failures``, ``breaky.group.pending`` and
+    ``breaky.group.concurrency_limit`` (a gauge; summed over the live keys),
+    ``breaky.group.calls`` (with an ``outcome``) and
     ``breaky.group.casts`` ... ``breaky.group.slow_calls`` (totals over every
     key the group had), ``breaky.group.forgotten`` and
     ``breaky.group.refused`` (keys forgotten; new keys refused at
@@ -206,6 +212,12 @@ def _create_instruments(meter: metrics.Meter, observed: _Observed) -> None:
         "{call}",
         PENDING_HELP,
     )
+    meter.create_observable_gauge(
+        "breaky.concurrency_limit",
+        [_callback(observed, _limit)],
+        "{call}",
+        LIMIT_HELP,
+    )
     meter.create_observable_counter(
         "breaky.calls", [_callback(observed, _outcomes)], "{call}", CALLS_HELP
     )
@@ -236,6 +248,12 @@ def _create_group_instruments(meter: metrics.Meter, observed: _Observed) -> None
         [_group_callback(observed, lambda s: [(s.pending, {})])],
         "{call}",
         GROUP_PENDING_HELP,
+    )
+    meter.create_observable_gauge(
+        "breaky.group.concurrency_limit",
+        [_group_callback(observed, _limit)],
+        "{call}",
+        GROUP_LIMIT_HELP,
     )
     meter.create_observable_counter(
         "breaky.group.calls",
@@ -304,6 +322,11 @@ def _callback(
 def _states(stats: BreakerStatistics) -> Points:
     for member in State:
         yield int(stats.state is member), {"state": state_label(member)}
+
+
+def _limit(stats: BreakerStatistics | KeyedStatistics) -> Points:
+    limit = stats.concurrency_limit
+    return [] if limit is None else [(limit, {})]
 
 
 def _outcomes(stats: BreakerStatistics | KeyedStatistics) -> Points:

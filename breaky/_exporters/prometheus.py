@@ -17,8 +17,10 @@ from .metrics import (
     GROUP_FAILURES_HELP,
     GROUP_FORGOTTEN_HELP,
     GROUP_KEYS_HELP,
+    GROUP_LIMIT_HELP,
     GROUP_PENDING_HELP,
     GROUP_REFUSED_HELP,
+    LIMIT_HELP,
     OUTCOMES,
     PENDING_HELP,
     STATE_HELP,
@@ -57,6 +59,9 @@ class BreakyCollector:
       the others.
     - ``breaky_failures`` (gauge): failures counted toward the threshold now.
     - ``breaky_pending`` (gauge): calls not answered yet.
+    - ``breaky_concurrency_limit`` (gauge): calls that may run at once now
+      (``max_concurrent``, learned if :class:`~breaky.Adaptive`; a
+      resource's ``serve()`` concurrency); only for breakers with a limit.
     - ``breaky_calls_total`` (counter, with an ``outcome`` label: ``reply``,
       ``error``, ``off``, ``shed``, ``timeout``, ``lost``, ``cancelled``):
       calls answered; the calls made are their sum plus ``breaky_pending``.
@@ -73,8 +78,9 @@ class BreakyCollector:
 
     - ``breaky_group_keys`` (gauge, with a ``state`` label): how many live
       keys are in each state.
-    - ``breaky_group_failures``, ``breaky_group_pending`` (gauges): summed
-      over the live keys.
+    - ``breaky_group_failures``, ``breaky_group_pending``,
+      ``breaky_group_concurrency_limit`` (gauges): summed over the live keys
+      (the last only for a group whose keys have a limit).
     - ``breaky_group_calls_total`` (with an ``outcome`` label) and
       ``breaky_group_casts_total`` ... ``breaky_group_slow_calls_total``
       (counters): as above, totals over every key the group had, forgotten
@@ -115,6 +121,9 @@ def _breaker_families(
     state = GaugeMetricFamily("breaky_state", STATE_HELP, labels=["breaker", "state"])
     failures = GaugeMetricFamily("breaky_failures", FAILURES_HELP, labels=["breaker"])
     pending = GaugeMetricFamily("breaky_pending", PENDING_HELP, labels=["breaker"])
+    limit = GaugeMetricFamily(
+        "breaky_concurrency_limit", LIMIT_HELP, labels=["breaker"]
+    )
     calls = CounterMetricFamily(
         "breaky_calls_total", CALLS_HELP, labels=["breaker", "outcome"]
     )
@@ -128,6 +137,8 @@ def _breaker_families(
             state.add_metric([name, state_label(member)], value)
         failures.add_metric([name], stats.failures)
         pending.add_metric([name], stats.pending)
+        if stats.concurrency_limit is not None:
+            limit.add_metric([name], stats.concurrency_limit)
         for outcome, field in OUTCOMES:
             calls.add_metric([name, outcome], getattr(stats, field))
         for family, field in counters:
@@ -135,6 +146,7 @@ def _breaker_families(
     yield state
     yield failures
     yield pending
+    yield limit
     yield calls
     for family, _ in counters:
         yield family
@@ -149,6 +161,9 @@ def _group_families(groups: Sequence[tuple[str, KeyedStatistics]]) -> Iterator[M
     )
     pending = GaugeMetricFamily(
         "breaky_group_pending", GROUP_PENDING_HELP, labels=["group"]
+    )
+    limit = GaugeMetricFamily(
+        "breaky_group_concurrency_limit", GROUP_LIMIT_HELP, labels=["group"]
     )
     calls = CounterMetricFamily(
         "breaky_group_calls_total", GROUP_CALLS_HELP, labels=["group", "outcome"]
@@ -171,6 +186,8 @@ def _group_families(groups: Sequence[tuple[str, KeyedStatistics]]) -> Iterator[M
             keys.add_metric([name, state_label(member)], stats.states[member])
         failures.add_metric([name], stats.failures)
         pending.add_metric([name], stats.pending)
+        if stats.concurrency_limit is not None:
+            limit.add_metric([name], stats.concurrency_limit)
         for outcome, field in OUTCOMES:
             calls.add_metric([name, outcome], getattr(stats, field))
         for family, field in counters:
@@ -180,6 +197,7 @@ def _group_families(groups: Sequence[tuple[str, KeyedStatistics]]) -> Iterator[M
     yield keys
     yield failures
     yield pending
+    yield limit
     yield calls
     for family, _ in counters:
         yield family

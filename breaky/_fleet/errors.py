@@ -5,7 +5,8 @@ about every second and one warning. A server that answers "not now"
 (``LOADING``, ``BUSY``, ``TRYAGAIN``, ``CLUSTERDOWN``, ``MASTERDOWN``) is
 treated alike, with its own wording. Anything else Redis answers is a
 configuration that will not mend by itself: one error record that says what
-is wrong and how to fix it, and retries that back off.
+is wrong and how to fix it, and retries that back off. A primary that the
+Sentinels moved (a failover) is followed at once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import attrs
 if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["Kind", "Trouble", "classify", "describe"]
+__all__ = ["Kind", "PrimaryMovedError", "Trouble", "classify", "describe"]
 
 
 class Kind(enum.Enum):
@@ -32,6 +33,12 @@ class Kind(enum.Enum):
     """Redis answers that it cannot serve now: retry soon."""
     CONFIG = "config"
     """Redis refuses what the fleet asks: retry rarely, until someone fixes it."""
+    MOVED = "moved"
+    """The Sentinels moved the primary: follow it at once."""
+
+
+class PrimaryMovedError(Exception):
+    """The Sentinels name another primary than the one a session talks to."""
 
 
 @final
@@ -155,6 +162,8 @@ def classify(exc: BaseException) -> Trouble:
     import coredis.exceptions as errors  # noqa: PLC0415 - only with the extra
 
     first = _first(exc)
+    if isinstance(first, PrimaryMovedError):
+        return Trouble(Kind.MOVED, str(first))
     code = _code(first)
     if code in _BUSY:
         return Trouble(Kind.BUSY, describe(first))

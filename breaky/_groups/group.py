@@ -30,12 +30,13 @@ import attrs
 import trio
 
 from breaky._core.admission import refuse_call
+from breaky._core.checks import check_count, check_seconds
 from breaky._core.errors import BreakerOff
 from breaky._core.events import Relay
 from breaky._core.internals import Internals
 from breaky._core.lifecycle import Lifecycle
 from breaky._core.off import OFF, Off
-from breaky._core.policy import Kind, check_count, check_seconds
+from breaky._core.policy import Kind
 from breaky._core.states import State
 from breaky._core.statistics import COUNTERS, KeyedStatistics, Totals
 from breaky._groups.order import STALE_PERIODS, KeyOrder
@@ -205,6 +206,7 @@ class Group(abc.ABC, Generic[K]):
         sums = attrs.asdict(self._retired)
         states = dict.fromkeys(State, 0)
         failures = pending = 0
+        limits: list[int] = []
         not_on: dict[str, BreakerStatistics] = {}
         for key, (breaker, core) in self._keys.items():
             # Read from the core: a snapshot object per key would cost more
@@ -216,6 +218,9 @@ class Group(abc.ABC, Generic[K]):
             states[state] += 1
             failures += core.failures_now()
             pending += core.in_flight()
+            limit = breaker.concurrency_limit
+            if limit is not None:
+                limits.append(limit)
             if state is not _ON:
                 not_on[key] = breaker.statistics()
         return KeyedStatistics(
@@ -226,6 +231,7 @@ class Group(abc.ABC, Generic[K]):
             forgotten=self._forgotten,
             refused=self._refused,
             not_on=not_on,
+            concurrency_limit=sum(limits) if limits else None,
             **sums,
         )
 

@@ -15,12 +15,15 @@ from breaky._core.core import Core
 from breaky._core.off import OFF, Off
 from breaky._core.policy import FROM_POLICY, FromPolicy, Kind
 from breaky._groups.group import Group
+from breaky._groups.registry import key_name
+from breaky._guard.block import RefusedBlock
 from breaky._guard.guard import Guard, guard_on
 from breaky._resource.breaker import CircuitBreaker
 from breaky._resource.request import MessageT, ReplyT
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+    from contextlib import AbstractAsyncContextManager
 
     from typing_extensions import TypeVarTuple, Unpack
 
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     PosArgT = TypeVarTuple("PosArgT")
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 @final
@@ -78,6 +82,47 @@ class KeyedGuard(Group[Guard]):
             order.move_to_end(key)
             guard = entry[0]
         return await guard.run(fn, *args, timeout=timeout)
+
+    def calling(
+        self, key: str, *, timeout: float | FromPolicy | None = FROM_POLICY
+    ) -> AbstractAsyncContextManager[None]:
+        """Guard a block of awaits with the guard of ``key``: ``async with``.
+
+        As :meth:`breaky.Guard.calling` of the key's guard, made if the key
+        is new. A new key at the ``max_keys`` bound, when every live key is
+        in use, raises :exc:`breaky.BreakerOff` at entry.
+
+        Raises:
+            TypeError: ``key`` is not a ``str``.
+            ValueError: ``key`` is new, and empty or over 1,024 characters.
+
+        """
+        guard = self._lookup(key)
+        if guard is None:
+            return RefusedBlock(key_name(self.name, key), self._refuse)
+        return guard.calling(timeout=timeout)
+
+    def stream(
+        self,
+        key: str,
+        fn: Callable[[Unpack[PosArgT]], AsyncIterable[T]],
+        *args: Unpack[PosArgT],
+        timeout: float | FromPolicy | None = FROM_POLICY,
+    ) -> AbstractAsyncContextManager[AsyncIterator[T]]:
+        """Guard an iteration of ``fn(*args)`` with the guard of ``key``.
+
+        As :meth:`breaky.Guard.stream` of the key's guard, made if the key
+        is new; at the ``max_keys`` bound, as :meth:`calling`.
+
+        Raises:
+            TypeError: ``key`` is not a ``str``.
+            ValueError: ``key`` is new, and empty or over 1,024 characters.
+
+        """
+        guard = self._lookup(key)
+        if guard is None:
+            return RefusedBlock(key_name(self.name, key), self._refuse)
+        return guard.stream(fn, *args, timeout=timeout)
 
     def _make(self, name: str, key: str) -> tuple[Guard, Core]:  # noqa: ARG002 - as Group's
         core = Core(name, self._key_policy, Kind.GUARD, self._relay)

@@ -66,7 +66,7 @@ class Registry:
         self.publisher.end()
 
     def check_free(self, name: object, *, group: bool = False) -> None:
-        """Refuse a name that is no ``str``, one that is taken, or a group's key.
+        """Refuse a name that is no ``str``, empty, taken, or a group's key's.
 
         ``group``: the name is for a keyed group, which may not hold a ``[``
         and whose keys' names (``name[...]``) must not be taken either.
@@ -74,6 +74,9 @@ class Registry:
         if not isinstance(name, str):
             msg = f"name must be a str, got {name!r}"
             raise TypeError(msg)
+        if not name:
+            msg = "name must be a non-empty str, got ''"
+            raise ValueError(msg)
         if group and "[" in name:
             msg = (
                 f"a keyed group's name must not contain '[' (its keys are named "

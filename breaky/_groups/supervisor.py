@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any, cast, final
 import attrs
 import trio
 
+from breaky._core.checks import check_count, check_seconds
 from breaky._core.core import Core
 from breaky._core.fleet import Fleet
 from breaky._core.functions import PARTIAL, check_resource_function
 from breaky._core.internals import Internals
 from breaky._core.lifecycle import Lifecycle
-from breaky._core.policy import Kind, Policy, check_count, check_seconds, policy_for
+from breaky._core.policy import Kind, Policy, policy_for
 from breaky._core.states import State
 from breaky._guard.guard import Guard, guard_on
 from breaky._resource.breaker import CircuitBreaker

@@ -14,9 +14,18 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, final
 from breaky._core.calls import InTaskCalls
 from breaky._core.core import Core
 from breaky._core.policy import FROM_POLICY, FromPolicy, Kind, policy_for
+from breaky._guard.block import GuardedBlock
+from breaky._guard.stream import GuardedStream
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
+    from collections.abc import (
+        AsyncIterable,
+        AsyncIterator,
+        Awaitable,
+        Callable,
+        Coroutine,
+    )
+    from contextlib import AbstractAsyncContextManager
 
     from typing_extensions import TypeVarTuple, Unpack
 
@@ -30,6 +39,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 @final
@@ -113,6 +123,65 @@ class Guard(InTaskCalls):
         """Decorate ``fn``: each call runs through the guard, as :meth:`run`."""
         return self._decorate(fn, False)  # noqa: FBT003
 
+    def calling(
+        self, *, timeout: float | FromPolicy | None = FROM_POLICY
+    ) -> AbstractAsyncContextManager[None]:
+        """Guard a block of awaits as one call: ``async with guard.calling():``.
+
+        Entering the block is admitted as :meth:`run` admits a call (the
+        trial while OFF, a place in the bulkhead); leaving it ends the call,
+        judged as :meth:`run` judges one: an exception leaving the block
+        counts as ``fn`` raising it would, and comes out unchanged;
+        cancellation never counts. Made for each block; used once.
+
+        Args:
+            timeout: seconds the block (its wait for a place included) may
+                take, by default the policy's ``call_timeout``; ``None`` for
+                no limit. The block is then cancelled, and
+                :exc:`breaky.CallTimeout` comes out of it.
+
+        Raises:
+            breaky.BreakerOff: at entry, after one checkpoint, when the guard
+                is OFF or sheds the block (a block has no value to answer
+                :data:`breaky.OFF` with); the block does not run.
+
+        """
+        return GuardedBlock(self._core, timeout)
+
+    def stream(
+        self,
+        fn: Callable[[Unpack[PosArgT]], AsyncIterable[T]],
+        *args: Unpack[PosArgT],
+        timeout: float | FromPolicy | None = FROM_POLICY,
+    ) -> AbstractAsyncContextManager[AsyncIterator[T]]:
+        """Guard an iteration of ``fn(*args)`` as one call (a streamed reply, a cursor).
+
+        ``async with guard.stream(fn, *args) as items: async for item in
+        items: ...``. Entering the block is admitted as :meth:`run` admits a
+        call; the stream ends once: exhausted (a reply), raising while
+        iterating (judged as :meth:`run` judges an exception, which comes
+        out unchanged), or left before its end (cancelled, never a
+        failure; the iterator is closed then). A trial is a whole iteration.
+
+        Args:
+            fn: a function returning an async iterable, such as an async
+                generator function; called when the block is entered.
+            args: its positional arguments.
+            timeout: seconds each wait may take (for a place, then for each
+                item), by default the policy's ``call_timeout``; ``None`` for
+                no limit. The whole stream is not bounded: the caller's work
+                between items is not the dependency's time. A wait past it
+                raises :exc:`breaky.CallTimeout` (one failure).
+
+        Raises:
+            breaky.BreakerOff: at entry, after one checkpoint, when the guard
+                is OFF or sheds the stream; ``fn`` is not called.
+            TypeError: ``fn`` returned no async iterable (counted in
+                ``errors``, never a failure).
+
+        """
+        return GuardedStream(self._core, fn, args, timeout)
+
     def failure(self) -> None:
         """Register one failure, as seen by the caller (a bad reply, say)."""
         self._core.failure_reported()
@@ -128,6 +197,15 @@ class Guard(InTaskCalls):
         """
         self._core.reset()
 
+    def force_on(self) -> None:
+        """Turn ON now, counting afresh: the dependency is known to be back.
+
+        No trial is waited for (an operator's word, as resilience4j's
+        ``transitionToClosedState``); a trial in flight decides nothing any
+        more. Ignored once stopped.
+        """
+        self._core.force_on()
+
     def subscribe(self, *, max_buffer: int = 100) -> StateChanges:
         """Return a channel of this guard's later state changes, in order.
 
@@ -141,9 +219,19 @@ class Guard(InTaskCalls):
         """Calls made through the guard and not answered yet (running or waiting)."""
         return self._core.in_flight()
 
+    @property
+    def concurrency_limit(self) -> int | None:
+        """How many calls may run at once now (``None``: no bulkhead).
+
+        ``max_concurrent``, or what a :class:`breaky.Adaptive` limit learned.
+        """
+        line = self._core.line
+        return None if line is None else line.limit
+
     def statistics(self) -> BreakerStatistics:
         """Return a snapshot of the state, the failures and the totals."""
-        return self._core.statistics(self._core.in_flight())
+        core = self._core
+        return core.statistics(core.in_flight(), self.concurrency_limit)
 
 
 def guard_on(core: Core) -> Guard:
@@ -154,10 +242,13 @@ def guard_on(core: Core) -> Guard:
 
 
 def check_name(name: object) -> None:
-    """Refuse a name that is no ``str``."""
+    """Refuse a name that is no ``str``, or empty (it names logs and metrics)."""
     if not isinstance(name, str):
         msg = f"name must be a str, got {name!r}"
         raise TypeError(msg)
+    if not name:
+        msg = "name must be a non-empty str, got ''"
+        raise ValueError(msg)
 
 
 @final
@@ -192,3 +283,18 @@ class RaisingGuard(InTaskCalls):
             "Callable[P, Coroutine[Any, Any, R]]",
             self._decorate(fn, True),  # noqa: FBT003
         )
+
+    def calling(
+        self, *, timeout: float | FromPolicy | None = FROM_POLICY
+    ) -> AbstractAsyncContextManager[None]:
+        """As :meth:`Guard.calling` (which raises for OFF too)."""
+        return GuardedBlock(self._core, timeout)
+
+    def stream(
+        self,
+        fn: Callable[[Unpack[PosArgT]], AsyncIterable[T]],
+        *args: Unpack[PosArgT],
+        timeout: float | FromPolicy | None = FROM_POLICY,
+    ) -> AbstractAsyncContextManager[AsyncIterator[T]]:
+        """As :meth:`Guard.stream` (which raises for OFF too)."""
+        return GuardedStream(self._core, fn, args, timeout)

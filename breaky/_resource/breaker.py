@@ -11,14 +11,15 @@ import trio
 
 from breaky._core.admission import OFF as REFUSED
 from breaky._core.admission import SHED
+from breaky._core.checks import check_seconds
 from breaky._core.core import Core
 from breaky._core.errors import split_errors
 from breaky._core.lifecycle import Lifecycle
 from breaky._core.log import logger
 from breaky._core.off import OFF, Off
-from breaky._core.policy import FROM_POLICY, FromPolicy, Kind, Policy, check_seconds
+from breaky._core.policy import FROM_POLICY, FromPolicy, Kind, Policy
 from breaky._core.states import State
-from breaky._resource.inbox import Inbox, Instance
+from breaky._resource.inbox import Inbox, Instance, InstanceStatus
 from breaky._resource.mailbox import Mailbox
 from breaky._resource.request import MessageT, ReplyT
 
@@ -29,31 +30,6 @@ if TYPE_CHECKING:
     from breaky._core.statistics import BreakerStatistics
 
 ResourceFunction = Callable[..., Awaitable[object]]
-
-
-@final
-class _ResourceStatus(trio.TaskStatus[Any]):
-    """The ``task_status`` a resource instance reports its start through."""
-
-    __slots__ = ("_instance", "_on_started", "called")
-
-    def __init__(
-        self, on_started: Callable[[object], None], instance: Instance
-    ) -> None:
-        self._on_started = on_started
-        self._instance = instance
-        self.called = False
-
-    def started(self, value: Any = None) -> None:  # noqa: ANN401 - any resource
-        if self.called:
-            msg = "task_status.started() was already called by this resource"
-            raise RuntimeError(msg)
-        if self._instance.ended:
-            msg = "task_status.started() of a resource instance that has ended"
-            raise RuntimeError(msg)
-        self.called = True
-        self._instance.started = True
-        self._on_started(value)
 
 
 @final
@@ -77,7 +53,7 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
     _resource: Any = attrs.field(init=False, default=OFF)
     # The running resource instance's scope and start status, if any.
     _instance: trio.CancelScope | None = attrs.field(init=False, default=None)
-    _status: _ResourceStatus | None = attrs.field(init=False, default=None)
+    _status: InstanceStatus | None = attrs.field(init=False, default=None)
     # Whether breaky cancelled the running instance (a trip, force_off, stop)
     # rather than its start_timeout.
     _dismissed: bool = attrs.field(init=False, default=False)
@@ -207,6 +183,15 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
         """
         self._core.reset()
 
+    def force_on(self) -> None:
+        """Turn ON now, counting afresh: the dependency is known to be back.
+
+        With no instance running (OFF, forced OFF), one is started at once;
+        calls queue for it as for a restart, and a failed start counts one
+        failure, as while ON. Ignored once stopped.
+        """
+        self._core.force_on()
+
     def subscribe(self, *, max_buffer: int = 100) -> StateChanges:
         """Return a channel of this breaker's later state changes, in order.
 
@@ -224,7 +209,20 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
 
     def statistics(self) -> BreakerStatistics:
         """Return a snapshot of the state, the failures and the totals."""
-        return self._core.statistics(self._mailbox.pending_calls())
+        mailbox = self._mailbox
+        return self._core.statistics(
+            mailbox.pending_calls(), mailbox.concurrency_limit()
+        )
+
+    @property
+    def concurrency_limit(self) -> int | None:
+        """How many requests its resource serves at once now, if it says.
+
+        The ``concurrency`` of the :meth:`~breaky.Inbox.serve` calls serving
+        now (what a :class:`breaky.Adaptive` limit learned), summed; ``None``
+        when nothing serves with a limit.
+        """
+        return self._mailbox.concurrency_limit()
 
     def __breaky_internals__(self) -> Internals:
         """The test seam (see :func:`breaky.testing.internals`)."""
@@ -282,7 +280,7 @@ class CircuitBreaker(Generic[MessageT, ReplyT]):
     async def _run_instance(self) -> None:
         life = Instance()
         inbox = Inbox(self._mailbox, life)
-        status = self._status = _ResourceStatus(self._on_started, life)
+        status = self._status = InstanceStatus(self._on_started, life)
         error: Exception | None = None
         self._dismissed = False
         core = self._core

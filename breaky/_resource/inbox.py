@@ -7,15 +7,17 @@ only: requests still queued wait in the mailbox for the next instance.
 
 from __future__ import annotations
 
-import inspect
 import sys
-from typing import TYPE_CHECKING, Generic, final
+from typing import TYPE_CHECKING, Any, Generic, final
 
 import trio
 
-from breaky._core.policy import check_count
+from breaky._core.adaptive import Adaptive
+from breaky._core.checks import check_count
+from breaky._core.functions import check_async_function
+from breaky._core.places import Fixed, Places, limit_for
 
-from .request import MessageT, ReplyT, Request
+from .request import Envelope, MessageT, ReplyT, Request
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
     from exceptiongroup import ExceptionGroup
@@ -43,6 +45,31 @@ class Instance:
         self.started = False
         # It has ended: its inbox hands out nothing more.
         self.ended = False
+
+
+@final
+class InstanceStatus(trio.TaskStatus[Any]):
+    """The ``task_status`` a resource instance reports its start through."""
+
+    __slots__ = ("_instance", "_on_started", "called")
+
+    def __init__(
+        self, on_started: Callable[[object], None], instance: Instance
+    ) -> None:
+        self._on_started = on_started
+        self._instance = instance
+        self.called = False
+
+    def started(self, value: Any = None) -> None:  # noqa: ANN401 - any resource
+        if self.called:
+            msg = "task_status.started() was already called by this resource"
+            raise RuntimeError(msg)
+        if self._instance.ended:
+            msg = "task_status.started() of a resource instance that has ended"
+            raise RuntimeError(msg)
+        self.called = True
+        self._instance.started = True
+        self._on_started(value)
 
 
 @final
@@ -88,10 +115,10 @@ class Inbox(
         self._check_open()
         if not self._instance.started:
             raise RuntimeError(_NOT_STARTED)
-        request = self._mailbox.take()
-        if request is None:
+        envelope = self._mailbox.take()
+        if envelope is None:
             raise trio.WouldBlock
-        return request
+        return Request(envelope)
 
     async def receive(self) -> Request[MessageT, ReplyT]:
         """Take the oldest queued request, waiting for one if none is queued.
@@ -109,6 +136,10 @@ class Inbox(
     async def __anext__(self) -> Request[MessageT, ReplyT]:
         # receive() is built on this rather than the other way round, as
         # trio.abc.ReceiveChannel does: ``async for`` is the hot path.
+        return Request(await self._next())
+
+    async def _next(self) -> Envelope:
+        """The next request's envelope, waiting for one; raises at the end."""
         mailbox = self._mailbox
         instance = self._instance
         if not instance.started and not (
@@ -123,9 +154,9 @@ class Inbox(
                 if self._closed:
                     raise trio.ClosedResourceError(_CLOSED)
                 raise StopAsyncIteration
-            request = mailbox.take()
-            if request is not None:
-                return request
+            envelope = mailbox.take()
+            if envelope is not None:
+                return envelope
             task = trio.lowlevel.current_task()
             mailbox.receivers.append(task)
 
@@ -153,7 +184,7 @@ class Inbox(
         self,
         handler: Callable[[Request[MessageT, ReplyT]], Awaitable[object]],
         *,
-        concurrency: int = 1,
+        concurrency: int | Adaptive = 1,
     ) -> None:
         """Run ``await handler(request)`` for each request, ``concurrency`` at once.
 
@@ -165,18 +196,49 @@ class Inbox(
         :exc:`breaky.ResourceLost`. When several handlers raise at once, they
         come out in an :exc:`ExceptionGroup`.
 
+        ``concurrency`` is a number, or a :class:`breaky.Adaptive` limit
+        learned from the handlers' latency (from taking a request to the
+        handler's return; a request failed with an exception that counts as
+        a failure is a drop). Requests beyond the limit wait in the breaker's
+        inbox, where ``max_queued`` sheds the excess. The breaker's
+        ``statistics().concurrency_limit`` is the limit now.
+
         Raises:
             TypeError: ``handler`` is not an async function, or
-                ``concurrency`` is not an int.
+                ``concurrency`` is not an int or a breaky.Adaptive.
             ValueError: ``concurrency`` is below 1.
 
         """
-        _check_handler(handler)
-        check_count("concurrency", concurrency, minimum=1)
+        check_async_function(
+            handler,
+            what="handler must be",
+            shape="taking a request (async def handler(request))",
+        )
+        if not isinstance(concurrency, Adaptive):
+            try:
+                check_count("concurrency", concurrency, minimum=1)
+            except TypeError:
+                msg = (
+                    "concurrency must be an int >= 1 or a breaky.Adaptive, "
+                    f"got {concurrency!r}"
+                )
+                raise TypeError(msg) from None
+        limit = limit_for(concurrency)
         errors: list[Exception] = []
-        async with trio.open_nursery() as nursery:
-            for _ in range(concurrency):
-                nursery.start_soon(self._work, handler, errors, nursery.cancel_scope)
+        mailbox = self._mailbox
+        mailbox.limits.append(limit)
+        try:
+            async with trio.open_nursery() as nursery:
+                if isinstance(limit, Fixed):
+                    # A fixed number of workers, each taking the next request.
+                    for _ in range(limit.current):
+                        nursery.start_soon(
+                            self._work, handler, errors, nursery.cancel_scope
+                        )
+                else:
+                    await self._dispatch(handler, Places(limit, None), errors, nursery)
+        finally:
+            mailbox.limits.remove(limit)
         if len(errors) == 1:
             raise errors[0]
         if errors:
@@ -196,6 +258,62 @@ class Inbox(
             errors.append(exc)
             scope.cancel()
 
+    async def _dispatch(
+        self,
+        handler: Callable[[Request[MessageT, ReplyT]], Awaitable[object]],
+        places: Places,
+        errors: list[Exception],
+        nursery: trio.Nursery,
+    ) -> None:
+        """Take a place, then a request, and hand it to a handler task; repeat.
+
+        The place comes first, so that requests beyond the limit wait in the
+        inbox (for the next instance too, and under ``max_queued``).
+        """
+        try:
+            while True:
+                if not places.take_nowait():
+                    await places.wait()  # never turned away: nothing calls it
+                try:
+                    envelope = await self._next()
+                except BaseException:
+                    places.give_back()
+                    raise
+                nursery.start_soon(
+                    self._handle,
+                    handler,
+                    envelope,
+                    places,
+                    errors,
+                    nursery.cancel_scope,
+                )
+        except StopAsyncIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - handed to serve() to raise
+            errors.append(exc)
+            nursery.cancel_scope.cancel()
+
+    async def _handle(
+        self,
+        handler: Callable[[Request[MessageT, ReplyT]], Awaitable[object]],
+        envelope: Envelope,
+        places: Places,
+        errors: list[Exception],
+        scope: trio.CancelScope,
+    ) -> None:
+        since = trio.current_time()
+        try:
+            await handler(Request(envelope))
+        except Exception as exc:  # noqa: BLE001 - handed to serve() to raise
+            places.give_back()
+            errors.append(exc)
+            scope.cancel()
+            return
+        except BaseException:
+            places.give_back()
+            raise
+        places.give_back(since, dropped=envelope.strained)
+
     # breaky's side.
 
     def _check_open(self) -> None:
@@ -208,16 +326,3 @@ class Inbox(
         self._closed = True
         # Its parked tasks must see it; any others just park again.
         self._mailbox.wake_all_receivers()
-
-
-def _check_handler(handler: object) -> None:
-    """Refuse a handler that is not an async function, before serving."""
-    unwrapped = inspect.unwrap(handler) if callable(handler) else handler
-    if not callable(handler) or (
-        inspect.isroutine(unwrapped) and not inspect.iscoroutinefunction(unwrapped)
-    ):
-        msg = (
-            "handler must be an async function taking a request "
-            f"(async def handler(request)), got {handler!r}"
-        )
-        raise TypeError(msg)

@@ -28,11 +28,11 @@ from breaky._resource.request import (
     Envelope,
     MessageT,
     ReplyT,
-    Request,
 )
 
 if TYPE_CHECKING:
     from breaky._core.core import Core
+    from breaky._core.places import Limit
     from breaky._core.policy import Policy
 
 _CALL = Verdict.CALL
@@ -68,6 +68,8 @@ class Mailbox(Generic[MessageT, ReplyT]):
     _clock: trio.abc.Clock = attrs.field(
         init=False, factory=trio.lowlevel.current_clock
     )
+    # The limits of the inbox.serve() calls serving now (for statistics).
+    limits: list[Limit] = attrs.field(init=False, factory=list["Limit"])
 
     def __attrs_post_init__(self) -> None:
         self._deadlines = Deadlines(_pending, self._expire)
@@ -78,9 +80,14 @@ class Mailbox(Generic[MessageT, ReplyT]):
             1 for e in self._queue if e.phase is QUEUED and e.caller is not None
         )
 
+    def concurrency_limit(self) -> int | None:
+        """The limits of the serve() calls serving now, summed; or ``None``."""
+        limits = self.limits
+        return sum(limit.current for limit in limits) if limits else None
+
     # The resource's side.
 
-    def take(self) -> Request[MessageT, ReplyT] | None:
+    def take(self) -> Envelope | None:
         """The oldest queued request, now taken; ``None`` if none is queued."""
         if not self.queued:
             return None
@@ -93,7 +100,7 @@ class Mailbox(Generic[MessageT, ReplyT]):
                 self.queued -= 1
                 if envelope.caller is not None:
                     self.held.add(envelope)
-                return Request(envelope)
+                return envelope
 
     def wake_receiver(self) -> None:
         """Pass a wake-up on to the next parked resource task, if work waits."""
@@ -157,7 +164,9 @@ class Mailbox(Generic[MessageT, ReplyT]):
         if error is None:
             core.ended(_CALL, Outcome.REPLY, None, envelope.sent_at)
         else:
-            core.ended(_CALL, Outcome.ERROR, error, envelope.sent_at)
+            envelope.strained = core.ended(
+                _CALL, Outcome.ERROR, error, envelope.sent_at
+            )
 
     def withdrawn(self, envelope: Envelope) -> None:
         """A caller was cancelled; a queued request will be skipped."""

@@ -56,6 +56,7 @@ class Envelope:
         "message",
         "phase",
         "sent_at",
+        "strained",
         "value",
         "was_call",
     )
@@ -75,6 +76,8 @@ class Envelope:
         self.sent_at = 0.0
         # A call settled: its caller is let go, and the repr still says "call".
         self.was_call = False
+        # Answered with a failure that counts (a drop, for an adaptive limit).
+        self.strained = False
 
     def settle(self, value: object, error: BaseException | None = None) -> None:
         """Give the caller its one answer and wake it.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import trio
@@ -105,6 +105,12 @@ async def lookup(order: str) -> list[str]:
     return [order]
 
 
+async def pages(order: str, count: int) -> AsyncIterator[bytes]:
+    for n in range(count):
+        await trio.lowlevel.checkpoint()
+        yield f"{order} page {n}".encode()
+
+
 async def guards() -> None:
     assert_type(await charge("o1", amount=2), list[str] | breaky.Off)
     assert_type(await refund("o1"), int)
@@ -115,6 +121,16 @@ async def guards() -> None:
     await charge(3)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     await payments.run(lookup, 3)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     assert_type(payments.statistics().fleet_holds, int)
+    async with payments.calling(timeout=2.0) as nothing:
+        assert_type(nothing, None)
+    async with payments.raising.calling():
+        pass
+    async with payments.stream(pages, "o4", 3) as items:
+        async for page in items:
+            assert_type(page, bytes)
+    async with payments.raising.stream(pages, "o5", 1, timeout=None) as items:
+        assert_type(items, AsyncIterator[bytes])
+    payments.stream(pages, "o6")  # type: ignore[arg-type]  # pyright: ignore[reportCallIssue]
     async with breaky.open_supervisor() as sup:
         api = sup.guard("api", max_concurrent=8, max_queued=16)
         assert_type(api, breaky.Guard)
@@ -159,6 +175,10 @@ async def keyed_groups() -> None:
         hosts = sup.keyed_guard("upstream", max_keys=100, failure_threshold=5)
         assert_type(hosts, breaky.KeyedGuard)
         assert_type(await hosts.run("a.example", fetch, "/", 2), bytes | breaky.Off)
+        async with hosts.calling("a.example"):
+            pass
+        async with hosts.stream("a.example", pages, "o7", 2) as items:
+            assert_type(items, AsyncIterator[bytes])
         assert_type(hosts["a.example"], breaky.Guard)
         assert_type(len(hosts), int)
         assert_type(list(hosts), list[str])
