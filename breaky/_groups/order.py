@@ -129,8 +129,7 @@ class KeyOrder(Generic[V]):
         self.fresh[tick] = None
         if len(self.ticks) > STALE_PERIODS:  # the tick of two periods ago
             self._look(self.ticks.popleft(), stale, gone, stay)
-            self._pop_front()  # that tick
-        self._look(self.ticks[0], idle, gone, stay)
+        self._look(self.ticks[0], idle, gone, stay, keep=True)
         kept = self.kept
         for key, value in reversed(stay):
             kept[key] = value
@@ -151,16 +150,21 @@ class KeyOrder(Generic[V]):
         forgettable: Callable[[V], bool],
         gone: list[tuple[str, V]],
         stay: list[tuple[str, V]],
+        *,
+        keep: bool = False,
     ) -> None:
-        """Take out the keys in front of ``tick``, into ``gone`` or ``stay``."""
-        while self._front() is not tick:
-            key, value = self._pop_front()
+        """Take out the keys in front of ``tick``, into ``gone`` or ``stay``.
+
+        ``keep``: the tick stays where it was (else it goes too).
+        """
+        while True:
+            part = self.kept or self.fresh
+            key, value = part.popitem(last=False)
+            if key is tick:
+                if keep:
+                    part[tick] = None
+                    part.move_to_end(tick, last=False)
+                return
             assert value is not None  # noqa: S101 - only ticks have none
             assert isinstance(key, str)  # noqa: S101
             (gone if forgettable(value) else stay).append((key, value))
-
-    def _front(self) -> str | Tick:
-        return next(iter(self.kept or self.fresh))
-
-    def _pop_front(self) -> tuple[str | Tick, V | None]:
-        return (self.kept or self.fresh).popitem(last=False)
