@@ -73,11 +73,12 @@ class KeyedGuard(Group[Guard]):
         """Return ``await fn(*args)`` through the guard of ``key``, or OFF.
 
         As :meth:`breaky.Guard.run` of the key's guard, made if the key is
-        new. A new key at the ``max_keys`` bound, when no live key can be
-        forgotten, is answered :data:`breaky.OFF` (``fn`` is not called).
+        new. A new key at the ``max_keys`` bound, when every live key is in
+        use, is answered :data:`breaky.OFF` (``fn`` is not called).
 
         Raises:
             TypeError: ``key`` is not a ``str``.
+            ValueError: ``key`` is new, and empty or over 1,024 characters.
             Exception: whatever ``fn`` raised, as :meth:`breaky.Guard.run`.
 
         """
@@ -101,11 +102,12 @@ class KeyedGuard(Group[Guard]):
         """Guard a block of awaits with the guard of ``key``: ``async with``.
 
         As :meth:`breaky.Guard.calling` of the key's guard, made if the key
-        is new. A new key at the ``max_keys`` bound, when no live key can be
-        forgotten, raises :exc:`breaky.BreakerOff` at entry.
+        is new. A new key at the ``max_keys`` bound, when every live key is
+        in use, raises :exc:`breaky.BreakerOff` at entry.
 
         Raises:
             TypeError: ``key`` is not a ``str``.
+            ValueError: ``key`` is new, and empty or over 1,024 characters.
 
         """
         guard = self._lookup(key)
@@ -127,6 +129,7 @@ class KeyedGuard(Group[Guard]):
 
         Raises:
             TypeError: ``key`` is not a ``str``.
+            ValueError: ``key`` is new, and empty or over 1,024 characters.
 
         """
         guard = self._lookup(key)
@@ -236,6 +239,7 @@ class KeyedBreaker(Group[CircuitBreaker[Any, Any]], Generic[MessageT, ReplyT]):
 
         Raises:
             TypeError: ``key`` is not a ``str``.
+            ValueError: ``key`` is new, and empty or over 1,024 characters.
             Exception: as :meth:`breaky.CircuitBreaker.call`.
 
         """
@@ -252,6 +256,7 @@ class KeyedBreaker(Group[CircuitBreaker[Any, Any]], Generic[MessageT, ReplyT]):
 
         Raises:
             TypeError: ``key`` is not a ``str``.
+            ValueError: ``key`` is new, and empty or over 1,024 characters.
 
         """
         breaker = self._lookup(key)
