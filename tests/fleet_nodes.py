@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import coredis
 import trio
+from seam import inside
 
 import breaky
+from breaky._core.machine import Hold
 from breaky.redis import RedisFleet
 
 if TYPE_CHECKING:
@@ -82,10 +85,21 @@ async def fleet_of(
             await nursery.start(node.run, policy)
         # Every instance has joined: the last one's heartbeat counted them all
         # (a reason's "k of n" counts the instances whose heartbeat lives).
-        await until(lambda: any(n.fleet._live >= count for n in nodes), within=10)
+        # Read where the fleet keeps them: its instances key, in Redis.
+        store = source() if server is None else url_of(server, password)
+        await joined(store, nodes[0].fleet.instances_key, count)
         await trio.sleep(0.1)  # and each has looked at its breakers once
         yield nodes, down
         nursery.cancel_scope.cancel()
+
+
+async def joined(store: str | Any, key: str, count: int, within: float = 10) -> None:
+    """Wait until ``count`` instances' heartbeats are in ``store`` (URL or client)."""
+    client = coredis.Redis.from_url(store) if isinstance(store, str) else store
+    with trio.fail_after(within):
+        async with client:
+            while await client.zcard(key) < count:  # noqa: ASYNC110 - Redis
+                await trio.sleep(0.005)
 
 
 def trip(node: Node) -> None:
@@ -96,9 +110,10 @@ def trip(node: Node) -> None:
 async def prober_of(nodes: list[Node]) -> Node:
     """Wait until one instance is the fleet's prober, and return it."""
     # Which instance probes is the fleet's internal business (no public view
-    # says so): these tests check that lease, so they read the machine.
-    await until(lambda: any(n.db._core.machine.hold.name == "PROBER" for n in nodes))
-    (prober,) = [n for n in nodes if n.db._core.machine.hold.name == "PROBER"]
+    # says so): these tests check that lease, so they read the hold (the
+    # test seam; the lease's key in Redis may be taken before it is told).
+    await until(lambda: any(inside(n.db).hold is Hold.PROBER for n in nodes))
+    (prober,) = [n for n in nodes if inside(n.db).hold is Hold.PROBER]
     return prober
 
 
@@ -114,6 +129,8 @@ class Node:
     sup: breaky.Supervisor | None = None
     breaker: breaky.CircuitBreaker[Any, Any] | None = None
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    # Set to leave the supervisor's ``async with`` block: it closes as usual.
+    leave: trio.Event = attrs.Factory(trio.Event)
     on_change: Callable[[breaky.StateChange], None] | None = None
     on_start: Callable[[], None] | None = None
 
@@ -154,10 +171,16 @@ class Node:
                     "db", self.resource, policy=policy
                 )
                 task_status.started()
-                async for change in changes:
-                    self.changes.append(change)
-                    if self.on_change is not None:
-                        self.on_change(change)
+                async with trio.open_nursery() as watching:
+                    watching.start_soon(self._watch, changes)
+                    await self.leave.wait()
+                    watching.cancel_scope.cancel()
+
+    async def _watch(self, changes: breaky.StateChanges) -> None:
+        async for change in changes:
+            self.changes.append(change)
+            if self.on_change is not None:
+                self.on_change(change)
 
 
 def main(argv: list[str]) -> None:

@@ -15,10 +15,12 @@ import pytest
 import servers
 import trio
 from fleet_nodes import TTL, Node, fleet_of, prober_of, trip, until, url_of
+from seam import inside
 from support import answered_calls
 
 import breaky
 from breaky import OFF, State
+from breaky._core.machine import Hold
 from breaky.redis import RedisFleet
 
 if TYPE_CHECKING:
@@ -126,14 +128,11 @@ async def test_the_lease_passes_on_when_the_prober_goes(
         if how == "cancelled":
             prober.scope.cancel()  # no goodbye: its lease expires
         else:
-            # Its supervisor closes (as at the end of its ``async with``, which
-            # this task cannot leave here): the lease is released at once.
-            assert prober.sup is not None
-            prober.sup._close(grace=0)
+            # It leaves its supervisor's ``async with`` block, which closes
+            # the supervisor: the lease is released at once.
+            prober.leave.set()
         rest = [n for n in nodes if n is not prober]
-        took = await until(
-            lambda: any(n.db._core.machine.hold.name == "PROBER" for n in rest)
-        )
+        took = await until(lambda: any(inside(n.db).hold is Hold.PROBER for n in rest))
         assert took < (0.5 if how == "closed" else TTL)
         down["all"] = False
         await until(lambda: all(n.db.state is State.ON for n in rest))
@@ -173,7 +172,7 @@ async def test_calls_are_answered_while_redis_is_killed_frozen_and_back(
             down["n0"] = down["n1"] = True
             trip(nodes[0])
             trip(nodes[1])
-            await until(lambda: healthy.db._core.machine.hold.name == "HELD")
+            await until(lambda: inside(healthy.db).hold is Hold.HELD)
             if outage == 1:
                 await redis_server.kill()
             else:

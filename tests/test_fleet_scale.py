@@ -19,9 +19,11 @@ import servers
 import trio
 from coredis.connection import TCPLocation
 from fleet_nodes import TTL, Node, fleet_of, prober_of, trip, until, url_of
+from seam import inside
 
 import breaky
 from breaky import State
+from breaky._core.machine import Hold
 from breaky._demo import servers as _servers
 from breaky.redis import RedisFleet
 
@@ -56,7 +58,7 @@ async def store(
     if request.param == "valkey":
         binary = servers.valkey_server_binary()
         assert binary is not None
-    server = _servers.redis_server(binary)
+    server = servers.redis_server(binary)
     await server.start()
     try:
         yield server, lambda: url_of(server)
@@ -140,9 +142,7 @@ async def test_a_forced_off_prober_gives_up_its_lease_at_once(
         prober = await prober_of(nodes)
         prober.db.force_off()
         rest = [n for n in nodes if n is not prober]
-        took = await until(
-            lambda: any(n.db._core.machine.hold.name == "PROBER" for n in rest)
-        )
+        took = await until(lambda: any(inside(n.db).hold is Hold.PROBER for n in rest))
         assert took < 0.5
         down["all"] = False
         await until(lambda: all(n.db.state is State.ON for n in rest), within=3)
@@ -166,7 +166,7 @@ async def test_a_recovery_during_a_sync_is_not_lost(
             trip(nodes[0])
             await trio.sleep(0.2)
             trip(nodes[2])  # its report makes the quorum: it takes the lease
-            await until(lambda: nodes[2].db._core.machine.hold.name == "PROBER")
+            await until(lambda: inside(nodes[2].db).hold is Hold.PROBER)
             down["all"] = False
             proxy.hold()
             nodes[2].db.force_off()
@@ -260,7 +260,7 @@ async def test_a_replica_is_told_apart_from_an_outage(
     await redis_server.kill()
     redis_server.argv += ["--dir", str(tmp_path)]
     await redis_server.start()
-    replica = _servers.redis_server(redis_server.argv[0])
+    replica = servers.redis_server(redis_server.argv[0])
     replica.argv += ["--replicaof", "127.0.0.1", str(redis_server.port)]
     replica.argv += ["--dir", str(tmp_path)]
     await replica.start()
@@ -388,7 +388,7 @@ async def test_a_sentinel_primary_follows_a_failover(
     await redis_server.kill()
     redis_server.argv += ["--dir", str(tmp_path)]  # the sync's file
     await redis_server.start()
-    replica = _servers.redis_server(redis_server.argv[0])
+    replica = servers.redis_server(redis_server.argv[0])
     replica.argv += ["--replicaof", "127.0.0.1", str(redis_server.port)]
     replica.argv += ["--dir", str(tmp_path)]
     await replica.start()

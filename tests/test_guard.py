@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 import trio.testing
-from support import answered_calls
+from support import LinkOnly, answered_calls
 
 import breaky
 from breaky import OFF, State
@@ -850,12 +850,13 @@ async def test_a_success_after_the_trip_changes_nothing(
 
 
 async def test_a_guard_follows_what_its_fleet_says(autojump_clock: Clock) -> None:
-    from breaky._core.fleet import Link, View  # noqa: PLC0415 - the seam, as a fleet
+    from breaky._core.fleet import View  # noqa: PLC0415 - the seam, as a fleet
 
     dep = Dependency()
-    async with breaky.open_supervisor() as sup:
+    fleet = LinkOnly()
+    async with breaky.open_supervisor(fleet=fleet) as sup:
         api = sup.guard("api", retry_timeout=5, call_timeout=None)
-        (member,) = Link(sup._registry).members()
+        (member,) = fleet.link.members()
         assert (member.name, member.state, member.sees_off) == ("api", State.ON, False)
         member.tell(View.OFF, "fleet OFF: 2 of 3 instances report OFF")
         assert api.state is State.OFF

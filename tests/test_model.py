@@ -29,12 +29,13 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from seam import inside, member
 from support import answered_calls
 
 import breaky
 from breaky import OFF, Policy, State
 from breaky._core.core import failure_rule
-from breaky._core.fleet import Member, View
+from breaky._core.fleet import View
 from breaky._core.machine import FLEET_ON_SPREAD, Hold
 from breaky._core.policy import Kind
 
@@ -369,8 +370,8 @@ def run_model_test(policy: Policy) -> None:
 
                 def tell(self, view: View) -> float | None:
                     async def tell() -> float | None:
-                        Member(self.breaker._core).tell(view, f"fleet {view.name}")
-                        return self.breaker._core.machine.retry_at
+                        member(self.breaker).tell(view, f"fleet {view.name}")
+                        return inside(self.breaker).retry_at
 
                     return in_trio(tell)  # type: ignore[no-any-return]
 
@@ -400,30 +401,31 @@ def run_model_test(policy: Policy) -> None:
                 def check(self) -> None:
                     # An internals test: the model is compared with the
                     # machine's own fields (retry time, hold, the one timer),
-                    # which no public view shows.
+                    # which no public view shows: read through the test seam.
                     model, breaker = self.model, self.breaker
-                    machine = breaker._core.machine
+                    machine = inside(breaker)
+                    stats = breaker.statistics()
                     assert trio.current_time() == model.now
                     assert breaker.state is model.state
                     if model.state is not State.STOPPED:
-                        assert machine.failures_at(model.now) == model.count(model.now)
+                        # The failures counted now (statistics() reads them now).
+                        assert stats.failures == model.count(model.now)
                     assert machine.retry_at == pytest.approx(model.retry_at)
                     assert machine.hold is model.hold
                     assert machine.sees_off is model.sees_off
                     # Exactly one retry timer while OFF and waiting, none else;
                     # none at all while held OFF by the fleet.
-                    waiting = breaker._waiting
+                    timer = machine.retry_timer
                     if model.retry_at is None:
                         assert (
-                            waiting is None
+                            timer is None
                             or model.state is State.FORCED_OFF
                             or (model.hold is Hold.HELD and model.state is State.OFF)
                         )
-                        assert waiting is None or waiting.deadline == math.inf
+                        assert timer is None or timer == math.inf
                     else:
-                        assert waiting is not None
-                        assert waiting.deadline == pytest.approx(model.retry_at)
-                    stats = breaker.statistics()
+                        assert timer is not None
+                        assert timer == pytest.approx(model.retry_at)
                     assert stats.calls == answered_calls(stats)
                     # Held instances try nothing: every attempt is the model's.
                     assert stats.retries == model.retries

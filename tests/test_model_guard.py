@@ -33,11 +33,12 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from seam import inside, member
 from support import answered_calls
 
 import breaky
 from breaky import OFF, Policy, State
-from breaky._core.fleet import Member, View
+from breaky._core.fleet import View
 from breaky._core.machine import FLEET_ON_SPREAD, Hold
 
 
@@ -608,7 +609,7 @@ def run_model_test(policy: Policy, counts: tuple[type[Exception], ...]) -> None:
                     """What a fleet says, fed through its seam."""
 
                     def tell() -> None:
-                        Member(self.guard._core).tell(view, f"fleet {view.name}")
+                        member(self.guard).tell(view, f"fleet {view.name}")
 
                     now_in_trio(tell)
                     model = self.model
@@ -626,23 +627,22 @@ def run_model_test(policy: Policy, counts: tuple[type[Exception], ...]) -> None:
                 def check(self) -> None:
                     # An internals test: the retry deadline, the trial and the
                     # bulkhead's places are the machine's and the bulkhead's
-                    # own fields, which no public view shows.
+                    # own fields, which no public view shows: read through
+                    # the test seam.
                     model, guard = self.model, self.guard
-                    machine = guard._core.machine
+                    machine = inside(guard)
                     assert trio.current_time() == model.now
                     assert guard.state is model.state
                     assert machine.retry_at == pytest.approx(model.retry_at)
-                    assert (machine.trial is None) is (model.trial is None)
+                    assert machine.trial is (model.trial is not None)
                     assert machine.trials_passed == model.trials_passed
                     assert machine.hold is model.hold
                     assert machine.sees_off is model.sees_off
-                    places = guard._places
-                    if places is not None:
-                        limit = policy.max_concurrent
-                        assert limit is not None
+                    if machine.places is not None:
+                        taken, line = machine.places
                         held = [c for c in model.calls if c.holds_place]
-                        assert limit - places._free == len(held)
-                        assert len(places._waiting) == len(model.line)
+                        assert taken == len(held)
+                        assert line == len(model.line)
                     # What each call's function and caller saw.
                     for call in model.calls:
                         real = self.real[call.number]
