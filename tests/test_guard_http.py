@@ -118,7 +118,9 @@ async def outage(
 
     ``through(get)`` awaits ``get()`` through the breaker: it returns the
     response, or OFF when the breaker refused the call, and raises
-    ``httpx.HTTPError`` when the request failed.
+    ``httpx.HTTPError`` when the request failed, or ``breaky.CallTimeout``
+    when the guard gave up on it (a request the dying server left hanging, or
+    a slow one on a busy machine): the caller tries again either way.
     """
     figures = Figures(library)
     sent: list[float] = []
@@ -134,7 +136,7 @@ async def outage(
         while True:
             try:
                 reply = await through(get)
-            except httpx.HTTPError:
+            except (httpx.HTTPError, breaky.CallTimeout):
                 await trio.sleep(PAUSE)
                 continue
             if reply is OFF:
@@ -156,7 +158,7 @@ async def outage(
     async with trio.open_nursery() as nursery:
         for n in range(CALLERS):
             nursery.start_soon(caller, n)
-        await every_caller_replied_since(trio.current_time(), within=10)
+        await every_caller_replied_since(trio.current_time(), within=30)
         refused_before = len(proxy.refused)
         await server.kill()
         killed = trio.current_time()
@@ -170,12 +172,12 @@ async def outage(
         while_down = [t for t in sent if killed <= t < back]
         figures.sent_before_trip = len([t for t in while_down if t < tripped])
         figures.sent_after_trip = len([t for t in while_down if t >= tripped])
-        figures.recovered_in = await every_caller_replied_since(back, within=10)
+        figures.recovered_in = await every_caller_replied_since(back, within=30)
         nursery.cancel_scope.cancel()
     return figures
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)  # two outages, on a machine that may be busy
 # aiobreaker reads datetime.utcnow(), which Python 3.12 deprecates.
 @pytest.mark.filterwarnings("ignore:datetime.datetime.utcnow:DeprecationWarning")
 async def test_callers_against_a_dead_server_send_one_trial_per_retry_period(
@@ -197,7 +199,9 @@ async def test_callers_against_a_dead_server_send_one_trial_per_retry_period(
                 "http",
                 retry_timeout=RETRY_TIMEOUT,
                 failure_threshold=FAILURE_THRESHOLD,
-                call_timeout=2,
+                # Generous: on a busy machine a healthy server's reply may take
+                # seconds, and a timeout would count as a failure (and trip).
+                call_timeout=10,
                 failure_exceptions=httpx.TransportError,
             )
 
@@ -241,8 +245,9 @@ async def test_callers_against_a_dead_server_send_one_trial_per_retry_period(
     sent = ours.sent_before_trip + ours.sent_after_trip
     assert ours.reached_dead_port <= sent + CALLERS, ours
     # Back: the next trial (within a period), then a reply for every caller
-    # over 50 new connections, on a machine other jobs share.
-    assert ours.recovered_in < 5 * RETRY_TIMEOUT, ours
+    # over 50 new connections, on a machine other jobs share: 0.5-2 s on a
+    # quiet one, 2-5 s beside two CPU-burning processes and other tests.
+    assert ours.recovered_in < 15 * RETRY_TIMEOUT, ours
     assert stats.trips == 1, stats
     assert 1 <= stats.retries <= periods + 1, stats  # the last one succeeded
     assert stats.pending == 0, stats
