@@ -18,7 +18,17 @@ import pytest
 import servers
 import trio
 from coredis.connection import TCPLocation
-from fleet_nodes import TTL, Node, fleet_of, prober_of, trip, until, url_of
+from fleet_nodes import (
+    ROOMY_TTL,
+    TTL,
+    Node,
+    fleet_of,
+    joined,
+    prober_of,
+    trip,
+    until,
+    url_of,
+)
 from seam import inside
 
 import breaky
@@ -70,7 +80,7 @@ async def test_off_probe_and_on_on_every_deployment(
     store: tuple[ServerProcess | None, Callable[[], Any]],
 ) -> None:
     server, source = store
-    async with fleet_of(server, 3, source=source) as (nodes, down):  # type: ignore[arg-type]
+    async with fleet_of(server, 3, source=source, ttl=ROOMY_TTL) as (nodes, down):  # type: ignore[arg-type]
         down["all"] = True
         trip(nodes[0])
         await trio.sleep(0.1)
@@ -95,17 +105,21 @@ async def test_off_probe_and_on_on_every_deployment(
 async def test_healthy_breakers_cost_one_heartbeat_a_period(
     redis_server: ServerProcess,
 ) -> None:
-    fleet = RedisFleet(url_of(redis_server), instance="a", report_ttl=TTL)
+    # A roomy report_ttl: a round trip that a busy machine makes slower than
+    # a third of a short one would end the session, and the next one looks
+    # at every breaker again.
+    fleet = RedisFleet(url_of(redis_server), instance="a", report_ttl=ROOMY_TTL)
     node = Node("a", fleet, bool)
     async with breaky.open_supervisor(fleet=fleet) as sup:
         for i in range(300):
             await sup.start_circuit_breaker(f"b{i}", node.resource)
-        await trio.sleep(0.3)  # joined: each breaker looked at once
+        await joined(url_of(redis_server), fleet.instances_key, 1)
+        await trio.sleep(fleet.period)  # joined: each breaker looked at once
         async with coredis.Redis.from_url(url_of(redis_server)) as client:
             before = await scripts_run(client)
-            await trio.sleep(2.0)
+            await trio.sleep(4 * fleet.period)
             after = await scripts_run(client)
-    # Four periods (of 0.5 s): four heartbeats, give or take one.
+    # Four periods: four heartbeats, give or take one.
     assert 3 <= after - before <= 5
 
 
