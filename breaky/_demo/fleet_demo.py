@@ -201,7 +201,7 @@ async def fleet_demo(out: TextIO | None = None, *, duration: float = 20.0) -> in
         async with trio.open_nursery() as nursery:
             processes: list[trio.Process] = []
 
-            async def start(name: str, pause: float) -> None:
+            async def launch(name: str, pause: float) -> None:
                 instance = functools.partial(_instance, summaries=summaries)
                 process = await nursery.start(
                     instance, url, name, server.port, pause, say
@@ -210,7 +210,7 @@ async def fleet_demo(out: TextIO | None = None, *, duration: float = 20.0) -> in
 
             async with trio.open_nursery() as starting:  # all at once
                 for name, pause in NAMES.items():
-                    starting.start_soon(start, name, pause)
+                    starting.start_soon(launch, name, pause)
             # The timeline starts once every instance is up (its breaker has
             # tried its first start): on a busy machine, starting three
             # interpreters and importing their libraries can take seconds.
