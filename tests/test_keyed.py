@@ -11,7 +11,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from support import World, service
+from support import LinkOnly, World, service
 
 import breaky
 from breaky import OFF, State
@@ -669,7 +669,8 @@ async def test_changes_and_logs_name_the_group_and_the_key(
 
 
 async def test_a_fleet_sees_each_key_through_the_link(autojump_clock: Clock) -> None:
-    async with breaky.open_supervisor() as sup:
+    fleet = LinkOnly()
+    async with breaky.open_supervisor(fleet=fleet) as sup:
         hosts = sup.keyed_guard("upstream", idle_timeout=10)
         plain = sup.guard("plain")
         link = internals(sup).link
@@ -923,7 +924,8 @@ async def test_a_key_counts_exactly_as_a_plain_guard(autojump_clock: Clock) -> N
 async def test_a_large_sweep_is_no_missed_change_for_a_fleet(
     autojump_clock: Clock,
 ) -> None:
-    async with breaky.open_supervisor() as sup:
+    fleet = LinkOnly()
+    async with breaky.open_supervisor(fleet=fleet) as sup:
         hosts = sup.keyed_guard("upstream", idle_timeout=10, max_keys=30_000)
         changes = internals(sup).link.subscribe()
         for n in range(25_000):

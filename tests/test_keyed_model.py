@@ -12,7 +12,7 @@ refuses a new key only while every key is in use.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -23,6 +23,9 @@ from hypothesis import strategies as st
 import breaky
 from breaky import OFF, State
 from breaky.testing import internals
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 MAX_KEYS = 6
 KEYS = [f"host-{n}" for n in range(12)]
@@ -71,14 +74,23 @@ async def exercise(operations: list[tuple[str, str, float]]) -> None:  # noqa: P
         last_use: dict[str, float] = {}
         forgotten = 0
 
+        async def noted(key: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+            """Note the key's guard as its call runs, then run ``fn(*args)``."""
+            # run() has just used the key, and a guard's ON path reaches its
+            # function with no checkpoint: this use of the key changes nothing.
+            assert key in hosts
+            guard = hosts[key]
+            guards[id(guard)] = guard
+            return await fn(*args)
+
         async def call(number: int, what: str, key: str, seconds: float) -> None:
             answer = answers[number] = []
             last_use[key] = trio.current_time()
             try:
                 if what == "fail":
-                    result: Any = await hosts.run(key, failing)
+                    result: Any = await hosts.run(key, noted, key, failing)
                 else:
-                    result = await hosts.run(key, replying, seconds)
+                    result = await hosts.run(key, noted, key, replying, seconds)
             except ConnectionRefusedError:
                 answer.append("error")
             else:

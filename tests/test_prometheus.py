@@ -163,22 +163,19 @@ def test_a_scrape_after_trio_run_returned_shows_no_breakers() -> None:
         trio.run(scrape_in_another_run)
 
 
-def test_registering_reads_nothing() -> None:
-    class Unreadable:
-        def read(self) -> Any:
-            raise AssertionError
+async def test_registering_reads_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreadable(self: breaky.Supervisor) -> Any:
+        raise AssertionError
 
-    async def main() -> BreakyCollector:
-        async with breaky.open_supervisor() as sup:
-            return BreakyCollector(sup)
-
-    collector = trio.run(main)
-    # Fault injection: no public seam lets a read fail on purpose.
-    collector._reader = Unreadable()  # type: ignore[assignment]
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(collector)
-    with pytest.raises(AssertionError):
-        generate_latest(registry)
+    async with breaky.open_supervisor() as sup:
+        collector = BreakyCollector(sup)
+        # Fault injection: reading the supervisor's breakers fails.
+        monkeypatch.setattr(breaky.Supervisor, "__iter__", unreadable)
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(collector)
+        with pytest.raises(AssertionError):
+            generate_latest(registry)
+        monkeypatch.undo()
 
 
 async def test_bad_input_is_a_clear_type_error() -> None:
