@@ -88,18 +88,21 @@ class Core(Decisions):
         await answer_off(self.totals, verdict)
 
     def refuses_at_once(self) -> bool:
-        """Not ON: whether a call gets OFF with no admission (no trial is due)."""
-        return not self._trial_due()
+        """Not ON: whether a call gets OFF with no admission (no trial is due).
+
+        The hot OFF path: one frame, the clock read once.
+        """
+        machine = self._machine
+        if machine.retry_at is not None:
+            # The time first: another run's clock ends the wait (new_clock).
+            if machine.waiting(self.now()):
+                return True  # still waiting: no input, nothing to feed
+            self.feed(Machine.retry_due, "retry")
+        return not machine.trial_wanted
 
     def _trial_due(self) -> bool:
         """Not ON: whether this call is the trial (the wait passed, none runs)."""
-        machine = self._machine
-        if machine.retry_at is not None:
-            # The time first: another run's clock ends the wait.
-            if machine.waiting(self.now()):
-                return False  # still waiting: no input, nothing to feed
-            self.feed(Machine.retry_due, "retry")
-        return machine.trial_wanted
+        return not self.refuses_at_once()
 
     # Outcomes.
 
