@@ -172,6 +172,17 @@ class Core(Decisions):
             self.feed(Machine.success, "a call succeeded")
         return reason is not None
 
+    def replied(self, ran_at: float) -> None:
+        """A resource's call was answered with a reply: ``ended()``'s hot path.
+
+        With nothing to judge (no slow-call limit, no success that matters)
+        it is one increment.
+        """
+        if self.failing or self.policy.slow_call_duration is not None:
+            self.ended(CALL, Outcome.REPLY, None, ran_at)
+        else:
+            self.totals.replies += 1
+
     def _give_back(self, ran_at: float | None, *, dropped: bool) -> None:
         line = self.line
         assert line is not None  # noqa: S101 - PLACED comes only with a line
