@@ -103,7 +103,10 @@ async def test_reattempts_add_nothing_at_a_dead_port_once_off(
     assert three.sent_before_trip <= 2 * CALLERS + stats[3].reattempts, three
     sent = three.sent_before_trip + three.sent_after_trip
     assert three.reached_dead_port <= sent + CALLERS, three
-    assert three.recovered_in < 5 * RETRY_TIMEOUT, three
+    # Recovery is bounded as in test_guard_http: relative to how long the
+    # same callers took to warm up in this run, so a busy machine passes.
+    limit = max(5 * RETRY_TIMEOUT, 2 * RETRY_TIMEOUT + 3 * three.warmed_up_in)
+    assert three.recovered_in < limit, three
     assert stats[3].pending == 0, stats[3]
 
 
