@@ -5,14 +5,24 @@ workers of ``SERVICE`` seconds each, the rest queued inside the server.
 Calls arrive at 3x its capacity (open loop) through a guard with a call
 timeout; each guard but the first has a bulkhead line of ``QUEUED`` calls,
 beyond which calls are shed. Goodput is replies per second; p99 is the 99th
-percentile of the replies' latency as their callers saw it (the line
-included). The adaptive limit is compared with no limit, a fixed limit
-twice too high and one half too low; and its cost on the ON path, not
-overloaded, with a fixed bulkhead's.
+percentile of how long callers waited for a reply (the line included; a
+call that timed out waited its timeout, a shed call waited nothing). The
+adaptive limit is compared with no limit, a fixed limit twice too high and
+one half too low; and its cost on the ON path, not overloaded, with a fixed
+bulkhead's.
+
+On a shared machine the client is the noisy part, so each run of a guard
+(a *segment*) is a process of its own against a server of its own, and the
+four guards take turns over several rounds: they share the machine's load.
+A segment stops making calls at its end and cancels what is left a call
+timeout later, whatever happened. Each reply carries the time the server
+held it, so the client's own delay (scheduling, parsing: what a busy
+machine adds) is measured apart and reported, as is the load average.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -22,24 +32,29 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
+import attrs
 import trio
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import breaky
-from benchmarks._harness import Result, per_op, rounds
+from benchmarks._harness import ROOT, Result, per_op, rounds
 from breaky._demo.servers import ServerProcess, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    import httpx
+
 WORKERS = 4
-SERVICE = 0.05
+SERVICE = 0.1
 CAPACITY = WORKERS / SERVICE  # replies per second
 OVERLOAD = 3.0
 QUEUED = 2 * WORKERS
 TIMEOUT = 2.0
 HERE = Path(__file__).resolve().parent
 TRACE = HERE / "adaptive_trace.json"
+GUARDS = ("no limit", "fixed 2x too high", "fixed half too low", "adaptive")
 
 
 def server() -> ServerProcess:
@@ -61,72 +76,174 @@ def server() -> ServerProcess:
     return ServerProcess(argv, port, "bounded server", cwd=HERE)
 
 
-async def overload(
-    client: httpx.AsyncClient,
-    url: str,
-    guard: breaky.Guard,
-    seconds: float,
-    trace: list[tuple[float, float, float | None]] | None = None,
-) -> tuple[float, float, float]:
-    """Goodput (replies/s), p99 and median latency (s) of the replies."""
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    start = trio.current_time()
-    warm = start + seconds / 4  # measure once the limit has had time to learn
-    end = start + seconds
-
-    async def call() -> None:
-        made = trio.current_time()
-        try:
-            answer = await guard.run(client.get, url)
-        except (breaky.CallTimeout, httpx.HTTPError):
-            return
-        now = trio.current_time()
-        if answer is breaky.OFF:
-            return
-        statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
-        if answer.status_code != httpx.codes.OK:
-            return
-        if warm <= now < end:
-            latencies.append(now - made)
-        if trace is not None:
-            trace.append((now - start, float(guard.concurrency_limit or 0), now - made))
-
-    async with trio.open_nursery() as nursery:
-        gap = 1 / (OVERLOAD * CAPACITY)
-        arrival = start
-        while arrival < end:
-            nursery.start_soon(call)
-            arrival += gap
-            await trio.sleep_until(arrival)
-    print(
-        f"  {guard.name}: {statuses} in {trio.current_time() - start:.1f} s",
-        file=sys.stderr,
-    )
-    latencies.sort()
-    measured = end - warm
-    p99 = latencies[int(0.99 * (len(latencies) - 1))] if latencies else math.inf
-    median = statistics.median(latencies) if latencies else math.inf
-    return len(latencies) / measured, p99, median
-
-
-def guards() -> dict[str, breaky.Guard]:
+def make_guard(name: str) -> breaky.Guard:
     options: dict[str, Any] = {"call_timeout": TIMEOUT, "failure_threshold": 10**9}
-    return {
-        "no limit": breaky.Guard("none", **options),
-        "fixed 2x too high": breaky.Guard(
-            "high", max_concurrent=2 * WORKERS, max_queued=QUEUED, **options
-        ),
-        "fixed half too low": breaky.Guard(
-            "low", max_concurrent=WORKERS // 2, max_queued=QUEUED, **options
-        ),
-        "adaptive": breaky.Guard(
-            "adaptive",
-            max_concurrent=breaky.Adaptive(initial=20, probe_interval=10),
-            max_queued=QUEUED,
-            **options,
-        ),
+    limits: dict[str, int | breaky.Adaptive | None] = {
+        "no limit": None,
+        "fixed 2x too high": 2 * WORKERS,
+        "fixed half too low": WORKERS // 2,
+        # As a user would: by default, a probe every 30 s (one per segment).
+        "adaptive": breaky.Adaptive(initial=20),
     }
+    limit = limits[name]
+    if limit is None:
+        return breaky.Guard("none", **options)
+    return breaky.Guard(name, max_concurrent=limit, max_queued=QUEUED, **options)
+
+
+# A segment: one guard, in a process of its own.
+
+
+@attrs.define
+class Segment:
+    """What one guard's run measured, replies counted once warm."""
+
+    guard: str
+    seconds: float
+    measured: float = 0.0
+    offered: int = 0  # calls made (late ones are skipped, not bunched)
+    statuses: dict[str, int] = attrs.Factory(dict)
+    latencies: list[float] = attrs.Factory(list)  # as callers saw them
+    unanswered: list[float] = attrs.Factory(list)  # waits that timed out
+    held: list[float] = attrs.Factory(list)  # the server's part of each
+    own: list[float] = attrs.Factory(list)  # the client's: place to answer
+    lags: list[float] = attrs.Factory(list)  # the event loop's, every 10 ms
+    cpu: float = 0.0  # the client's CPU seconds
+    trace: list[tuple[float, int, float]] = attrs.Factory(list)
+
+
+async def watch_lag(lags: list[float]) -> None:
+    """How late a 10 ms sleep wakes: the client's own scheduling delay."""
+    while True:
+        asked = trio.current_time() + 0.01
+        await trio.sleep_until(asked)
+        lags.append(trio.current_time() - asked)
+
+
+async def segment(name: str, port: int, seconds: float) -> Segment:
+    """Calls at OVERLOAD x the capacity for ``seconds`` through guard ``name``."""
+    import httpx  # noqa: PLC0415 - the parent process needs no client
+
+    result = Segment(name, seconds)
+    guard = make_guard(name)
+    url = f"http://127.0.0.1:{port}/work"
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    # No timeout of its own: the guard's call_timeout bounds each call.
+    async with httpx.AsyncClient(limits=limits, timeout=None) as client:  # noqa: S113
+        await client.get(url)  # warm
+        start = trio.current_time()
+        warm, end = start + seconds / 4, start + seconds
+        result.measured = end - warm
+        cpu = time.process_time()
+
+        async def call() -> None:
+            made = trio.current_time()
+            placed: list[float] = []
+
+            async def get() -> httpx.Response:
+                placed.append(trio.current_time())
+                return await client.get(url)
+
+            try:
+                answer = await guard.run(get)
+            except (breaky.CallTimeout, httpx.HTTPError) as exc:
+                key = type(exc).__name__
+                result.statuses[key] = result.statuses.get(key, 0) + 1
+                now = trio.current_time()
+                if warm <= now < end:
+                    result.unanswered.append(now - made)
+                return
+            now = trio.current_time()
+            key = "shed" if answer is breaky.OFF else str(answer.status_code)
+            result.statuses[key] = result.statuses.get(key, 0) + 1
+            if answer is breaky.OFF or answer.status_code != 200:
+                return
+            if name == "adaptive":
+                limit = guard.concurrency_limit or 0
+                result.trace.append((now - start, limit, now - made))
+            if warm <= now < end:
+                held = float(answer.headers["x-held"])
+                result.latencies.append(now - made)
+                result.held.append(held)
+                result.own.append(now - placed[0] - held)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_lag, result.lags)
+            async with trio.open_nursery() as calls:
+                # Whatever is left a call timeout after the end is cancelled.
+                calls.cancel_scope.deadline = end + TIMEOUT
+                gap = 1 / (OVERLOAD * CAPACITY)
+                arrival = start
+                while arrival < end:
+                    calls.start_soon(call)
+                    result.offered += 1
+                    # A late client skips arrivals rather than bunching them.
+                    arrival = max(arrival + gap, trio.current_time())
+                    await trio.sleep_until(arrival)
+            nursery.cancel_scope.cancel()
+        result.cpu = time.process_time() - cpu
+    return result
+
+
+def segment_main(name: str, port: int, seconds: float) -> None:
+    """A segment in this process (the parent runs one per guard and round)."""
+    print(json.dumps(attrs.asdict(trio.run(segment, name, port, seconds))))
+
+
+async def run_segment(name: str, seconds: float) -> Segment:
+    """One segment in a child process, against a fresh server."""
+    dependency = server()
+    await dependency.start()
+    try:
+        argv = [sys.executable, "-m", "benchmarks.adaptive", "--segment", name]
+        argv += ["--port", str(dependency.port), "--seconds", str(seconds)]
+        done = await trio.run_process(argv, cwd=ROOT, capture_stdout=True)
+    finally:
+        await dependency.kill()
+    data = json.loads(done.stdout)
+    data["trace"] = [tuple(point) for point in data["trace"]]
+    return Segment(**data)
+
+
+# The figures.
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[int(q * (len(ordered) - 1))] if ordered else math.inf
+
+
+@attrs.frozen
+class Figures:
+    """One guard's segments, pooled."""
+
+    goodput: float  # replies per second
+    p99: float  # seconds callers waited: replies, and timeouts
+    median: float
+    offered: float  # calls made per second
+    own_p99: float  # the client's own part of a reply's latency
+    lag_p99: float  # the event loop's lag
+    cpu: float  # the client's CPU seconds per second
+
+    @classmethod
+    def of(cls, segments: list[Segment]) -> Figures:
+        latencies = [x for s in segments for x in s.latencies]
+        waits = latencies + [x for s in segments for x in s.unanswered]
+        seconds = sum(s.seconds for s in segments)
+        return cls(
+            goodput=len(latencies) / sum(s.measured for s in segments),
+            p99=percentile(waits, 0.99),
+            median=statistics.median(latencies) if latencies else math.inf,
+            offered=sum(s.offered for s in segments) / seconds,
+            own_p99=percentile([x for s in segments for x in s.own], 0.99),
+            lag_p99=percentile([x for s in segments for x in s.lags], 0.99),
+            cpu=sum(s.cpu for s in segments) / seconds,
+        )
+
+
+def load_average() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.1f} (1 min), {five:.1f} (5 min)"
 
 
 async def one_checkpoint(i: int = 0) -> int:
@@ -135,11 +252,9 @@ async def one_checkpoint(i: int = 0) -> int:
 
 
 async def on_path_cost(n: int, count: int) -> Result:
-    fixed = breaky.Guard("fixed", max_concurrent=1000, call_timeout=None)
+    fixed = breaky.Guard("fixed", max_concurrent=10, call_timeout=None)
     adaptive = breaky.Guard(
-        "adaptive",
-        max_concurrent=breaky.Adaptive(initial=1000, maximum=1000),
-        call_timeout=None,
+        "adaptive", max_concurrent=breaky.Adaptive(initial=10), call_timeout=None
     )
 
     def timing(
@@ -164,31 +279,27 @@ async def on_path_cost(n: int, count: int) -> Result:
         unit="us/call",
         breaky=medians["adaptive"] * us,
         floor=medians["fixed"] * us,
-        floor_name="max_concurrent=1000",
+        floor_name="max_concurrent=10",
         target=1.15,
+        note="Adaptive(initial=10); instruction counts: benchmarks/instructions.py",
     )
 
 
 async def run_adaptive(quick: bool) -> list[Result]:
-    """Goodput and p99 at 3x overload; the ON path's cost."""
-    seconds = 4.0 if quick else 40.0
-    figures: dict[str, tuple[float, float, float]] = {}
-    trace: list[tuple[float, float, float | None]] = []
-    dependency = server()
-    await dependency.start()
-    try:
-        url = f"http://127.0.0.1:{dependency.port}/work"
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-        # No timeout of its own: the guards' call_timeout bounds each call.
-        async with httpx.AsyncClient(limits=limits, timeout=None) as client:  # noqa: S113
-            await client.get(url)  # warm
-            for name, guard in guards().items():
-                figures[name] = await overload(
-                    client, url, guard, seconds, trace if name == "adaptive" else None
-                )
-                await trio.sleep(TIMEOUT)  # what the server still holds drains
-    finally:
-        await dependency.kill()
+    """Goodput and p99 at 3x overload, the guards in turns; the ON path's cost."""
+    seconds, turns = (4.0, 1) if quick else (40.0, 2)
+    segments: dict[str, list[Segment]] = {name: [] for name in GUARDS}
+    before = load_average()
+    for turn in range(turns):
+        for name in GUARDS:
+            done = await run_segment(name, seconds)
+            segments[name].append(done)
+            print(
+                f"  turn {turn + 1}, {name}: {done.statuses}, load {load_average()}",
+                file=sys.stderr,
+            )
+    after = load_average()
+    first = segments["adaptive"][0]
     TRACE.write_text(
         json.dumps(
             {
@@ -196,29 +307,37 @@ async def run_adaptive(quick: bool) -> list[Result]:
                 "service": SERVICE,
                 "capacity": CAPACITY,
                 "overload": OVERLOAD,
-                "trace": trace,
+                "queued": QUEUED,
+                "trace": first.trace,
             }
         )
     )
-    for name, (goodput, p99, median) in figures.items():
+    figures = {name: Figures.of(runs) for name, runs in segments.items()}
+    ms = 1000
+    for name, f in figures.items():
         print(
-            f"  {name:20s} goodput {goodput:7.1f}/s  p99 {p99 * 1000:7.1f} ms  "
-            f"median {median * 1000:7.1f} ms",
+            f"  {name:20s} goodput {f.goodput:6.1f}/s  p99 {f.p99 * ms:6.0f} ms  "
+            f"median {f.median * ms:6.0f} ms  offered {f.offered:5.0f}/s  "
+            f"client: own p99 {f.own_p99 * ms:5.0f} ms, loop lag p99 "
+            f"{f.lag_p99 * ms:4.0f} ms, CPU {f.cpu:4.0%}",
             file=sys.stderr,
         )
     fixed = ("fixed 2x too high", "fixed half too low")
-    best_goodput = max(fixed, key=lambda name: figures[name][0])
-    best_p99 = min(fixed, key=lambda name: figures[name][1])
+    best_goodput = max(fixed, key=lambda name: figures[name].goodput)
+    best_p99 = min(fixed, key=lambda name: figures[name].p99)
     adaptive = figures["adaptive"]
-    ms = 1000
-    note = f"{WORKERS} workers of {SERVICE * ms:g} ms, arrivals at {OVERLOAD:g}x"
+    note = (
+        f"{WORKERS} workers of {SERVICE * ms:g} ms, arrivals at {OVERLOAD:g}x, "
+        f"{turns} turns of {seconds:g} s; load average {before} before, "
+        f"{after} after"
+    )
     n, count = (2_000, 3) if quick else (50_000, 9)
     return [
         Result(
             name="adaptive goodput at 3x overload vs the best fixed limit's",
             unit="replies/s",
-            breaky=adaptive[0],
-            floor=figures[best_goodput][0],
+            breaky=adaptive.goodput,
+            floor=figures[best_goodput].goodput,
             floor_name=best_goodput,
             target=0.9,
             sense="min",
@@ -227,27 +346,45 @@ async def run_adaptive(quick: bool) -> list[Result]:
         Result(
             name="adaptive p99 at 3x overload vs the best fixed limit's",
             unit="ms",
-            breaky=adaptive[1] * ms,
-            floor=figures[best_p99][1] * ms,
+            breaky=adaptive.p99 * ms,
+            floor=figures[best_p99].p99 * ms,
             floor_name=best_p99,
             target=1.5,
-            note=note,
         ),
         Result(
             name="adaptive p99 at 3x overload vs no limit's",
             unit="ms",
-            breaky=adaptive[1] * ms,
-            floor=figures["no limit"][1] * ms,
+            breaky=adaptive.p99 * ms,
+            floor=figures["no limit"].p99 * ms,
             floor_name="no limit",
             target=0.3,
-            note=note,
+        ),
+        Result(
+            name="client's own delay p99 (adaptive run) vs the service time",
+            unit="ms",
+            breaky=adaptive.own_p99 * ms,
+            floor=SERVICE * ms,
+            floor_name="SERVICE",
+            note="reported: what the machine's load added to each reply",
         ),
         await on_path_cost(n, count),
     ]
 
 
-if __name__ == "__main__":  # a run of its own: python -m benchmarks.adaptive
-    from benchmarks._harness import report
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run")
+    parser.add_argument("--segment", choices=GUARDS, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.segment:
+        segment_main(args.segment, args.port, args.seconds)
+        return 0
+    from benchmarks._harness import report  # noqa: PLC0415
 
-    started = time.perf_counter()
-    sys.exit(report(trio.run(run_adaptive, "--quick" in sys.argv), enforce=True))
+    return report(trio.run(run_adaptive, args.quick), enforce=not args.quick)
+
+
+if __name__ == "__main__":  # python -m benchmarks.adaptive [--quick]
+    sys.exit(main())

@@ -2,7 +2,9 @@
 
 ``GET /work`` waits for one of ``BENCH_WORKERS`` workers, holds it for
 ``BENCH_SERVICE`` seconds, then answers 200; requests beyond the workers
-queue inside the server, as they do in a real one whose pool is busy.
+queue inside the server, as they do in a real one whose pool is busy. The
+answer's ``x-held`` header says how long the server held the request, from
+the app's start to the answer (its queue and its work).
 Hypercorn serves it; a client that goes away takes its request with it.
 """
 
@@ -23,15 +25,18 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
+    clock = asyncio.get_running_loop().time
+    arrived = clock()
     if not _workers:
         _workers.append(asyncio.Semaphore(WORKERS))
     async with _workers[0]:
         await asyncio.sleep(SERVICE)
+    held = f"{clock() - arrived:.6f}".encode()
     await send(
         {
             "type": "http.response.start",
             "status": 200,
-            "headers": [(b"content-type", b"text/plain")],
+            "headers": [(b"content-type", b"text/plain"), (b"x-held", held)],
         }
     )
     await send({"type": "http.response.body", "body": b"done"})

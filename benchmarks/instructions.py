@@ -45,6 +45,10 @@ PATHS: dict[str, tuple[str, str | None]] = {
     "resource_call": ("await breaker.call(msg), echo resource", None),
     "keyed": (f"await hosts.run(key, fn), 1 live key of {KEYS:,}", "guard_lean"),
     "bulkhead": ("await guard.run(fn), ON, max_concurrent=10", None),
+    "adaptive": (
+        "await guard.run(fn), ON, max_concurrent=breaky.Adaptive(initial=10)",
+        "bulkhead",
+    ),
 }
 
 
@@ -83,12 +87,21 @@ async def _child(name: str, n: int) -> None:  # noqa: C901, PLR0912
     if name == "bare":
         for _ in range(n):
             await fn()
-    elif name in {"guard_lean", "guard_default", "guard_timeout", "bulkhead"}:
+    elif name in {
+        "guard_lean",
+        "guard_default",
+        "guard_timeout",
+        "bulkhead",
+        "adaptive",
+    }:
         guard = {
             "guard_lean": lambda: breaky.Guard("g", call_timeout=None),
             "guard_default": lambda: breaky.Guard("g"),
             "guard_timeout": lambda: breaky.Guard("g", call_timeout=60),
             "bulkhead": lambda: breaky.Guard("g", call_timeout=None, max_concurrent=10),
+            "adaptive": lambda: breaky.Guard(
+                "g", call_timeout=None, max_concurrent=breaky.Adaptive(initial=10)
+            ),
         }[name]()
         run = guard.run
         for _ in range(n):

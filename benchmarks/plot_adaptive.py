@@ -1,7 +1,10 @@
 """Draw docs/images/adaptive.png from the adaptive benchmark's trace.
 
-    python benchmarks/run.py   (or python -m benchmarks.adaptive)
+    python -m benchmarks.adaptive   (or python benchmarks/run.py)
     python benchmarks/plot_adaptive.py
+
+The trace is the adaptive guard's first segment of the run: each reply's
+time, the limit then, and its latency as its caller saw it.
 
 Needs matplotlib, which nothing else needs (it is no test dependency).
 """
@@ -28,10 +31,18 @@ def main() -> None:
     latencies = [latency * 1000 for _, _, latency in data["trace"]]
     figure, left = plt.subplots(figsize=(9, 4))
     right = left.twinx()
-    right.scatter(times, latencies, s=2, color="tab:orange", alpha=0.4)
-    right.set_ylabel("reply latency (ms), line included", color="tab:orange")
+    right.scatter(times, latencies, s=3, color="tab:orange", alpha=0.5)
+    right.set_ylabel("each reply's latency (ms), line included", color="tab:orange")
     left.step(times, limits, where="post", color="tab:blue")
     left.axhline(data["workers"], color="tab:gray", linestyle="--", linewidth=1)
+    left.annotate(
+        "the server's workers",
+        (times[-1], data["workers"]),
+        textcoords="offset points",
+        xytext=(-4, 4),
+        ha="right",
+        color="tab:gray",
+    )
     left.set_ylabel("concurrency limit", color="tab:blue")
     left.set_xlabel("seconds")
     left.set_ylim(bottom=0)

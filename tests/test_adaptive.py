@@ -316,3 +316,31 @@ async def test_an_adaptive_serve_crashes_like_a_fixed_one(
         assert sorted(lost) == ["boom", "slow"]
         assert seen == ["crashed"]
         assert db.statistics().crashes == 1
+
+
+@pytest.mark.parametrize("concurrency", [2, breaky.Adaptive(initial=2)])
+async def test_a_handler_closing_the_inbox_ends_serve_with_closed_resource_error(
+    autojump_clock: Clock, concurrency: int | breaky.Adaptive
+) -> None:
+    raised: list[BaseException] = []
+
+    async def resource(inbox: breaky.Inbox[Any, Any], *, task_status: Any) -> None:
+        async def handler(request: breaky.Request[Any, Any]) -> None:
+            request.reply(request.message)
+            await inbox.aclose()  # the resource's own mistake
+
+        task_status.started()
+        try:
+            await inbox.serve(handler, concurrency=concurrency)
+        except trio.ClosedResourceError as exc:
+            raised.append(exc)
+        await trio.sleep_forever()
+
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker("db", resource, call_timeout=None)
+        assert await db.call("q") == "q"
+        await trio.testing.wait_all_tasks_blocked()
+        assert [type(exc) for exc in raised] == [trio.ClosedResourceError]
+        stats = db.statistics()
+        assert (stats.state, stats.crashes) == (State.ON, 0)
+        assert stats.concurrency_limit is None  # serve() returned: no limit

@@ -94,14 +94,19 @@ def drive(
     latency: float,
     in_flight: int,
     *,
-    calls: int = 10,
     dropped: int = 0,
 ) -> float:
-    """``calls`` calls of ``latency`` ending over one round trip from ``now``."""
-    for n in range(calls):
-        now += latency / calls
-        limit.sample(now, latency, in_flight, dropped=n < dropped)
-    return now + latency / calls
+    """One round trip from ``now``: calls of ``latency``, placed after ``now``.
+
+    The first ``dropped`` are dropped. Returns when the last one ended.
+    """
+    trips = limit.round_trips
+    n = 0
+    while limit.round_trips == trips:
+        n += 1
+        end = now + n * latency / 10 + latency
+        limit.sample(end, latency, in_flight, dropped=n <= dropped)
+    return end
 
 
 def probed(spec: breaky.Adaptive, base: float = 0.01) -> tuple[AdaptiveLimit, float]:
@@ -109,10 +114,11 @@ def probed(spec: breaky.Adaptive, base: float = 0.01) -> tuple[AdaptiveLimit, fl
     limit = spec.start(random.Random(1))
     assert limit.unloaded_latency is None
     assert "unmeasured" in repr(limit)
-    now = drive(limit, 0.0, base, limit.current)  # the first round trip: a probe
-    assert limit.current == max(spec.minimum, spec.initial // 4)
-    while limit.unloaded_latency is None:
-        now = drive(limit, now + base, base, limit.current)
+    now = drive(limit, 0.0, base, 10)  # the first round trip tells nothing
+    assert limit.current == spec.initial
+    now = drive(limit, now, base, 10)  # the second ends in a probe
+    assert limit.current == max(spec.minimum, spec.initial // 2)
+    now = drive(limit, now, base, 10)  # as fast at half: nothing queued
     assert limit.current == spec.initial
     assert limit.unloaded_latency == pytest.approx(base)
     assert f"{base:.3g} s" in repr(limit)
@@ -130,25 +136,37 @@ def test_the_limit_grows_while_nothing_queues_and_only_when_in_use() -> None:
     assert limit.current == 1000  # the maximum
 
 
-def test_the_limit_shrinks_by_littles_law_once_calls_queue() -> None:
+def test_the_limit_shrinks_halfway_to_littles_law_once_calls_queue() -> None:
     limit, now = probed(breaky.Adaptive(initial=40))
-    drive(limit, now, 0.02, 40)  # twice the unloaded latency
-    # To the calls that would answer in 1.35x (at most halving).
-    assert limit.current == int(40 * 1.35 / 2)
+    drive(limit, now, 0.02, 10)  # twice the unloaded latency
+    # Halfway to the calls that would answer in 1.35x the unloaded latency.
+    assert limit.current == int(40 * (1 + 1.35 / 2) / 2)
     within, now = probed(breaky.Adaptive(initial=40))
-    drive(within, now, 0.013, 40)  # between 1.2x and 1.5x: hold
+    drive(within, now, 0.013, 10)  # between 1.2x and 1.5x: hold
     assert within.current == 40
     far, now = probed(breaky.Adaptive(initial=40))
-    drive(far, now, 0.1, 40)
-    assert far.current == 20
+    drive(far, now, 0.1, 10)
+    assert far.current == int(40 * (1 + 1.35 / 10) / 2)
+    small, now = probed(breaky.Adaptive(initial=2))
+    drive(small, now, 0.016, 2)  # 1.6x: halfway is less than one call
+    assert small.current == 1
+
+
+def test_calls_placed_before_a_round_trip_began_tell_nothing_of_it() -> None:
+    limit, now = probed(breaky.Adaptive(initial=40))
+    for _ in range(50):  # placed under an earlier limit, however slow
+        limit.sample(now + 0.001, 1.0, 40, dropped=False)
+    assert limit.current == 40
+    drive(limit, now, 0.01, 40)
+    assert limit.current > 40
 
 
 def test_drops_cut_the_limit_by_half_their_share() -> None:
     limit, now = probed(breaky.Adaptive(initial=40))
-    drive(limit, now, 0.012, 40, dropped=5)
+    drive(limit, now, 0.012, 10, dropped=5)
     assert limit.current == int(40 * (1 - 0.5 / 2))
     every, now = probed(breaky.Adaptive(initial=40))
-    drive(every, now, 0.012, 40, dropped=10)
+    drive(every, now, 0.012, 10, dropped=10)
     assert every.current == 20
 
 
@@ -162,43 +180,84 @@ def test_the_limit_stays_within_its_bounds() -> None:
     assert limit.current == 3
 
 
-def test_a_probe_halves_while_calls_get_faster_and_restores_the_limit() -> None:
+def test_a_probe_halves_then_lowers_by_thirds_while_calls_get_faster() -> None:
     limit = breaky.Adaptive(initial=64, probe_interval=5).start(random.Random(2))
-    now = drive(limit, 0.0, 0.08, 64)
-    assert limit.current == 16
-    # Each step: 10 calls placed after it began; the queue drains as it halves.
-    for step, latency in [(16, 0.04), (8, 0.02), (4, 0.01), (2, 0.01)]:
-        assert limit.current == step
+
+    def latency(calls: int) -> float:  # 8 workers of 10 ms, the rest queue
+        return 0.01 * max(1.0, calls / 8)
+
+    now = drive(limit, 0.0, latency(64), 10)
+    now = drive(limit, now, latency(64), 10)  # the second round trip: a probe
+    steps = []
+    while limit.unloaded_latency is None:
+        step = limit.current
+        steps.append(step)
         for _ in range(10):  # placed before the step began: ignored
             limit.sample(now, 1.0, step, dropped=False)
-        assert limit.current == step
-        now = drive(limit, now + latency, latency, step)
+        now = drive(limit, now, latency(step), step, dropped=3)  # drops: ignored
+    # 64 / 2, then by thirds while 10% faster: 6 calls are as fast as 4.
+    assert steps == [32, 21, 14, 9, 6, 4]
     assert limit.unloaded_latency == pytest.approx(0.01)
     assert limit.current == 64
     # The next probe is due after probe_interval (jittered by 15%).
     now = drive(limit, now, 0.01, 64)
     assert limit.current > 64
     now = drive(limit, now + 6, 0.01, limit.current)
-    assert limit.current < 64
+    assert limit.current == 72 // 2
+
+
+def test_a_probe_stops_at_the_minimum() -> None:
+    limit = breaky.Adaptive(initial=4, minimum=2).start(random.Random(2))
+    now = drive(limit, 0.0, 0.08, 4)
+    now = drive(limit, now, 0.08, 4)
+    assert limit.current == 2
+    drive(limit, now, 0.04, 2)  # still faster: no lower than the minimum
+    assert limit.current == 4
+    assert limit.unloaded_latency == pytest.approx(0.04)
 
 
 def test_calls_faster_than_measured_lower_the_unloaded_latency() -> None:
     limit, now = probed(breaky.Adaptive(initial=40))
-    drive(limit, now, 0.005, 40, calls=40)
+    now = drive(limit, now, 0.01, 40)  # 40 in flight: round trips of 20 calls
+    drive(limit, now, 0.005, 40)
     assert limit.unloaded_latency == pytest.approx(0.005)
     few, now = probed(breaky.Adaptive(initial=40))
-    drive(few, now, 0.005, 40, calls=10)  # too few calls to say
+    drive(few, now, 0.005, 10)  # too few calls to say
     assert few.unloaded_latency == pytest.approx(0.01)
 
 
 def test_a_limit_lowered_in_vain_measures_again() -> None:
-    # The dependency got slower per call: lowering the limit does not help.
+    # The dependency got slower per call: halving the limit does not help.
     limit, now = probed(breaky.Adaptive(initial=256))
-    for _ in range(5):
-        now = drive(limit, now, 0.03, limit.current)  # halved each time
-    assert limit.current == 8
-    drive(limit, now, 0.03, 8)  # the sixth round trip: a probe instead
-    assert limit.current == 2
+    for _ in range(4):  # the fourth round trip finds 256 halved, in vain
+        now = drive(limit, now, 0.03, 10)
+    lowered = limit.current
+    assert lowered == int(256 * ((1 + 1.35 / 3) / 2) ** 4)
+    drive(limit, now, 0.03, 10)  # the fifth: a probe instead
+    assert limit.current == lowered // 2
+
+
+def test_a_limit_lowered_at_the_minimum_in_vain_measures_again() -> None:
+    limit, now = probed(breaky.Adaptive(initial=2), base=0.01)
+    now = drive(limit, now, 0.03, 2)
+    assert limit.current == 1
+    now = drive(limit, now, 0.03, 1)  # the fewest calls, and no faster
+    assert limit.unloaded_latency == pytest.approx(0.01)
+    now = drive(limit, now, 0.03, 1)  # so a probe begins
+    drive(limit, now, 0.03, 1)  # and measures the latency now
+    assert limit.unloaded_latency == pytest.approx(0.03)
+
+
+def test_lowering_that_helps_is_not_in_vain() -> None:
+    limit, now = probed(breaky.Adaptive(initial=256))
+    for _ in range(8):
+        before = limit.current
+        # 20 workers of 10 ms: the latency falls with the limit.
+        now = drive(limit, now, 0.01 * before / 20, 10)
+        # Lowered halfway to Little's law each time, never halved by a probe.
+        assert 0.55 * before < limit.current <= before
+    assert limit.unloaded_latency == pytest.approx(0.01)
+    assert 20 < limit.current < 1.5 * 20
 
 
 async def test_a_raised_limit_hands_places_at_once_and_a_lowered_one_waits() -> None:
@@ -209,9 +268,8 @@ async def test_a_raised_limit_hands_places_at_once_and_a_lowered_one_waits() -> 
             self.current = 3 if self.current == 1 else 1
 
     places = Places(Stepping(), None)
-    assert places.learns
-    assert not Places(2, None).learns
-    assert Places(breaky.Adaptive(initial=2), None).learns
+    assert Places(2, None).limit == 2
+    assert Places(breaky.Adaptive(initial=5), None).limit == 5
     assert places.take_nowait()
     handed: list[int] = []
 

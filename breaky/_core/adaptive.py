@@ -4,29 +4,32 @@ Pure: :class:`AdaptiveLimit` is told, for each call that held a place, when
 it ended, how long it held the place and whether it was dropped; it never
 reads a clock. The algorithm, in short (the explanation has its reasons):
 
-- Once per round trip (a window lasting the average latency of its calls,
-  and at least 10 calls),
-  the window's average latency ``r`` is compared with the dependency's
-  unloaded latency ``base``. Below ``1 + 0.4 * (tolerance - 1)`` times it,
-  nothing queues inside the dependency: the limit grows by its square root
-  (if the limit was in use). Above ``tolerance`` times it, calls queue there:
-  the limit shrinks to what would bring the latency back to ``1 + 0.7 *
-  (tolerance - 1)`` times ``base`` (Little's law), at most halving.
-- The unloaded latency is measured, not assumed: at first and every
-  ``probe_interval`` seconds the limit drops to a quarter for a moment, then
-  halves while that makes calls faster still (at least once): the average
-  latency of the last step's 10 calls, placed after it began (so none queued
-  behind earlier ones), is the new ``base``. A round trip with a lower
-  average over enough calls lowers it at once (the dependency sped up).
-- Dropped calls (timeouts, counted failures) give no latency; a window with
-  a share ``d`` of them cuts the limit by ``d / 2`` (all dropped: halved).
+- Once per round trip the round trip's average latency ``r`` is compared
+  with the dependency's unloaded latency ``base``. A round trip counts the
+  calls placed after it began (those placed before tell of an older limit)
+  and ends after at least 10 of them, or half the calls in flight if more.
+  Below ``1 + 0.4 * (tolerance - 1)`` times ``base``, nothing queues inside
+  the dependency: the limit grows by its square root (if it was in use).
+  Above ``tolerance`` times it, calls queue there: the limit goes halfway to
+  what would bring the latency back to ``1 + 0.7 * (tolerance - 1)`` times
+  ``base`` (Little's law); halfway, as one round trip's latency is noisy.
+- The unloaded latency is measured, not assumed: on the second round trip
+  and every ``probe_interval`` seconds the limit halves for a round trip,
+  and halves again while that cuts the latency nearly in half too (calls
+  still queued); the last step's average latency is ``base``. A round trip
+  of at least 20 calls with a lower average lowers it at once (the
+  dependency sped up); five round trips in a row that lowered the limit
+  without lowering the latency measure it again (it slowed down).
+- Dropped calls (timeouts, counted failures) give no latency; a round trip
+  with a share ``d`` of them cuts the limit by ``d / 2`` (all dropped:
+  halved).
 """
 
 from __future__ import annotations
 
 import math
 import random
-from typing import Any, TypeAlias, final
+from typing import Any, final
 
 import attrs
 
@@ -35,17 +38,12 @@ _CALLS = 10
 # A round trip over at least this many calls may lower the unloaded latency
 # between probes (fewer would be too noisy a minimum).
 _WINDOW_CALLS = 20
-# A probe step this much faster than the one before: calls still queued.
+# A probe's step that halved the limit and answered this much faster than
+# the round trip before it: calls queued, and may still.
 _STILL_QUEUED = 0.9
-# Round trips in a row that lowered the limit, after which the unloaded
-# latency is measured again at once: lowering did not bring the latency
-# down, so the dependency itself is slower than measured.
-_STALE = 5
-
-
-# A probe's step: when it began, the limit to restore, the average latency of
-# the step before, this step's latency sum and calls.
-_Probe: TypeAlias = "tuple[float, float, float, float, int]"
+# Lowering the limit to half kept at least this share of the latency: in
+# vain, the dependency is slower than measured.
+_IN_VAIN = 0.75
 
 
 def _bound(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -100,7 +98,7 @@ class Adaptive:
             before the limit shrinks: 1.5 lets a round trip's average latency
             reach 1.5 times the unloaded latency; a number > 1.
         probe_interval: seconds between measurements of the unloaded latency
-            (the limit drops to a quarter for a few round trips); > 0.
+            (the limit halves for a round trip or a few); > 0.
 
     Raises:
         TypeError, ValueError: a bound that is not an int, below 1, or out of
@@ -144,46 +142,60 @@ class AdaptiveLimit:
 
     __slots__ = (
         "_base",
+        "_before",
         "_drops",
+        "_left",
         "_limit",
         "_lower",
-        "_lowered",
         "_max_in_flight",
         "_next_probe",
-        "_probe",
+        "_probing",
         "_raise_below",
-        "_rng",
+        "_restore",
         "_spec",
+        "_stale",
+        "_streak",
         "_sum",
         "_target",
         "_times",
+        "_uniform",
         "_window_start",
         "current",
+        "round_trips",
     )
 
     def __init__(self, spec: Adaptive, rng: random.Random | None = None) -> None:
         self._spec = spec
-        self._rng = random.Random() if rng is None else rng  # noqa: S311 - jitter
+        # Jitter only: the random module's generator unless given one.
+        self._uniform = random.uniform if rng is None else rng.uniform
         self._limit = float(spec.initial)
         self.current = spec.initial
+        self.round_trips = 0  # judged so far, a probe's steps included
         slack = spec.tolerance - 1
         self._raise_below = 1 + 0.4 * slack
         self._lower = spec.tolerance
         self._target = 1 + 0.7 * slack
         # The unloaded latency, once a probe has measured it.
         self._base: float = math.inf
-        # A probe under way: (when its step began, the limit to restore, the
-        # average latency of the step before, this step's latency sum, calls).
-        self._probe: _Probe | None = None
-        self._lowered = 0  # round trips in a row that lowered the limit
-        self._next_probe = -math.inf  # the first round trip ends in a probe
-        # The current round trip: when it began, its answered calls' latency
-        # sum and count, its dropped calls, the most calls in flight.
-        self._window_start: float | None = None
+        # A probe under way, and the limit to restore after it.
+        self._probing = False
+        self._restore = 0.0
+        self._next_probe = -math.inf  # the second round trip ends in a probe
+        # The latency sum and count of the last round trip (or probe step).
+        self._before = (0.0, 0)
+        # Round trips in a row that lowered the limit: the limit and latency
+        # of the first; stale, if that did not help (the dependency slowed).
+        self._streak: tuple[float, float] | None = None
+        self._stale = False
+        # The current round trip (or step of a probe): when it began, the
+        # latency sum and count of the calls placed since that were
+        # answered, the calls dropped, the most calls in flight.
+        self._window_start = -math.inf
         self._sum = 0.0
         self._times = 0
         self._drops = 0
         self._max_in_flight = 0
+        self._left = _CALLS  # calls until this round trip may end
 
     def __repr__(self) -> str:
         base = "unmeasured" if self._base == math.inf else f"{self._base:.3g} s"
@@ -202,83 +214,100 @@ class AdaptiveLimit:
         ``in_flight`` is how many held a place then, this one included;
         ``dropped`` that it timed out or failed in a way that counts.
         """
-        probe = self._probe
-        if probe is not None:
-            self._probed(probe, now, latency, dropped=dropped)
-            return
-        if self._window_start is None:
-            self._window_start = now - latency
-        self._max_in_flight = max(self._max_in_flight, in_flight)
         if dropped:
+            if self._probing:
+                return  # a probe measures answers only
+            # However long ago it was placed: a timeout takes that long.
             self._drops += 1
-        else:
+        elif now - latency >= self._window_start:
             self._sum += latency
             self._times += 1
-        # A window lasts one round trip (the average latency of its calls),
-        # and enough calls that one lucky or unlucky call decides nothing.
-        span = self._sum / self._times if self._times else latency
-        if now - self._window_start < span or self._times + self._drops < _CALLS:
-            return
-        if now >= self._next_probe or self._lowered >= _STALE:
-            # Measure the unloaded latency, from a quarter of the limit down.
-            # No step before the first: it always halves once more.
-            self._probe = (now, self._limit, math.inf, 0.0, 0)
-            self._set(self._limit / 4)
         else:
-            self._adjust()
-        self._new_window(now)
+            return  # placed under an earlier limit: it tells of that one
+        if in_flight > self._max_in_flight:  # noqa: PLR1730 - hot: max() costs more
+            self._max_in_flight = in_flight
+        self._left -= 1
+        if not self._left:
+            self._window_ended(now, in_flight)
 
-    def _probed(
-        self, probe: _Probe, now: float, latency: float, *, dropped: bool
-    ) -> None:
-        began, restore, before, total, calls = probe
-        if dropped or now - latency < began:
-            return  # placed before this step of the probe: it may have queued
-        total, calls = total + latency, calls + 1
-        if calls < _CALLS:
-            self._probe = (began, restore, before, total, calls)
-            return
-        average = total / calls
-        if average < _STILL_QUEUED * before and self._limit > self._spec.minimum:
-            # Fewer calls, faster answers: some still queued. Halve again.
-            self._probe = (now, restore, average, 0.0, 0)
+    def _window_ended(self, now: float, in_flight: int) -> None:
+        self.round_trips += 1
+        total, times = self._sum, self._times
+        if self._probing:
+            self._probed(now, total, times)
+        elif self._window_start == -math.inf:
+            pass  # the first round trip: some of its calls found no queue
+        elif now >= self._next_probe or self._stale:
+            # Measure the unloaded latency: half the limit, and less while
+            # that makes calls faster.
+            self._probing = True
+            self._restore = self._limit
             self._set(self._limit / 2)
+        else:
+            self._adjust(total, times)
+        self._before = (total, times)
+        self._window_start = now
+        self._sum = 0.0
+        self._times = self._drops = self._max_in_flight = 0
+        # Half of the calls that the places now held see through: about
+        # those placed in the next half round trip, then answered.
+        self._left = max(_CALLS, min(in_flight, self.current) // 2)
+
+    def _probed(self, now: float, total: float, times: int) -> None:
+        before_total, before_times = self._before
+        before = before_total / before_times if before_times else math.inf
+        faster = total / times < _STILL_QUEUED * before
+        if faster and self._limit > self._spec.minimum:
+            # Fewer calls, answered faster: some queued, and may still. A
+            # third fewer again: enough to tell, cheaper than half.
+            self._set(self._limit * 2 / 3)
             return
-        self._base = average
-        self._probe = None
-        self._lowered = 0
-        self._set(restore)
+        if faster:
+            self._base = total / times  # the fewest calls: all there is
+        else:
+            # No faster than the round trip before: neither queued, both
+            # measure it (a loaded client's own delays, in both, cancel).
+            self._base = (total + before_total) / (times + before_times)
+        self._probing = self._stale = False
+        self._streak = None
+        self._set(self._restore)
         interval = self._spec.probe_interval
         # Jittered, so that many limits do not probe in step.
-        self._next_probe = now + interval * self._rng.uniform(0.85, 1.15)
-        self._new_window(now)
+        self._next_probe = now + interval * self._uniform(0.85, 1.15)
 
-    def _adjust(self) -> None:
+    def _adjust(self, total: float, times: int) -> None:
         limit = new = self._limit
-        if self._times:
-            latency = self._sum / self._times
-            if self._times >= _WINDOW_CALLS and latency < self._base:
+        if times:
+            latency = total / times
+            if times >= _WINDOW_CALLS and latency < self._base:
                 self._base = latency  # faster than measured: it sped up
             ratio = latency / self._base
             if ratio > self._lower:
-                # Little's law: at the same throughput, the calls that would
-                # answer in target * base, and never less than half at once.
-                new = max(limit / 2, min(limit - 1, limit * self._target / ratio))
-                self._lowered += 1
-            elif ratio < self._raise_below and 2 * self._max_in_flight >= limit:
-                new = limit + max(1.0, math.sqrt(limit))
-        if new >= limit:
-            self._lowered = 0
-        if self._drops:
-            new *= 1 - self._drops / (self._drops + self._times) / 2
+                # Little's law: at the same throughput, target / ratio of the
+                # calls would answer in target * base. Halfway there, since
+                # one round trip's latency is noisy (a loaded client's own
+                # delays look like queueing); the next round trip goes on.
+                new = min(limit - 1, limit * (1 + self._target / ratio) / 2)
+                streak = self._streak
+                if streak is None:
+                    self._streak = (limit, latency)
+                elif (
+                    limit <= max(streak[0] / 2, self._spec.minimum)
+                    and latency >= _IN_VAIN * streak[1]
+                ):
+                    # Half the calls (or the fewest), the same latency: the
+                    # dependency itself is slower. Measure it again.
+                    self._stale = True
+            else:
+                self._streak = None
+                if ratio < self._raise_below and 2 * self._max_in_flight >= limit:
+                    new = limit + max(1.0, math.sqrt(limit))
+        drops = self._drops
+        if drops:
+            new *= 1 - drops / (drops + times) / 2
         self._set(new)
 
     def _set(self, limit: float) -> None:
         spec = self._spec
         self._limit = min(float(spec.maximum), max(float(spec.minimum), limit))
         self.current = int(self._limit)
-
-    def _new_window(self, now: float) -> None:
-        self._window_start = now
-        self._sum = 0.0
-        self._times = self._drops = self._max_in_flight = 0

@@ -96,11 +96,6 @@ class Places:
         """The calls waiting in line for a place now."""
         return len(self._waiting)
 
-    @property
-    def learns(self) -> bool:
-        """Whether the limit learns from the calls (so they should be timed)."""
-        return self._learning is not None
-
     def take_nowait(self) -> bool:
         """Take a free place if there is one and nobody waits for it."""
         if self._used < self._size and not self._waiting:
