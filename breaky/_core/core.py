@@ -242,9 +242,11 @@ class Core(Decisions):
             return True
 
     def _end_trial(self, ticket: int, *, passed: bool | None) -> None:
-        """The trial ``ticket`` passed, failed, or (``None``) was withdrawn."""
-        if ticket != self._machine.trial:
-            return  # a trial the breaker no longer waits for changes nothing
+        """The trial ``ticket`` passed, failed, or (``None``) was withdrawn.
+
+        Its ticket is the machine's trial until it ends (whatever switches
+        came meanwhile, a trial holds its place): the machine decides.
+        """
         if passed is None:
             reason = "a trial call was withdrawn"
         elif passed:
