@@ -300,3 +300,36 @@ async def test_a_failure_after_the_call_ended_changes_nothing(
     stats = api.statistics()
     assert stats.replies == 1
     assert stats.errors + stats.cancelled == 1
+
+
+async def test_a_hedge_shed_while_its_first_attempt_runs_waits_for_it(
+    autojump_clock: Clock,
+) -> None:
+    api = breaky.Guard(
+        "h",
+        attempts=2,
+        hedge_after=1,
+        max_concurrent=1,
+        max_queued=1,
+        call_timeout=None,
+        rng=random.Random(1),
+    )
+
+    async def slow(value: str) -> str:
+        await trio.sleep(10)
+        return value
+
+    answers: list[object] = []
+
+    async def call(value: str) -> None:
+        answers.append(await api.run(slow, value))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call, "first")  # holds the one place
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(call, "second")  # fills the line
+        await trio.testing.wait_all_tasks_blocked()
+    # The first call's hedge was shed (the line was full) while its first
+    # attempt ran: the call waited for that attempt and got its answer.
+    assert answers[0] == "first"
+    assert api.statistics().shed >= 1
