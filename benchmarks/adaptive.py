@@ -68,11 +68,13 @@ def server() -> ServerProcess:
         "2048",
         "--bind",
         f"127.0.0.1:{port}",
-        "bounded_app:app",
+        # The app's module is found beside this file (hypercorn adds the
+        # directory of a module path to sys.path), whatever the directory.
+        f"{HERE / 'bounded_app'}:app",
     ]
     os.environ["BENCH_WORKERS"] = str(WORKERS)
     os.environ["BENCH_SERVICE"] = str(SERVICE)
-    return ServerProcess(argv, port, "bounded server", cwd=HERE)
+    return ServerProcess(argv, port, "bounded server")
 
 
 def make_guard(name: str) -> breaky.Guard:

@@ -8,6 +8,9 @@
 - The idle sweep's time per forgotten key with many keys alive against
   that with ten times fewer: a sweep looks at the keys it forgets, not at
   the others.
+- A new key refused at the bound, with 10,000 keys alive and every one OFF
+  (in use), against a call to one of those OFF keys: making room looks at
+  each key in use once per use of it, not at every key on every refusal.
 - In a fleet on a real redis-server: the commands per second of one
   instance whose keyed guard has 10,000 live keys, 10 of them OFF, against
   the same instance whose 10,000 keys are all ON (reported, no target: a
@@ -193,6 +196,57 @@ async def _sweep_time(alive: int, forgotten: int) -> float:
     return took / forgotten
 
 
+async def bench_refusal(quick: bool) -> Result:
+    keys, n, count = (1_000, 1_000, 3) if quick else (10_000, 5_000, 11)
+    async with breaky.open_supervisor() as sup:
+        hosts = sup.keyed_guard(
+            "hosts",
+            max_keys=keys,
+            idle_timeout=3e7,
+            failure_threshold=1,
+            retry_timeout=3e7,
+            call_timeout=None,
+        )
+        names = [f"host-{i}" for i in range(keys)]
+        for name in names:
+            with contextlib.suppress(ConnectionRefusedError):
+                await hosts.run(name, _refused)
+        assert hosts.statistics().states[breaky.State.OFF] == keys  # noqa: S101
+        new_names = [f"new-{i}" for i in range(n)]
+        turn = 0
+
+        async def existing(m: int) -> float:
+            # Each call uses another OFF key: the next refusal looks at it.
+            nonlocal turn
+            start = _cpu()
+            for i in range(turn * m, (turn + 1) * m):
+                await hosts.run(names[i % keys], one_checkpoint, i)
+            turn += 1
+            return (_cpu() - start) / m
+
+        async def refused(m: int) -> float:
+            start = _cpu()
+            for i in range(m):
+                await hosts.run(new_names[i], one_checkpoint, i)
+            return (_cpu() - start) / m
+
+        best = await _rounds(
+            n, count, {"existing": existing, "refused": refused}, statistics.median
+        )
+        stats = hosts.statistics()
+        assert stats.refused == n * count  # noqa: S101 - every one refused
+        assert stats.off == 2 * n * count  # noqa: S101 - and every call OFF
+    return Result(
+        f"a new key refused, {keys:,} keys alive and OFF, vs a call to one",
+        "us",
+        best["refused"] * _US,
+        best["existing"] * _US,
+        "a call to an OFF key (each call another key)",
+        target=2.0,
+        note="O(1) amortized: each key in use looked at once per use",
+    )
+
+
 def _flush_caches() -> None:
     scratch = bytearray(_CACHE_FLUSH)
     scratch[:] = bytes(_CACHE_FLUSH)  # written through: evicts what was cached
@@ -301,5 +355,6 @@ async def run_keyed(quick: bool) -> list[Result]:
         await bench_guard_key_memory(quick),
         await bench_breaker_key_memory(quick),
         await bench_sweep(quick),
+        await bench_refusal(quick),
         *await bench_fleet_keys(quick),
     ]

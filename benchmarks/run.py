@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import breaky
-from benchmarks import adaptive, fleet, guard, keyed
+from benchmarks import adaptive, attempts, fleet, guard, keyed
 from benchmarks._harness import (
     FloorRequest,
     Result,
@@ -483,6 +483,7 @@ async def run_all(quick: bool) -> list[Result]:
     results.append(await bench_restart(n // 10, count))
     results.extend(await bench_leak(10_000 if quick else 1_000_000))
     results.extend(await guard.run_guard(quick))
+    results.extend(await attempts.run_attempts(quick))
     results.extend(await keyed.run_keyed(quick))
     results.extend(await fleet.run_fleet(quick))
     results.extend(await adaptive.run_adaptive(quick))
@@ -496,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = trio.run(run_all, args.quick)
     results.extend(bench_scale(1_000 if args.quick else 10_000, 1 if args.quick else 3))
+    results.extend(attempts.run_mock_clock(args.quick))
     status = report(results, enforce=not args.quick)
     if args.json:
         write_json(results, args.json)

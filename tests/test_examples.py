@@ -57,6 +57,21 @@ async def test_redis_batch(redis_server: servers.ServerProcess) -> None:
     assert 10 <= seen["round_trips"] <= 20
 
 
+def test_attempts() -> None:
+    seen = run_example("attempts.py")
+    calls = seen["calls"]
+    # Re-attempts carry the transient resets: nearly every call is answered.
+    assert seen["ok"] >= 0.97 * calls
+    assert seen.get("OFF", 0) == 0  # two replicas were always ON
+    # The budget: extra attempts at most a fifth of the calls, and the floor.
+    assert seen["extra"] <= 0.2 * calls + 10 * 3
+    assert seen["requests"] == calls + seen["extra"]
+    # The down replica: a few calls, then OFF (its trips), then trials.
+    assert seen["trips"] >= 1
+    assert seen["while_down"] < 0.05 * calls
+    assert seen["slowest"] < 1.0
+
+
 def test_guard() -> None:
     seen = run_example("guard.py")
     # Fifty callers, a 5 s outage: the failures that trip it (the calls in

@@ -14,7 +14,16 @@ import coredis
 import pytest
 import servers
 import trio
-from fleet_nodes import TTL, Node, fleet_of, prober_of, trip, until, url_of
+from fleet_nodes import (
+    ROOMY_TTL,
+    TTL,
+    Node,
+    fleet_of,
+    prober_of,
+    trip,
+    until,
+    url_of,
+)
 from support import answered_calls
 
 import breaky
@@ -162,9 +171,13 @@ async def test_calls_are_answered_while_redis_is_killed_frozen_and_back(
         return sum(text in r.getMessage() for r in caplog.records)
 
     async with (
-        fleet_of(redis_server, 3, quorum=2) as (nodes, down),
+        fleet_of(redis_server, 3, quorum=2, ttl=ROOMY_TTL) as (nodes, down),
         trio.open_nursery() as callers,
     ):
+        # On a busy machine an instance may have missed Redis (and said so)
+        # while it joined: what is counted is what the outages make.
+        lost_before = logged("does not answer")
+        back_before = logged("Redis answers again")
         for node in nodes:
             callers.start_soon(caller, node)
         healthy = nodes[2]
@@ -180,7 +193,9 @@ async def test_calls_are_answered_while_redis_is_killed_frozen_and_back(
                 redis_server.freeze()  # connections stay open, no answer
             # Each instance notices once, and n2 goes back to its own
             # retries: its resource is fine, so it turns ON alone.
-            await until(lambda n=3 * outage: logged("does not answer") == n)
+            await until(
+                lambda n=lost_before + 3 * outage: logged("does not answer") == n
+            )
             await until(lambda: healthy.db.state is State.ON)
             down["n0"] = down["n1"] = False
             await until(lambda: all(n.db.state is State.ON for n in nodes))
@@ -189,11 +204,13 @@ async def test_calls_are_answered_while_redis_is_killed_frozen_and_back(
                 await redis_server.start()
             else:
                 redis_server.thaw()
-            await until(lambda n=3 * outage: logged("Redis answers again") == n)
+            await until(
+                lambda n=back_before + 3 * outage: logged("Redis answers again") == n
+            )
         callers.cancel_scope.cancel()
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     # One warning per instance per outage, not one per call or per retry.
-    assert sum("does not answer" in r.getMessage() for r in warnings) == 6
+    assert sum("does not answer" in r.getMessage() for r in warnings) == lost_before + 6
     assert answers.get("n2", 0) > 0
     assert answers.get("OFF", 0) > 0
     # Every call got exactly one answer (the last ones were cancelled).

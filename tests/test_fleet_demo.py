@@ -81,10 +81,10 @@ async def test_without_a_redis_server_it_says_how_to_get_one(
 def test_the_summary_tells_a_missing_answer() -> None:
     out = io.StringIO()
     good = "web-1 calls=2 reply=2 trips=0 retries=0 unanswered=0"
-    assert _fleet_demo._report([good, good, good], out) == 0
-    assert _fleet_demo._report([good, good], out) == 1
+    assert _fleet_demo.report([good, good, good], out) == 0
+    assert _fleet_demo.report([good, good], out) == 1
     bad = "web-1 calls=2 reply=1 trips=0 retries=0 unanswered=1"
-    assert _fleet_demo._report([good, good, bad], out) == 1
+    assert _fleet_demo.report([good, good, bad], out) == 1
     assert out.getvalue().endswith("SOME CALLS WERE NOT ANSWERED\n")
     assert collections.Counter(out.getvalue().split("\n"))["summary:"] == 3
 

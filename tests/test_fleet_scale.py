@@ -18,7 +18,17 @@ import pytest
 import servers
 import trio
 from coredis.connection import TCPLocation
-from fleet_nodes import TTL, Node, fleet_of, prober_of, trip, until, url_of
+from fleet_nodes import (
+    ROOMY_TTL,
+    TTL,
+    Node,
+    fleet_of,
+    joined,
+    prober_of,
+    trip,
+    until,
+    url_of,
+)
 
 import breaky
 from breaky import State
@@ -57,7 +67,7 @@ async def store(
     if request.param == "valkey":
         binary = servers.valkey_server_binary()
         assert binary is not None
-    server = _servers.redis_server(binary)
+    server = servers.redis_server(binary)
     await server.start()
     try:
         yield server, lambda: url_of(server)
@@ -69,7 +79,7 @@ async def test_off_probe_and_on_on_every_deployment(
     store: tuple[ServerProcess | None, Callable[[], Any]],
 ) -> None:
     server, source = store
-    async with fleet_of(server, 3, source=source) as (nodes, down):  # type: ignore[arg-type]
+    async with fleet_of(server, 3, source=source, ttl=ROOMY_TTL) as (nodes, down):  # type: ignore[arg-type]
         down["all"] = True
         trip(nodes[0])
         await trio.sleep(0.1)
@@ -94,17 +104,21 @@ async def test_off_probe_and_on_on_every_deployment(
 async def test_healthy_breakers_cost_one_heartbeat_a_period(
     redis_server: ServerProcess,
 ) -> None:
-    fleet = RedisFleet(url_of(redis_server), instance="a", report_ttl=TTL)
+    # A roomy report_ttl: a round trip that a busy machine makes slower than
+    # a third of a short one would end the session, and the next one looks
+    # at every breaker again.
+    fleet = RedisFleet(url_of(redis_server), instance="a", report_ttl=ROOMY_TTL)
     node = Node("a", fleet, bool)
     async with breaky.open_supervisor(fleet=fleet) as sup:
         for i in range(300):
             await sup.start_circuit_breaker(f"b{i}", node.resource)
-        await trio.sleep(0.3)  # joined: each breaker looked at once
+        await joined(url_of(redis_server), fleet.instances_key, 1)
+        await trio.sleep(fleet.period)  # joined: each breaker looked at once
         async with coredis.Redis.from_url(url_of(redis_server)) as client:
             before = await scripts_run(client)
-            await trio.sleep(2.0)
+            await trio.sleep(4 * fleet.period)
             after = await scripts_run(client)
-    # Four periods (of 0.5 s): four heartbeats, give or take one.
+    # Four periods: four heartbeats, give or take one.
     assert 3 <= after - before <= 5
 
 
@@ -261,7 +275,7 @@ async def test_a_replica_is_told_apart_from_an_outage(
     await redis_server.kill()
     redis_server.argv += ["--dir", str(tmp_path)]
     await redis_server.start()
-    replica = _servers.redis_server(redis_server.argv[0])
+    replica = servers.redis_server(redis_server.argv[0])
     replica.argv += ["--replicaof", "127.0.0.1", str(redis_server.port)]
     replica.argv += ["--dir", str(tmp_path)]
     await replica.start()
@@ -389,7 +403,7 @@ async def test_a_sentinel_primary_follows_a_failover(
     await redis_server.kill()
     redis_server.argv += ["--dir", str(tmp_path)]  # the sync's file
     await redis_server.start()
-    replica = _servers.redis_server(redis_server.argv[0])
+    replica = servers.redis_server(redis_server.argv[0])
     replica.argv += ["--replicaof", "127.0.0.1", str(redis_server.port)]
     replica.argv += ["--dir", str(tmp_path)]
     await replica.start()

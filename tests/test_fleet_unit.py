@@ -5,6 +5,10 @@ watch, the knock, the tracker's queues...) one at a time, which no public call
 can isolate.
 """
 
+# The fleet's inner steps are the public functions of its modules
+# (session.knock, Transport.watch, urls.redact, tracker.Tracker): no private
+# reach is needed.
+
 from __future__ import annotations
 
 import contextlib
@@ -20,6 +24,7 @@ import coredis.exceptions
 import pytest
 import servers
 import trio
+from support import LinkOnly
 
 import breaky
 from breaky import State, StateChange
@@ -388,7 +393,8 @@ async def test_fleet_on_to_a_breaker_already_on_leaves_no_reason_behind(
         async for request in inbox:
             request.reply(request.message)
 
-    async with breaky.open_supervisor() as sup:
+    fleet = LinkOnly()
+    async with breaky.open_supervisor(fleet=fleet) as sup:
         db = await sup.start_circuit_breaker(
             "db", resource, failure_threshold=1, retry_timeout=1
         )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 import trio.testing
-from support import answered_calls
+from support import LinkOnly, answered_calls
 
 import breaky
 from breaky import OFF, State
@@ -857,7 +857,8 @@ async def test_a_guard_follows_what_its_fleet_says(autojump_clock: Clock) -> Non
     from breaky._core.fleet import View  # noqa: PLC0415 - the seam, as a fleet
 
     dep = Dependency()
-    async with breaky.open_supervisor() as sup:
+    fleet = LinkOnly()
+    async with breaky.open_supervisor(fleet=fleet) as sup:
         api = sup.guard("api", retry_timeout=5, call_timeout=None)
         (member,) = internals(sup).link.members()
         assert (member.name, member.state, member.sees_off) == ("api", State.ON, False)

@@ -403,3 +403,26 @@ async def test_keyed_guards_guard_blocks_per_key(autojump_clock: Clock) -> None:
         assert hosts.statistics().refused == 1
         with pytest.raises(TypeError, match="key must be a str"):
             hosts.calling(3)  # type: ignore[arg-type]
+
+
+async def test_a_block_with_no_timeout_waiting_in_line_is_turned_away_when_off(
+    autojump_clock: Clock,
+) -> None:
+    api = guard(max_concurrent=1, failure_threshold=1, call_timeout=None)
+    refused: list[bool] = []
+
+    async def waiter() -> None:
+        with pytest.raises(breaky.BreakerOff) as off:
+            async with api.calling():
+                pass  # pragma: no cover - never runs
+        refused.append(off.value.shed)
+
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(Down):  # noqa: PT012 - the block is the call
+            async with api.calling():
+                nursery.start_soon(waiter)
+                await trio.testing.wait_all_tasks_blocked()
+                raise Down
+    assert refused == [False]
+    stats = adds_up(api)
+    assert (stats.off, stats.errors) == (1, 1)

@@ -102,6 +102,9 @@ class Figures:
     down_for: float = 0.0
     # Seconds from the server being back to every caller answered.
     recovered_in: float = math.inf
+    # Seconds from the start to every caller answered: 50 new connections, the
+    # floor that the recovery is held to, measured on this machine in this run.
+    warmed_up_in: float = math.inf
 
 
 Get: TypeAlias = "Callable[[], Awaitable[httpx.Response]]"
@@ -118,7 +121,9 @@ async def outage(
 
     ``through(get)`` awaits ``get()`` through the breaker: it returns the
     response, or OFF when the breaker refused the call, and raises
-    ``httpx.HTTPError`` when the request failed.
+    ``httpx.HTTPError`` when the request failed, or ``breaky.CallTimeout``
+    when the guard gave up on it (a request the dying server left hanging, or
+    a slow one on a busy machine): the caller tries again either way.
     """
     figures = Figures(library)
     sent: list[float] = []
@@ -134,7 +139,7 @@ async def outage(
         while True:
             try:
                 reply = await through(get)
-            except httpx.HTTPError:
+            except (httpx.HTTPError, breaky.CallTimeout):
                 await trio.sleep(PAUSE)
                 continue
             if reply is OFF:
@@ -156,7 +161,9 @@ async def outage(
     async with trio.open_nursery() as nursery:
         for n in range(CALLERS):
             nursery.start_soon(caller, n)
-        await every_caller_replied_since(trio.current_time(), within=10)
+        figures.warmed_up_in = await every_caller_replied_since(
+            trio.current_time(), within=60
+        )
         refused_before = len(proxy.refused)
         await server.kill()
         killed = trio.current_time()
@@ -170,12 +177,12 @@ async def outage(
         while_down = [t for t in sent if killed <= t < back]
         figures.sent_before_trip = len([t for t in while_down if t < tripped])
         figures.sent_after_trip = len([t for t in while_down if t >= tripped])
-        figures.recovered_in = await every_caller_replied_since(back, within=10)
+        figures.recovered_in = await every_caller_replied_since(back, within=60)
         nursery.cancel_scope.cancel()
     return figures
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)  # two outages, on a machine that may be busy
 # aiobreaker reads datetime.utcnow(), which Python 3.12 deprecates.
 @pytest.mark.filterwarnings("ignore:datetime.datetime.utcnow:DeprecationWarning")
 async def test_callers_against_a_dead_server_send_one_trial_per_retry_period(
@@ -197,7 +204,11 @@ async def test_callers_against_a_dead_server_send_one_trial_per_retry_period(
                 "http",
                 retry_timeout=RETRY_TIMEOUT,
                 failure_threshold=FAILURE_THRESHOLD,
-                call_timeout=2,
+                # Generous: 50 callers that call again at once keep the server
+                # busy, and on a busy machine (under coverage, beside other
+                # jobs) a healthy server's reply took over 10 s; a timeout
+                # would count as a failure, and trip.
+                call_timeout=30,
                 failure_exceptions=httpx.TransportError,
             )
 
@@ -241,8 +252,11 @@ async def test_callers_against_a_dead_server_send_one_trial_per_retry_period(
     sent = ours.sent_before_trip + ours.sent_after_trip
     assert ours.reached_dead_port <= sent + CALLERS, ours
     # Back: the next trial (within a period), then a reply for every caller
-    # over 50 new connections, on a machine other jobs share.
-    assert ours.recovered_in < 5 * RETRY_TIMEOUT, ours
+    # over 50 new connections, on a machine other jobs share: 0.5-2 s on a
+    # quiet one; on a busy one, held to what 50 new connections took at the
+    # start of the same run.
+    limit = max(5 * RETRY_TIMEOUT, 2 * RETRY_TIMEOUT + 3 * ours.warmed_up_in)
+    assert ours.recovered_in < limit, ours
     assert stats.trips == 1, stats
     assert 1 <= stats.retries <= periods + 1, stats  # the last one succeeded
     assert stats.pending == 0, stats

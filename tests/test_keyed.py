@@ -11,12 +11,13 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from support import World, service
+from support import LinkOnly, World, service
 
 import breaky
 from breaky import OFF, State
+from breaky._core.decisions import Decisions
 from breaky._core.fleet import View
-from breaky.testing import internals, wait_for_state
+from breaky.testing import internals
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -126,13 +127,33 @@ async def test_nothing_is_made_until_a_key_is_used(
         assert hosts.policy == breaky.Policy()
 
 
-async def test_a_key_is_any_str_and_only_a_str(autojump_clock: Clock) -> None:
+async def test_a_key_is_a_str_of_1_to_1024_characters(autojump_clock: Clock) -> None:
+    good = ["h", "host:443", "ünïcode", "a[b]", "x" * 1024]
     async with breaky.open_supervisor() as sup:
         hosts = sup.keyed_guard("upstream")
         shards = sup.keyed_breaker("shards", keyed_service, World())
-        for key in ["", "host:443", "ünïcode", "a[b]"]:
+        for key in good:
             assert await hosts.run(key, ok, key) == key
-        assert sorted(hosts) == sorted(["", "host:443", "ünïcode", "a[b]"])
+        assert sorted(hosts) == sorted(good)
+        # A key is kept twice (itself, and in its name): not a megabyte of it.
+        long = "x" * 1025
+        for bad, said in [
+            ("", r"got 0 characters: ''"),
+            (long, r"got 1,025 .*'\.\.\.$"),
+        ]:
+            expected = rf"key must be a str of 1 to 1,024 characters .* {said}"
+            with pytest.raises(ValueError, match=expected):
+                await hosts.run(bad, ok)
+            with pytest.raises(ValueError, match=expected):
+                hosts[bad]
+            with pytest.raises(ValueError, match=expected):
+                await shards.call(bad, "q")
+            with pytest.raises(ValueError, match=expected):
+                await shards.cast(bad, "q")
+        with pytest.raises(ValueError, match=r"got 1,048,576 characters"):
+            await hosts.run("x" * 2**20, ok)
+        assert len(hosts) == len(good)
+        assert hosts.statistics().calls == len(good)  # nothing else was counted
         for bad in [3, b"host", None, ("a",), ["a"]]:
             with pytest.raises(TypeError, match=r"key must be a str .* got "):
                 await hosts.run(bad, ok)  # type: ignore[arg-type]
@@ -202,16 +223,16 @@ async def test_a_key_in_use_is_never_forgotten(autojump_clock: Clock) -> None:
         assert hosts["a"] is first
 
 
-async def test_off_trial_failing_and_busy_keys_are_kept(
-    autojump_clock: Clock,
-) -> None:
+async def test_keys_in_use_are_kept(autojump_clock: Clock) -> None:
+    # In use: called while OFF or counting failures, forced OFF, busy, in a
+    # trial. Forgetting one would send calls to a dead host again.
     idle = 10.0
     async with breaky.open_supervisor() as sup:
         hosts = sup.keyed_guard(
             "upstream",
             idle_timeout=idle,
             failure_threshold=3,
-            retry_timeout=1000,
+            retry_timeout=5,
             call_timeout=None,
         )
         await fail(hosts, "off", times=3)  # OFF
@@ -226,12 +247,16 @@ async def test_off_trial_failing_and_busy_keys_are_kept(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(hosts.run, "busy", wait_held)  # in flight
-            await trio.sleep(1000)  # trial's retry wait has passed
+            await trio.sleep(5)  # trial's retry wait has passed
             nursery.start_soon(hosts.run, "trial", wait_held)  # the trial call
-            await trio.sleep(10 * idle)
+            for _ in range(10):  # fifteen periods
+                await trio.sleep(1.5 * idle)
+                await fail(hosts, "off")  # still called: a trial, failed
+                hosts["failing"]  # a lookup is a use too
             assert hosts["trial"].in_flight == 1
             assert hosts["busy"].in_flight == 1
             assert sorted(hosts) == ["busy", "failing", "forced", "off", "trial"]
+            assert hosts["off"].state is State.OFF
             held.set()
         assert hosts["trial"].state is State.ON
         # A key that is healthy again goes like any other.
@@ -239,9 +264,76 @@ async def test_off_trial_failing_and_busy_keys_are_kept(
         hosts["forced"].reset()
         assert await hosts.run("forced", ok) == "ok"  # its trial
         # Gone within two periods of the sweep that last saw them busy (the
-        # half second: not at the very instant of a sweep).
+        # half second: not at the very instant of a sweep); "off", no longer
+        # called, within three of its last call.
         await trio.sleep(2 * idle + 0.5)
         assert sorted(hosts) == ["off"]
+        await trio.sleep(idle)
+        assert sorted(hosts) == []
+
+
+async def test_a_failing_key_nobody_calls_goes_within_three_idle_periods(
+    autojump_clock: Clock,
+) -> None:
+    # Issue 22, defect 2: dead hosts no longer called (gone from service
+    # discovery) filled max_keys for good, and every new key was refused.
+    idle = 10.0
+    async with breaky.open_supervisor() as sup:
+        hosts = sup.keyed_guard(
+            "upstream",
+            idle_timeout=idle,
+            max_keys=4,
+            failure_threshold=2,
+            retry_timeout=5,
+        )
+        changes = hosts.subscribe()
+        start = trio.current_time()
+        last_use: dict[str, float] = {}
+        # Used at several phases of the sweep's period.
+        for key, at in [("dead-a", 0.0), ("dead-b", 9.9), ("dead-c", 10.1)]:
+            await trio.sleep_until(start + at)
+            await fail(hosts, key, times=2)
+            last_use[key] = trio.current_time()
+        await trio.sleep_until(start + 15)
+        await fail(hosts, "failing")  # ON, one failure: no longer pins it
+        last_use["failing"] = trio.current_time()
+        assert await hosts.run("new", ok) is OFF  # every key is in use
+        await trio.sleep_until(start + 15 + 3 * idle + 1)
+        assert len(hosts) == 0
+        gone: dict[str, tuple[float, State, str]] = {}
+        while True:
+            try:
+                change = changes.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if change.new is State.STOPPED:
+                assert change.key is not None
+                gone[change.key] = (change.time, change.old, change.reason)
+        assert sorted(gone) == sorted(last_use)
+        for key, used in last_use.items():
+            assert 2 * idle < gone[key][0] - used <= 3 * idle, key
+        assert gone["dead-a"][1:] == (State.OFF, "forgotten: off, unused for 20 s")
+        assert gone["failing"][1:] == (State.ON, "forgotten: on, unused for 20 s")
+        # Room again.
+        assert await hosts.run("new", ok) == "ok"
+        stats = hosts.statistics()
+        assert (stats.forgotten, stats.refused) == (4, 1)
+
+
+async def test_a_guard_s_off_key_is_kept_until_its_retry_wait_is_over(
+    autojump_clock: Clock,
+) -> None:
+    # Forgotten earlier, the next call would reach the dead host before
+    # the wait says it may.
+    async with breaky.open_supervisor() as sup:
+        hosts = sup.keyed_guard(
+            "upstream", idle_timeout=10, failure_threshold=1, retry_timeout=100
+        )
+        await fail(hosts, "dead")
+        await trio.sleep(99.9)
+        assert "dead" in hosts
+        await trio.sleep(10.1)  # the first sweep after the wait
+        assert "dead" not in hosts
 
 
 async def test_a_kept_key_stays_safe_until_idle_after_it_healed(
@@ -352,6 +444,40 @@ async def test_when_every_key_fails_new_keys_are_answered_off(
         assert len(warnings) == 2  # a new spell, a new warning
 
 
+async def test_refusing_new_keys_looks_at_each_key_in_use_once_per_use(
+    autojump_clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 22, defect 3: every refused new key looked at every live key
+    # (3.8 ms a call with 10,000 OFF keys). A key found in use is looked at
+    # again only once used again.
+    looked = 0
+    forgettable = Decisions.forgettable
+
+    def counted(core: Decisions) -> bool:
+        nonlocal looked
+        looked += 1
+        return forgettable(core)
+
+    monkeypatch.setattr(Decisions, "forgettable", counted)
+    async with breaky.open_supervisor() as sup:
+        hosts = sup.keyed_guard(
+            "upstream", max_keys=1000, failure_threshold=1, retry_timeout=1000
+        )
+        for n in range(1000):
+            await fail(hosts, f"dead-{n}")
+        looked = 0
+        for n in range(1000):
+            assert await hosts.run(f"new-{n}", ok) is OFF
+        assert looked == 1000  # each key once, by the first refusal
+        for n in range(10):
+            assert await hosts.run(f"dead-{n}", ok) is OFF  # used: worth a look
+        looked = 0
+        for n in range(1000):
+            assert await hosts.run(f"new-{n}", ok) is OFF
+        assert looked == 10
+        assert hosts.statistics().refused == 2000
+
+
 async def test_a_refused_call_cancelled_in_its_checkpoint(
     autojump_clock: Clock,
 ) -> None:
@@ -436,7 +562,7 @@ async def test_a_keyed_breaker_at_its_bound(
         assert shards.statistics().refused == 2
 
 
-async def test_a_keyed_breaker_key_that_fails_to_start_is_kept(
+async def test_a_keyed_breaker_key_that_fails_to_start_is_kept_while_called(
     autojump_clock: Clock, world: World
 ) -> None:
     world.down = True
@@ -446,13 +572,19 @@ async def test_a_keyed_breaker_key_that_fails_to_start_is_kept(
         )
         assert await shards.call("a", "q") is OFF
         assert shards["a"].state is State.OFF
-        await trio.sleep(100)
+        for _ in range(7):
+            await trio.sleep(15)
+            assert await shards.call("a", "q") is OFF  # still called
         assert "a" in shards
-        world.down = False
-        await wait_for_state(shards["a"], State.ON)  # it healed on its own
-        # Gone within two sweeps of the last that saw it OFF.
-        await trio.sleep(20.5)
+        # No longer called: forgotten, and its retries end.
+        await trio.sleep(30)
         assert "a" not in shards
+        starts = world.starts
+        await trio.sleep(100)
+        assert world.starts == starts
+        # Called again: a fresh breaker, which heals as any other.
+        world.down = False
+        assert await shards.call("a", "q") == "q"
 
 
 async def service_for_key(
@@ -537,7 +669,8 @@ async def test_changes_and_logs_name_the_group_and_the_key(
 
 
 async def test_a_fleet_sees_each_key_through_the_link(autojump_clock: Clock) -> None:
-    async with breaky.open_supervisor() as sup:
+    fleet = LinkOnly()
+    async with breaky.open_supervisor(fleet=fleet) as sup:
         hosts = sup.keyed_guard("upstream", idle_timeout=10)
         plain = sup.guard("plain")
         link = internals(sup).link
@@ -639,7 +772,7 @@ async def test_a_group_s_name_is_taken_once_and_its_keys_names_are_reserved(
                 ValueError, match="reserved: the keyed group 'upstream'"
             ):
                 sup.guard(name)
-        with pytest.raises(ValueError, match="reserved"):
+        with pytest.raises(ValueError, match=r"must not contain '\['"):
             sup.keyed_guard("upstream[x]")
         # A group cannot claim names already taken.
         with pytest.raises(ValueError, match=r"keys cache\[key\], and 'cache\[1\]'"):
@@ -647,9 +780,36 @@ async def test_a_group_s_name_is_taken_once_and_its_keys_names_are_reserved(
         # Names that only look alike are free.
         sup.guard("upstream[x")
         sup.guard("upstreams[x]")
-        sup.keyed_guard("cache[")
+        sup.guard("cache[")
         with pytest.raises(TypeError, match="name must be a str"):
             sup.keyed_guard(5)  # type: ignore[arg-type]
+
+
+async def test_a_key_s_name_says_which_group_and_key_it_is(
+    autojump_clock: Clock,
+) -> None:
+    # Issue 22, defect 7: key "a[b" of group "hosts" and key "b" of group
+    # "hosts[a" were both "hosts[a[b]": one core for two keys, and the idle
+    # sweep ended the supervisor with a KeyError. A group's name has no "[".
+    async with breaky.open_supervisor() as sup:
+        hosts = sup.keyed_guard("hosts", idle_timeout=10)
+        await hosts.run("a[b", ok)
+        makers: list[Callable[[str], object]] = [
+            sup.keyed_guard,
+            lambda name: sup.keyed_breaker(name, keyed_service, World()),
+        ]
+        for make in makers:
+            with pytest.raises(
+                ValueError,
+                match=r"a keyed group's name must not contain '\[' .* got 'hosts\[a'",
+            ):
+                make("hosts[a")
+            with pytest.raises(ValueError, match="must not contain"):
+                make("[")
+        assert list(sup) == ["hosts"]
+        assert internals(sup).link.names() == ["hosts[a[b]"]
+        await trio.sleep(25)  # swept
+        assert len(hosts) == 0
 
 
 async def test_a_closed_supervisor_makes_no_group(autojump_clock: Clock) -> None:
@@ -764,7 +924,8 @@ async def test_a_key_counts_exactly_as_a_plain_guard(autojump_clock: Clock) -> N
 async def test_a_large_sweep_is_no_missed_change_for_a_fleet(
     autojump_clock: Clock,
 ) -> None:
-    async with breaky.open_supervisor() as sup:
+    fleet = LinkOnly()
+    async with breaky.open_supervisor(fleet=fleet) as sup:
         hosts = sup.keyed_guard("upstream", idle_timeout=10, max_keys=30_000)
         changes = internals(sup).link.subscribe()
         for n in range(25_000):

@@ -465,3 +465,20 @@ def test_a_stale_trial_changes_nothing() -> None:
     m.reset(12.0)
     m.trial_ended(13.0, ticket, passed=False)  # forgotten at force_off
     assert (m.state, m.retry_at, m.trial) == (State.OFF, None, None)
+
+
+def test_a_trial_ending_that_is_not_the_trial_changes_nothing() -> None:
+    machine = Machine(Policy(failure_threshold=1, retry_timeout=1), state=State.ON)
+    machine.failure(0)
+    machine.retry_due(1)
+    ticket = machine.trial_began(1)
+    machine.trial_ended(1, ticket + 1, passed=True)  # not the trial in flight
+    assert (machine.state, machine.trial) == (State.OFF, ticket)
+
+
+def test_a_success_changes_nothing_under_the_seeds_rule() -> None:
+    machine = Machine(Policy(failure_threshold=3), state=State.ON)  # not in a row
+    machine.failure(0)
+    assert not machine.wants_successes
+    machine.success(1)
+    assert machine.failures == 1

@@ -405,7 +405,7 @@ def run_model_test(policy: Policy) -> None:
                 def check(self) -> None:
                     # An internals test: the model is compared with the
                     # machine's own fields (retry time, hold, the one timer),
-                    # which no public view shows.
+                    # which no public view shows: read through the test seam.
                     model, breaker = self.model, self.breaker
                     machine = internals(breaker)
                     assert trio.current_time() == model.now

@@ -645,7 +645,8 @@ def run_model_test(policy: Policy, counts: tuple[type[Exception], ...]) -> None:
                 def check(self) -> None:
                     # An internals test: the retry deadline, the trial and the
                     # bulkhead's places are the machine's and the bulkhead's
-                    # own fields, which no public view shows.
+                    # own fields, which no public view shows: read through
+                    # the test seam.
                     model, guard = self.model, self.guard
                     machine = internals(guard)
                     assert trio.current_time() == model.now

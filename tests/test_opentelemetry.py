@@ -112,6 +112,9 @@ async def test_a_collection_shows_every_statistic(autojump_clock: Clock) -> None
         "breaky.trips": ("Counter", "{trip}"),
         "breaky.slow_calls": ("Counter", "{call}"),
         "breaky.fleet_holds": ("Counter", "{hold}"),
+        "breaky.reattempts": ("Counter", "{attempt}"),
+        "breaky.hedges": ("Counter", "{attempt}"),
+        "breaky.attempts_denied": ("Counter", "{attempt}"),
     }
     meters.shutdown()
 

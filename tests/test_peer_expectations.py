@@ -373,3 +373,93 @@ async def test_force_on_restarts_a_resource_at_once(autojump_clock: Clock) -> No
         stats = db.statistics()
         assert stats.next_attempt_at is None
         assert stats.last_failure_at == starts[0]
+
+
+# Edges of the core's rules, each reached through a public view.
+
+
+async def test_a_cast_answered_resets_failures_in_a_row(autojump_clock: Clock) -> None:
+    async def echo(
+        inbox: breaky.Inbox[str, str],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        task_status.started()
+        async for request in inbox:
+            if request.message == "bad":
+                request.fail(Down(500))
+            else:
+                request.reply(request.message)
+
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker(
+            "db",
+            echo,
+            failure_threshold=3,
+            failures_in_a_row=True,
+            failure_exceptions=by_status,
+        )
+        db.failure()
+        assert db.statistics().failures == 1
+        assert await db.cast("fine") is None
+        await trio.testing.wait_all_tasks_blocked()
+        assert db.statistics().failures == 0  # a cast's reply is a success
+        assert await db.cast("bad") is None  # a cast's counted failure
+        await trio.testing.wait_all_tasks_blocked()
+        assert db.statistics().failures == 1
+
+
+async def test_a_raising_predicate_judging_a_cast_counts_a_failure(
+    autojump_clock: Clock,
+) -> None:
+    async def failing(
+        inbox: breaky.Inbox[str, str],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        task_status.started()
+        async for request in inbox:
+            request.fail(ConnectionError("reset"))
+
+    async with breaky.open_supervisor() as sup:
+        db = await sup.start_circuit_breaker(
+            "db", failing, failure_exceptions=by_status
+        )
+        assert await db.cast("x") is None
+        await trio.testing.wait_all_tasks_blocked()
+        assert db.statistics().failures == 1
+
+
+async def test_force_on_is_ignored_once_stopped_and_keeps_a_first_start(
+    autojump_clock: Clock,
+) -> None:
+    started = trio.Event()
+
+    async def slow(
+        inbox: breaky.Inbox[str, str],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        await started.wait()
+        task_status.started()
+        async for request in inbox:
+            request.reply(request.message)
+
+    async with breaky.open_supervisor() as sup, trio.open_nursery() as nursery:
+        nursery.start_soon(sup.start_circuit_breaker, "db", slow)
+        await trio.testing.wait_all_tasks_blocked()
+        db: breaky.CircuitBreaker[str, str] = sup["db"]  # type: ignore[assignment]
+        db.force_on()  # its first start has not settled: it stays STARTING
+        assert db.state is State.STARTING
+        started.set()
+    api = breaky.Guard("api")
+    async with breaky.open_supervisor() as sup:
+        stopped = sup.guard("stopped")
+    stopped.force_on()
+    assert stopped.state is State.STOPPED
+    assert api.state is State.ON
+
+
+def test_internals_takes_a_breaker() -> None:
+    with pytest.raises(TypeError, match="internals\\(\\) takes a breaker"):
+        internals(object())

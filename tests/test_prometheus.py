@@ -163,22 +163,19 @@ def test_a_scrape_after_trio_run_returned_shows_no_breakers() -> None:
         trio.run(scrape_in_another_run)
 
 
-def test_registering_reads_nothing() -> None:
-    class Unreadable:
-        def read(self) -> Any:
-            raise AssertionError
+async def test_registering_reads_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreadable(self: breaky.Supervisor) -> Any:
+        raise AssertionError
 
-    async def main() -> BreakyCollector:
-        async with breaky.open_supervisor() as sup:
-            return BreakyCollector(sup)
-
-    collector = trio.run(main)
-    # Fault injection: no public seam lets a read fail on purpose.
-    collector._reader = Unreadable()  # type: ignore[assignment]
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(collector)
-    with pytest.raises(AssertionError):
-        generate_latest(registry)
+    async with breaky.open_supervisor() as sup:
+        collector = BreakyCollector(sup)
+        # Fault injection: reading the supervisor's breakers fails.
+        monkeypatch.setattr(breaky.Supervisor, "__iter__", unreadable)
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(collector)
+        with pytest.raises(AssertionError):
+            generate_latest(registry)
+        monkeypatch.undo()
 
 
 async def test_bad_input_is_a_clear_type_error() -> None:
@@ -196,6 +193,34 @@ def test_made_outside_trio_is_a_clear_error() -> None:
     sup = trio.run(main)
     with pytest.raises(RuntimeError, match=r"inside trio\.run"):
         BreakyCollector(sup)
+
+
+async def test_a_guards_attempts_are_scraped(autojump_clock: Clock) -> None:
+    registry = CollectorRegistry()
+    async with breaky.open_supervisor() as sup:
+        registry.register(BreakyCollector(sup))
+        api = sup.guard(
+            "api", attempts=3, hedge_after=1, attempt_budget_min=0.1, call_timeout=None
+        )
+        runs: list[float] = []
+
+        async def slow_then_down() -> None:
+            runs.append(trio.current_time())
+            await trio.sleep(5 if len(runs) == 1 else 0)
+            raise ConnectionError
+
+        # The first runs 5 s; a hedge at 1 s fails; the next, a hedge at 2 s,
+        # is beyond the budget (one extra attempt per 10 s): denied; and so is
+        # a re-attempt once the first has failed too.
+        with pytest.raises(ConnectionError):
+            await api.run(slow_then_down)
+        samples, types = scrape(registry)
+        assert samples == expected(sup)
+        b = ("breaker", "api")
+        assert samples["breaky_hedges_total", (b,)] == 1.0
+        assert samples["breaky_attempts_denied_total", (b,)] == 2.0
+        assert samples["breaky_reattempts_total", (b,)] == 0.0
+        assert types["breaky_reattempts"] == "counter"
 
 
 async def test_a_supervisors_guards_are_scraped_too(autojump_clock: Clock) -> None:

@@ -1,4 +1,4 @@
-"""The package's server processes (breaky._demo.servers): the edges the demos skip."""
+"""Server processes (breaky._demo.servers, tests/servers.py): the edges demos skip."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 import pytest
+import servers
 
 from breaky._demo import servers as _servers
 from breaky._demo.servers import ServerProcess, free_port
@@ -42,7 +43,7 @@ async def test_a_server_that_exits_before_it_listens_says_so() -> None:
 
 
 async def test_one_that_never_started_is_harmless_to_kill_and_not_to_freeze() -> None:
-    server = _servers.redis_server("redis-server", free_port())
+    server = servers.redis_server("redis-server", free_port())
     assert server.argv[:3] == ["redis-server", "--port", str(server.port)]
     await server.kill()
     for signal_it in (server.freeze, server.thaw):

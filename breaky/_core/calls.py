@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, Protocol, TypeVar, cast
 
 import trio
 
@@ -52,29 +52,71 @@ _checkpoint = trio.lowlevel.checkpoint
 _isawaitable: Final[Callable[[object], bool]] = inspect.isawaitable  # no narrowing
 
 
+class Around(Protocol):
+    """A call of several attempts around the one-attempt path (re-attempts)."""
+
+    @property
+    def lean(self) -> bool:
+        """Whether a first attempt may take the lean path (no hedges)."""
+        ...
+
+    def deposit(self) -> None:
+        """A call's first attempt is made while ON (the attempt budget's)."""
+        ...
+
+    async def call(  # noqa: PLR0913, PLR0917 - the one-attempt path's, and the path
+        self,
+        through: Callable[..., Awaitable[Any]],
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[object, ...],
+        kwargs: dict[str, Any] | None,
+        timeout: float | FromPolicy | None,  # noqa: ASYNC109 - the call's
+        raise_off: bool,  # noqa: FBT001
+    ) -> object:
+        """One call: its first attempt, and the others its policy allows."""
+        ...
+
+    async def after(
+        self,
+        through: Callable[..., Awaitable[Any]],
+        error: Exception,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[object, ...],
+    ) -> object:
+        """A lean first attempt failed with ``error``: the rest of the call."""
+        ...
+
+
 class InTaskCalls:
     """What runs a call through a core in the caller's task; a guard is one."""
 
-    __slots__ = ("_core", "_lean", "_timeout")
+    __slots__ = ("_around", "_core", "_lean", "_timeout")
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, around: Around | None = None) -> None:
         self._core = core
+        # Re-attempts and hedges (breaky._guard.attempts), if the policy asks.
+        self._around = around
         policy = core.policy
         self._timeout = policy.call_timeout
-        # With no timeout, slow-call limit, rate rule or line, a call needs
-        # no clock and no scope: the lean path.
+        # With no timeout, slow-call limit, rate rule, line or hedges, a call
+        # needs no clock and no scope: the lean path.
         self._lean = (
             self._timeout is None
             and policy.slow_call_duration is None
             and policy.failure_rate is None
             and core.line is None
+            and (around is None or around.lean)
         )
+
+    def attempt_path(self) -> tuple[Core, Callable[..., Awaitable[Any]]]:
+        """Breaky's own: its core and its path for one attempt (for replicas)."""
+        return self._core, self._call
 
     def __breaky_internals__(self) -> Internals:
         """The test seam (see :func:`breaky.testing.internals`)."""
         return self._core.internals()
 
-    async def run(  # noqa: C901 - the ON and OFF paths, flat: hot
+    async def run(  # noqa: C901, PLR0912 - the ON and OFF paths, flat: hot
         self,
         fn: Callable[[Unpack[PosArgT]], Awaitable[R]],
         *args: Unpack[PosArgT],
@@ -118,6 +160,9 @@ class InTaskCalls:
                 return OFF_ANSWER
         elif self._lean and timeout is FROM_POLICY:
             # The lean path, inline: admitted (ON, no line), nothing to time.
+            around = self._around
+            if around is not None:
+                around.deposit()  # a call made while ON: the budget's deposit
             totals = core.totals
             totals.calls += 1
             try:
@@ -132,7 +177,10 @@ class InTaskCalls:
                     totals.errors += 1
                     raise not_awaitable(fn, call) from None
                 core.ended(_CALL, Outcome.ERROR, exc)
-                raise
+                if around is None:
+                    raise
+                after = await around.after(self._call, exc, fn, args)
+                return cast("R | Off", after)
             except BaseException:
                 totals.cancelled += 1
                 raise
@@ -141,7 +189,18 @@ class InTaskCalls:
             else:
                 totals.replies += 1
             return result
+        around = self._around
+        if around is not None:
+            answer = await around.call(self._call, fn, args, None, timeout, False)  # noqa: FBT003
+            return cast("R | Off", answer)
         return await self._call(fn, args, None, timeout, False)  # noqa: FBT003
+
+    def _path(self) -> Callable[..., Awaitable[Any]]:
+        """A call's path: one attempt, or the attempts around it."""
+        around = self._around
+        if around is None:
+            return self._call
+        return functools.partial(around.call, self._call)
 
     async def _call(  # noqa: C901, PLR0912, PLR0915 - one call's path, flat: hot
         self,
@@ -170,6 +229,7 @@ class InTaskCalls:
             return OFF_ANSWER
         waited = admission is _WAIT
         running = False
+        call: object = None
         try:
             with trio.CancelScope(
                 deadline=math.inf if seconds is None else start + seconds
@@ -188,9 +248,9 @@ class InTaskCalls:
         except Exception as exc:
             if running:
                 # Its await failed on no awaitable: fn is no async function.
-                if not _isawaitable(call):  # pyright: ignore[reportPossiblyUnboundVariable]
+                if not _isawaitable(call):
                     core.ended(admission, Outcome.WRONG_CALL)
-                    raise not_awaitable(fn, call) from None  # pyright: ignore[reportPossiblyUnboundVariable]
+                    raise not_awaitable(fn, call) from None
                 core.ended(admission, Outcome.ERROR, exc, ran_at)
             raise
         except BaseException:
@@ -230,12 +290,13 @@ class InTaskCalls:
     ) -> Callable[P, Coroutine[Any, Any, R | Off]]:
         """Wrap ``fn`` so that each call goes through this one call path."""
         check_async_function(fn, what="a guard decorates")
-        call, run = self._call, self.run
+        call, run = self._path(), self.run
 
         @functools.wraps(fn)
         async def guarded(*args: P.args, **kwargs: P.kwargs) -> R | Off:
             if kwargs or raise_off:
-                return await call(fn, args, kwargs, FROM_POLICY, raise_off)
+                answer = await call(fn, args, kwargs, FROM_POLICY, raise_off)
+                return cast("R | Off", answer)
             return await run(fn, *args)  # pyright: ignore[reportCallIssue, reportUnknownVariableType] - P.args
 
         return guarded

@@ -29,7 +29,7 @@ from breaky._core.admission import (
 from breaky._core.decisions import Decisions
 from breaky._core.machine import Machine
 from breaky._core.policy import Kind
-from breaky._core.states import State
+from breaky._core.states import Hold, State
 
 _ON = State.ON
 
@@ -88,18 +88,21 @@ class Core(Decisions):
         await answer_off(self.totals, verdict)
 
     def refuses_at_once(self) -> bool:
-        """Not ON: whether a call gets OFF with no admission (no trial is due)."""
-        return not self._trial_due()
+        """Not ON: whether a call gets OFF with no admission (no trial is due).
+
+        The hot OFF path: one frame, the clock read once.
+        """
+        machine = self._machine
+        if machine.retry_at is not None:
+            # The time first: another run's clock ends the wait (new_clock).
+            if machine.waiting(self.now()):
+                return True  # still waiting: no input, nothing to feed
+            self.feed(Machine.retry_due, "retry")
+        return not machine.trial_wanted
 
     def _trial_due(self) -> bool:
         """Not ON: whether this call is the trial (the wait passed, none runs)."""
-        machine = self._machine
-        if machine.retry_at is not None:
-            # The time first: another run's clock ends the wait.
-            if machine.waiting(self.now()):
-                return False  # still waiting: no input, nothing to feed
-            self.feed(Machine.retry_due, "retry")
-        return machine.trial_wanted
+        return not self.refuses_at_once()
 
     # Outcomes.
 
@@ -145,7 +148,12 @@ class Core(Decisions):
                 self._end_trial(admission.ticket, passed=None)
             return False
         limit = self.policy.slow_call_duration
-        if limit is not None and ran_at is not None and self.now() - ran_at > limit:
+        if (
+            limit is not None
+            and ran_at is not None
+            and outcome is not Outcome.TIMEOUT  # timed out: slow said already
+            and self.now() - ran_at > limit
+        ):
             totals.slow_calls += 1
             reason = reason or "a call was slow"
         if admission is PLACED:
@@ -164,10 +172,46 @@ class Core(Decisions):
             self.feed(Machine.success, "a call succeeded")
         return reason is not None
 
+    def replied(self, ran_at: float) -> None:
+        """A resource's call was answered with a reply: ``ended()``'s hot path.
+
+        With nothing to judge (no slow-call limit, no success that matters)
+        it is one increment.
+        """
+        if self.failing or self.policy.slow_call_duration is not None:
+            self.ended(CALL, Outcome.REPLY, None, ran_at)
+        else:
+            self.totals.replies += 1
+
     def _give_back(self, ran_at: float | None, *, dropped: bool) -> None:
         line = self.line
         assert line is not None  # noqa: S101 - PLACED comes only with a line
         line.give_back(ran_at, dropped=dropped)
+
+    def extra_attempt(self, *, hedge: bool) -> None:
+        """One call makes one more attempt: a hedge, or a re-attempt."""
+        if hedge:
+            self.totals.hedges += 1
+        else:
+            self.totals.reattempts += 1
+
+    def attempt_denied(self) -> None:
+        """One call wanted one more attempt and was not allowed to make it."""
+        self.totals.attempts_denied += 1
+
+    def would_run(self) -> bool:
+        """Whether a call now would run (ON, or OFF with its trial due): a query."""
+        machine = self._machine
+        if machine.state is _ON or machine.trial_wanted:
+            return True
+        # OFF, its wait over now (not yet fed), no trial in flight.
+        return (
+            machine.state is State.OFF
+            and machine.retry_at is not None
+            and not machine.waiting(self.now())
+            and machine.hold is not Hold.HELD
+            and machine.trial is None
+        )
 
     def lost(self, calls: int) -> None:
         """``calls`` held by a resource instance that ended: ResourceLost."""
@@ -198,9 +242,11 @@ class Core(Decisions):
             return True
 
     def _end_trial(self, ticket: int, *, passed: bool | None) -> None:
-        """The trial ``ticket`` passed, failed, or (``None``) was withdrawn."""
-        if ticket != self._machine.trial:
-            return  # a trial the breaker no longer waits for changes nothing
+        """The trial ``ticket`` passed, failed, or (``None``) was withdrawn.
+
+        Its ticket is the machine's trial until it ends (whatever switches
+        came meanwhile, a trial holds its place): the machine decides.
+        """
         if passed is None:
             reason = "a trial call was withdrawn"
         elif passed:

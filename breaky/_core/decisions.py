@@ -12,7 +12,7 @@ and outcomes on it.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Protocol, cast, final
+from typing import TYPE_CHECKING, Protocol, final
 
 import attrs
 import trio
@@ -32,33 +32,33 @@ from breaky._core.statistics import BreakerStatistics, Totals
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from breaky._core.core import Core
     from breaky._core.machine import Step
     from breaky._core.policy import Policy
 
 _ON = State.ON
 
 
-@final
-class _OutsideTrio(trio.abc.Clock):
-    """The time outside any Trio run: monotonic, and no run's clock."""
+class _Clock(Protocol):
+    """What the core reads of a clock: Trio's, or the time outside a run."""
 
-    def start_clock(self) -> None:
-        """Never used as a run's clock."""
+    def current_time(self) -> float:
+        """Seconds."""
+        ...
+
+
+@final
+class _OutsideTrio:
+    """The time outside a Trio run: monotonic, and no run's clock."""
 
     def current_time(self) -> float:
         """Seconds, monotonic."""
         return time.monotonic()
 
-    def deadline_to_sleep_time(self, deadline: float) -> float:
-        """Never used as a run's clock."""
-        return deadline - self.current_time()
-
 
 OUTSIDE_TRIO = _OutsideTrio()
 
 
-def outside_trio() -> trio.abc.Clock:
+def outside_trio() -> _Clock:
     """The clock outside a run; a thread of a live run is refused instead.
 
     A breaker belongs to its run's thread: read from a worker thread, its
@@ -110,7 +110,7 @@ class Decisions:
     # Why the next attempt is made, when a fleet turning ON asked for it.
     _fleet_on_reason: str | None = attrs.field(init=False, default=None)
     # The clock the machine's times were read on (a guard outlives a run).
-    _clock: trio.abc.Clock | None = attrs.field(init=False, default=None)
+    _clock: _Clock | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         resource = self.kind is Kind.RESOURCE
@@ -217,6 +217,7 @@ class Decisions:
 
     def now(self) -> float:
         """Trio's time; times on another run's clock are carried over first."""
+        clock: _Clock
         try:
             clock = trio.lowlevel.current_clock()
         except RuntimeError:
@@ -283,7 +284,7 @@ class Decisions:
             trial=machine.trial is not None,
             trials_passed=machine.trials_passed,
             failures=machine.failures,
-            member=Member(cast("Core", self)),
+            member=Member(self),
             taken=None if line is None else line.taken,
             waiting=0 if line is None else line.waiting,
             **kind,  # type: ignore[arg-type]

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
     import trio
 
-    from .core import Core
     from .events import StateChanges
 
 # State is the seam's too: what a Member reports.
@@ -53,12 +52,35 @@ _INPUTS: dict[View, Callable[[Machine, float], None]] = {
 }
 
 
+class Seat(Protocol):
+    """What a breaker's core offers a fleet (the core implements it)."""
+
+    @property
+    def name(self) -> str:
+        """The breaker's name."""
+        ...
+
+    @property
+    def state(self) -> State:
+        """The breaker's state."""
+        ...
+
+    @property
+    def sees_off(self) -> bool:
+        """Whether it is OFF by its own failures."""
+        ...
+
+    def fleet_says(self, event: Callable[[Machine, float], None], reason: str) -> None:
+        """One more input to its machine, from the fleet."""
+        ...
+
+
 @final
 @attrs.define(eq=False)
 class Member:
     """One breaker, as a fleet sees it."""
 
-    _core: Core
+    _core: Seat
 
     @property
     def name(self) -> str:

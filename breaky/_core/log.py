@@ -76,13 +76,19 @@ class OutageLog:
         )
 
     def callback_failed(
-        self, callback: str, error: Exception, judged: BaseException
+        self,
+        callback: str,
+        error: Exception,
+        judged: BaseException,
+        then: str = "the call counts as a failure",
     ) -> None:
         """A user callback (``failure_exceptions``...) raised ``error`` on ``judged``.
 
-        An ERROR with its traceback once an outage, DEBUG after that.
+        An ERROR with its traceback once an outage, DEBUG after that; ``then``
+        says what breaky did instead. The record's ``error`` is the call's own
+        exception; its ``exc_info``, the callback's.
         """
-        extra = {**self.extra(), "error": error}
+        extra = {**self.extra(), "error": judged}
         if callback in self._callbacks:
             logger.debug(
                 "%s %r: its %s raised again (%s)",
@@ -92,8 +98,8 @@ class OutageLog:
             return
         self._callbacks.add(callback)
         logger.error(
-            "%s %r: its %s raised on %s; the call counts as a failure",
-            *(self.noun, self.name, callback, describe(judged)),
+            "%s %r: its %s raised on %s; %s",
+            *(self.noun, self.name, callback, describe(judged), then),
             exc_info=error,
             extra=extra,
         )

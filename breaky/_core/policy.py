@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, TypeAlias, final
 
 import attrs
 
-from . import checks
+from . import attempt_options, checks
 
 if TYPE_CHECKING:
     import random
@@ -113,6 +113,26 @@ class Policy:
             ``True`` for a guard; ``False`` for a resource breaker, whose
             crashes and failed starts count until it is ON again (the seed's
             rule).
+        attempts: a guard's most runs of its function for one call, hedges
+            included; an int >= 1. Each attempt is a call through the guard
+            (counted, judged, under its own ``call_timeout``); none is added
+            while the guard is not ON (see the how-to on attempts).
+        attempt_on: which exceptions are worth another attempt: a type, a
+            tuple of them, or a predicate; ``None``: those that count as a
+            failure, and a :exc:`~breaky.CallTimeout` of one attempt.
+        attempt_wait: seconds before the second attempt, doubled for each
+            later one, capped at ``max_attempt_wait``; each wait is drawn
+            between half and all of that (from ``rng``). >= 0.
+        max_attempt_wait: the longest such wait; >= ``attempt_wait``.
+        attempt_budget: over any 10 s, a guard's (a keyed group's) extra
+            attempts are at most this share of its calls' first attempts,
+            plus ``attempt_budget_min`` per second; 0 to 1. 0.2: even when
+            every call fails, the dependency sees at most 1.2 times the calls.
+        attempt_budget_min: extra attempts per second always allowed, so that
+            a quiet guard can still re-attempt a rare failure; >= 0.
+        hedge_after: while no attempt has answered and fewer than
+            ``attempts`` have started, another starts every this many seconds;
+            the first success answers. ``None``: no hedging; > 0.
 
     """
 
@@ -152,6 +172,20 @@ class Policy:
         default=None, validator=checks.bool_or_none
     )
 
+    attempts: int = attrs.field(default=1, validator=checks.threshold)
+    attempt_on: FailureExceptions = attrs.field(
+        default=None, validator=checks.exceptions
+    )
+    attempt_wait: float = attrs.field(default=0.05, validator=attempt_options.wait)
+    max_attempt_wait: float = attrs.field(default=1.0, validator=attempt_options.wait)
+    attempt_budget: float = attrs.field(default=0.2, validator=attempt_options.share)
+    attempt_budget_min: float = attrs.field(
+        default=1.0, validator=attempt_options.per_second
+    )
+    hedge_after: float | None = attrs.field(
+        default=None, validator=checks.positive_or_none
+    )
+
     def __new__(cls, *_: object, **options: object) -> Policy:
         # Before attrs' __init__: a misspelt option is named with the list of
         # fields, as a breaker's is, rather than by Python's generic message.
@@ -172,6 +206,9 @@ class Policy:
                 "failures is measured over), got failure_window=None"
             )
             raise ValueError(msg)
+        attempt_options.check_together(
+            self.attempts, self.attempt_wait, self.max_attempt_wait, self.hedge_after
+        )
 
 
 def refuse_unknown(options: dict[str, object], hint: str = "") -> None:
@@ -216,6 +253,13 @@ if TYPE_CHECKING:
         failure_rate: float | None
         minimum_calls: int
         failures_in_a_row: bool | None
+        attempts: int
+        attempt_on: FailureExceptions
+        attempt_wait: float
+        max_attempt_wait: float
+        attempt_budget: float
+        attempt_budget_min: float
+        hedge_after: float | None
 
 
 class FromPolicy(enum.Enum):
@@ -247,6 +291,7 @@ _MEANINGLESS: dict[Kind, dict[str, str]] = {
         "check); a guard has trial calls",
         "max_concurrent": "a resource serves as many requests at once as it takes "
         "from its inbox; use inbox.serve(handler, concurrency=N)",
+        **dict.fromkeys(attempt_options.NAMES, attempt_options.FOR_A_RESOURCE),
     },
 }
 _DEFAULTS = Policy()

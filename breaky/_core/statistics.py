@@ -85,6 +85,19 @@ class Counts:
     fleet_holds: int = _counter(
         "Times a fleet turned the breaker OFF on other instances' word.", "{hold}"
     )
+    reattempts: int = _counter(
+        "A guard's attempts made after a failed attempt of the same call.",
+        "{attempt}",
+    )
+    hedges: int = _counter(
+        "A guard's attempts started by hedge_after while another still ran.",
+        "{attempt}",
+    )
+    attempts_denied: int = _counter(
+        "Extra attempts wanted but not made: the attempt budget was spent, "
+        "the guard was not ON, or the caller's deadline was too near.",
+        "{attempt}",
+    )
 
 
 @attrs.define
@@ -123,6 +136,8 @@ class BreakerStatistics(Counts):
     Every call made is exactly one of: replied, errored, answered OFF, shed,
     timed out, lost, cancelled by its caller, or still pending, so ``calls ==
     replies + errors + off + shed + timeouts + lost + cancelled + pending``.
+    A guard counts each attempt of a call (its re-attempts and hedges) as one
+    call: the calls its callers made are ``calls - reattempts - hedges``.
 
     Attributes:
         state: the breaker's state.
@@ -162,6 +177,15 @@ class BreakerStatistics(Counts):
             ``max_concurrent`` (learned, if it is :class:`~breaky.Adaptive`),
             or the ``concurrency`` of a resource's :meth:`~breaky.Inbox.serve`
             (summed if several serve at once); ``None`` with no limit.
+        reattempts: a guard's attempts made after a failed attempt of the
+            same call (each is counted in ``calls`` too, and answered as a
+            call is).
+        hedges: a guard's attempts started by ``hedge_after`` while another
+            attempt of the same call still ran (counted in ``calls`` too; one
+            cancelled because another answered first counts ``cancelled``).
+        attempts_denied: extra attempts a guard's call wanted but did not
+            make: the attempt budget was spent, the guard was not ON, or the
+            wait would have ended after the caller's deadline.
 
     """
 

@@ -143,7 +143,11 @@ async def _instance(  # noqa: PLR0913 - what the child needs, and the relay's
     summaries: list[str],
     task_status: trio.TaskStatus[trio.Process] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run one instance as a child process; relay its lines."""
+    """Run one instance as a child process; relay its lines.
+
+    Started once the child's breaker has made its first start attempt (its
+    first line ``STARTING -> ...``): the child has joined the fleet by then.
+    """
     process = await trio.lowlevel.open_process(
         [
             *(sys.executable, "-m", "breaky._demo.fleet_demo"),
@@ -152,8 +156,8 @@ async def _instance(  # noqa: PLR0913 - what the child needs, and the relay's
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
-    task_status.started(process)
     assert process.stdout is not None  # noqa: S101 - asked for above
+    up = False
     buffer = b""
     async with process.stdout:
         async for chunk in process.stdout:
@@ -165,6 +169,9 @@ async def _instance(  # noqa: PLR0913 - what the child needs, and the relay's
                     summaries.append(text.split("SUMMARY ", 1)[1])
                 else:
                     say(text)
+                if not up and "STARTING -> " in text:
+                    up = True
+                    task_status.started(process)
     await process.wait()
 
 
@@ -190,19 +197,21 @@ async def fleet_demo(out: TextIO | None = None, *, duration: float = 20.0) -> in
             f"redis-server on 127.0.0.1:{redis.port}, key-value server on {server.port}"
         )
         async with trio.open_nursery() as nursery:
-            processes = [
-                await nursery.start(
-                    functools.partial(_instance, summaries=summaries),
-                    url,
-                    name,
-                    server.port,
-                    pause,
-                    say,
+            processes: list[trio.Process] = []
+
+            async def launch(name: str, pause: float) -> None:
+                instance = functools.partial(_instance, summaries=summaries)
+                process = await nursery.start(
+                    instance, url, name, server.port, pause, say
                 )
-                for name, pause in NAMES.items()
-            ]
-            # The timeline starts once every instance is up: on a busy
-            # machine, starting three interpreters can take seconds.
+                processes.append(process)
+
+            async with trio.open_nursery() as starting:  # all at once
+                for name, pause in NAMES.items():
+                    starting.start_soon(launch, name, pause)
+            # The timeline starts once every instance is up (its breaker has
+            # tried its first start): on a busy machine, starting three
+            # interpreters and importing their libraries can take seconds.
             begun = trio.current_time()
             outage = max(3.0, duration / 4)
             await trio.sleep_until(begun + outage)
@@ -219,10 +228,11 @@ async def fleet_demo(out: TextIO | None = None, *, duration: float = 20.0) -> in
         with trio.CancelScope(shield=True):
             await server.kill()
             await redis.kill()
-    return _report(summaries, stream)
+    return report(summaries, stream)
 
 
-def _report(summaries: list[str], stream: TextIO) -> int:
+def report(summaries: list[str], stream: TextIO) -> int:
+    """Print each instance's summary line: 0 if every call had its answer, else 1."""
     print("summary:", file=stream)
     ok = len(summaries) == len(NAMES)
     for line in sorted(summaries):

@@ -1,14 +1,14 @@
-"""Servers in subprocesses on 127.0.0.1: what the demos run, and tests reuse.
+"""Servers in subprocesses on 127.0.0.1: what the demos run.
 
 - :class:`KVServer`: the key-value server of :mod:`breaky._demo.kv`, which the
   demos kill and revive (a standby process makes a restart quick);
 - :class:`ServerProcess`: any server bound to one port, which survives its
-  restarts and can be frozen (SIGSTOP: its sockets stay open and nothing
-  answers) and thawed; :func:`redis_server` makes one of a ``redis-server``,
-  found by :func:`redis_server_binary`.
+  restarts; :func:`redis_server` makes one of a ``redis-server`` (the fleet
+  demo's), found by :func:`redis_server_binary`.
 
-Product code owns these so that the demos, the tests and the benchmarks share
-one copy; none of them is public API.
+The benchmarks start their redis-server with these too; the tests extend
+:class:`ServerProcess` (freezing and thawing a server is theirs alone, in
+``tests/servers.py``). None of them is public API.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -35,7 +34,7 @@ def free_port() -> int:
         return port
 
 
-@final
+# Not final: the tests' servers add freeze() and thaw() (tests/servers.py).
 @attrs.define(eq=False)
 class ServerProcess:
     """A server process bound to one port, which survives its restarts."""
@@ -43,15 +42,12 @@ class ServerProcess:
     argv: list[str]
     port: int
     name: str
-    cwd: Path | None = None
     process: trio.Process | None = None
-    frozen: bool = False
 
     async def start(self, *, ready_within: float = 20.0) -> None:
         """Start the server and return once it accepts connections."""
         self.process = await trio.lowlevel.open_process(
             self.argv,
-            cwd=self.cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -72,28 +68,11 @@ class ServerProcess:
     async def kill(self) -> None:
         """Kill it (SIGKILL: no goodbye to its clients); harmless if dead."""
         process, self.process = self.process, None
-        self.frozen = False  # SIGKILL ends a stopped process too
         if process is None:
             return
         process.kill()
         with trio.CancelScope(shield=True):
             await process.wait()
-
-    def freeze(self) -> None:
-        """SIGSTOP: connections stay open, nothing answers."""
-        self._running().send_signal(signal.SIGSTOP)
-        self.frozen = True
-
-    def thaw(self) -> None:
-        """SIGCONT: it answers again, backlog first."""
-        self._running().send_signal(signal.SIGCONT)
-        self.frozen = False
-
-    def _running(self) -> trio.Process:
-        if self.process is None:
-            msg = f"{self.name} is not running"
-            raise RuntimeError(msg)
-        return self.process
 
 
 def redis_server_binary() -> str | None:

@@ -138,7 +138,8 @@ def instrument(
       calls answered; the calls made are their sum plus ``breaky.pending``.
     - ``breaky.casts``, ``breaky.crashes``, ``breaky.failed_starts``,
       ``breaky.restarts``, ``breaky.retries``, ``breaky.trips``,
-      ``breaky.slow_calls``, ``breaky.fleet_holds`` (counters): the
+      ``breaky.slow_calls``, ``breaky.fleet_holds``, ``breaky.reattempts``,
+      ``breaky.hedges``, ``breaky.attempts_denied`` (counters): the
       :class:`~breaky.BreakerStatistics` fields of the same names.
 
     A keyed group has the points above only for its keys that are not ON

@@ -68,7 +68,9 @@ class BreakyCollector:
     - ``breaky_casts_total``, ``breaky_crashes_total``,
       ``breaky_failed_starts_total``, ``breaky_restarts_total``,
       ``breaky_retries_total``, ``breaky_trips_total``,
-      ``breaky_slow_calls_total``, ``breaky_fleet_holds_total`` (counters): the
+      ``breaky_slow_calls_total``, ``breaky_fleet_holds_total``,
+      ``breaky_reattempts_total``, ``breaky_hedges_total``,
+      ``breaky_attempts_denied_total`` (counters): the
       :class:`~breaky.BreakerStatistics` fields of the same names.
 
     A keyed group (:meth:`~breaky.Supervisor.keyed_guard`,

@@ -1,24 +1,30 @@
 """Keyed groups: one breaker per key (a host, a tenant, a shard), made on use.
 
-A group holds its live keys in one ordered dict, least recently used first:
-a use moves its key to the end, so that the bound (``max_keys``) evicts from
-the front. The idle sweep needs no clock on the call path: every
-``idle_timeout`` seconds the sweeper puts a *tick* (a marker) at the end of
-the same dict, and forgets the evictable keys in front of the tick it put
-the time before, which were last used more than one and at most two periods
-ago. A sweep looks only at those keys, never at the others.
+A group holds its live keys in the order of their last use
+(:class:`~breaky._groups.order.KeyOrder`); the bound (``max_keys``) makes
+room from the front. The idle sweep needs no clock on the call path: every
+``idle_timeout`` seconds it puts a *tick* at the end of the order, and looks
+only at the keys in front of the ticks of the periods before.
 
-A key that is not evictable (not ON, failures counted, calls in flight) is
-never forgotten; met by a sweep, it goes to the end as if just used.
+What may be forgotten, and when:
+
+- A *healthy* key (ON, no failure counted, nothing in flight) goes once
+  unused for ``idle_timeout`` (within twice that), or at once when a new key
+  needs its room, least recently used first.
+- Any other key is *in use* while called: OFF or counting failures, it goes
+  only once unused for ``2 * idle_timeout`` (within three times that), and a
+  guard's OFF key not before its retry wait is over (until then, a fresh
+  breaker would let calls through to a dead host early). A key with calls
+  in flight, forced OFF or starting is never forgotten.
 """
 
 from __future__ import annotations
 
 import abc
+import functools
 import logging
 import random
-from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 import trio
@@ -30,8 +36,10 @@ from breaky._core.events import Relay
 from breaky._core.internals import Internals
 from breaky._core.lifecycle import Lifecycle
 from breaky._core.off import OFF, Off
+from breaky._core.policy import Kind
 from breaky._core.states import State
 from breaky._core.statistics import COUNTERS, KeyedStatistics, Totals
+from breaky._groups.order import STALE_PERIODS, KeyOrder
 from breaky._groups.registry import check_key, key_name
 
 if TYPE_CHECKING:
@@ -55,14 +63,8 @@ logger = logging.getLogger("breaky")
 R = TypeVar("R")
 K = TypeVar("K", bound="Guard | CircuitBreaker[Any, Any]")
 _ON = State.ON
+_OFF = State.OFF
 _COUNTER_NAMES = tuple(name for name, *_ in COUNTERS)
-
-
-@final
-class _Tick:
-    """A sweep's marker in a group's order of keys (never a ``str``)."""
-
-    __slots__ = ()
 
 
 class Group(abc.ABC, Generic[K]):
@@ -75,7 +77,7 @@ class Group(abc.ABC, Generic[K]):
         "_grace",
         "_idle_timeout",
         "_key_policy",
-        "_mark",
+        "_keys",
         "_max_keys",
         "_name",
         "_nursery",
@@ -116,9 +118,10 @@ class Group(abc.ABC, Generic[K]):
         self._registry = registry
         self._grace = grace
         self._relay = Relay(up=registry.publisher)
-        # Live keys, least recently used first, and at most two ticks.
-        self._order: OrderedDict[str | _Tick, tuple[K, Core] | None] = OrderedDict()
-        self._mark: _Tick | None = None  # the last tick, while sweeping
+        # Live keys, least recently used first; ``_order`` is the part a use
+        # looks at first, read on the call path.
+        self._keys: KeyOrder[tuple[K, Core]] = KeyOrder()
+        self._order = self._keys.fresh
         self._sweeper: trio.CancelScope | None = None
         self._retired = Totals()  # the counters of forgotten keys
         self._forgotten = 0
@@ -155,17 +158,17 @@ class Group(abc.ABC, Generic[K]):
 
         Raises:
             TypeError: ``key`` is not a ``str``.
+            ValueError: ``key`` is new, and empty or over 1,024 characters.
             breaky.BreakerOff: ``key`` is new, ``max_keys`` keys are alive
-                and none can be forgotten.
+                and every one is in use.
             RuntimeError: the group is closed and ``key`` is not alive.
 
         """
         try:
-            entry = self._order.get(key)
+            entry = self._keys.use(key)
         except TypeError:
             entry = None  # unhashable: _add says what a key must be
         if entry is not None:
-            self._order.move_to_end(key)
             return entry[0]
         if self._closed:
             check_key(key)
@@ -178,15 +181,15 @@ class Group(abc.ABC, Generic[K]):
 
     def __contains__(self, key: object) -> bool:
         """Whether ``key`` is alive now (not a use; nothing is made)."""
-        return isinstance(key, str) and key in self._order
+        return isinstance(key, str) and key in self._keys
 
     def __len__(self) -> int:
         """The keys alive now."""
-        return len(self._order) - (self._mark is not None)
+        return len(self._keys)
 
     def __iter__(self) -> Iterator[str]:
         """The keys alive now, least recently used first (not a use)."""
-        return iter([key for key in self._order if isinstance(key, str)])
+        return iter([key for key, _ in self._keys.items()])
 
     def subscribe(self, *, max_buffer: int = 1000) -> StateChanges:
         """Return a channel of every key's later state changes, in order.
@@ -205,10 +208,7 @@ class Group(abc.ABC, Generic[K]):
         failures = pending = 0
         limits: list[int] = []
         not_on: dict[str, BreakerStatistics] = {}
-        for key, entry in self._order.items():
-            if entry is None:
-                continue
-            breaker, core = entry
+        for key, (breaker, core) in self._keys.items():
             # Read from the core: a snapshot object per key would cost more
             # than the sums (only the keys not ON get one).
             totals = core.totals
@@ -222,7 +222,6 @@ class Group(abc.ABC, Generic[K]):
             if limit is not None:
                 limits.append(limit)
             if state is not _ON:
-                assert isinstance(key, str)  # noqa: S101 - a tick has no breaker
                 not_on[key] = breaker.statistics()
         return KeyedStatistics(
             keys=len(self),
@@ -238,9 +237,7 @@ class Group(abc.ABC, Generic[K]):
 
     def __breaky_internals__(self) -> Internals:
         """The test seam: the live keys' breakers, without a use of any."""
-        return Internals(
-            keys=tuple(entry[0] for entry in self._order.values() if entry is not None)
-        )
+        return Internals(keys=tuple(breaker for _, (breaker, _) in self._keys.items()))
 
     # What each kind does.
 
@@ -261,11 +258,10 @@ class Group(abc.ABC, Generic[K]):
     def _lookup(self, key: str) -> K | None:
         """The key's breaker, made if new; ``None`` if refused (bound, closed)."""
         try:
-            entry = self._order.get(key)
+            entry = self._keys.use(key)
         except TypeError:
             entry = None  # unhashable: _add says what a key must be
         if entry is not None:
-            self._order.move_to_end(key)
             return entry[0]
         if self._closed:
             check_key(key)
@@ -280,8 +276,9 @@ class Group(abc.ABC, Generic[K]):
                 self._full = True
                 logger.warning(
                     "%s %r: %d keys are alive and none can be forgotten (each is "
-                    "OFF, counts failures or has calls in flight): new keys, "
-                    "such as %r, are answered OFF until one can",
+                    "in use: called lately while OFF or counting failures, "
+                    "forced OFF, or with calls in flight): new keys, such as "
+                    "%r, are answered OFF until one can",
                     self._noun,
                     self._name,
                     self._max_keys,
@@ -290,31 +287,46 @@ class Group(abc.ABC, Generic[K]):
                 )
             return None
         self._full = False
-        if self._mark is None:
+        if self._sweeper is None:
             self._start_sweeper()
         name = key_name(self._name, key)
         breaker, core = self._make(name, key)
         core.group, core.key = self._name, key
         self._registry.add_key(name, core)
-        self._order[key] = (breaker, core)
+        self._keys.add(key, (breaker, core))
         return breaker
 
-    def _evictable(self, entry: tuple[K, Core]) -> bool:
+    @staticmethod
+    def _healthy(entry: tuple[K, Core]) -> bool:
         """ON, no failure counted, nothing in flight: safe to forget."""
         breaker, core = entry
         return core.forgettable() and breaker.in_flight == 0
 
+    @staticmethod
+    def _stale(now: float, entry: tuple[K, Core]) -> bool:
+        """Unused for two periods: safe to forget unless busy, forced or waiting."""
+        breaker, core = entry
+        if breaker.in_flight:
+            return False
+        state = core.state
+        if state is _ON:
+            return True  # failures counted, and nobody calls it
+        if state is not _OFF:
+            return False  # forced OFF (until reset()), or starting
+        if core.kind is not Kind.GUARD:
+            return True  # a resource retries on its own: forgetting ends that
+        # A guard waits for a call to try again: not before its wait is over.
+        retry_at = core.retry_at
+        return retry_at is None or retry_at <= now
+
     def _make_room(self) -> bool:
-        """At the bound: forget the least recently used evictable key, if any."""
-        for key, entry in self._order.items():
-            if entry is not None and self._evictable(entry):
-                assert isinstance(key, str)  # noqa: S101 - a tick has no breaker
-                del self._order[key]
-                self._forget(
-                    key, entry[1], f"forgotten: {self._max_keys} keys are alive"
-                )
-                return True
-        return False
+        """At the bound: forget the least recently used healthy key, if any."""
+        found = self._keys.find_room(self._healthy)
+        if found is None:
+            return False
+        key, (_, core) = found
+        self._forget(key, core, f"forgotten: {self._max_keys} keys are alive")
+        return True
 
     def _forget(self, key: str, core: Core, reason: str) -> None:
         """Drop a key taken out of the order: stop it, keep its counts."""
@@ -331,9 +343,7 @@ class Group(abc.ABC, Generic[K]):
     # The sweep.
 
     def _start_sweeper(self) -> None:
-        mark = self._mark = _Tick()
-        self._order[mark] = None
-        self._order.move_to_end(mark, last=False)
+        self._keys.start_sweeps()
         scope = self._sweeper = trio.CancelScope()
         self._nursery.start_soon(
             self._sweep_forever, scope, name=f"breaky {self._name!r} sweeper"
@@ -345,48 +355,39 @@ class Group(abc.ABC, Generic[K]):
             due = trio.current_time() + period
             while True:
                 await trio.sleep_until(due)
-                now = trio.current_time()
-                due = max(due + period, now)
+                # A full period after this sweep, however late it is: ticks
+                # at least a period apart make the ages they tell true.
+                due = trio.current_time() + period
                 self._sweep()
                 if not len(self):
                     break
         if self._sweeper is scope:
             # No key left: the sweeper ends; the next key starts another.
-            mark, self._mark, self._sweeper = self._mark, None, None
-            assert mark is not None  # noqa: S101 - a sweeper has its tick
-            del self._order[mark]
+            self._sweeper = None
+            self._keys.end_sweeps()
 
     def _sweep(self) -> None:
-        """Forget the evictable keys unused since the tick before last."""
-        order = self._order
-        old = self._mark
-        new = self._mark = _Tick()
-        order[new] = None
-        reason = f"forgotten: unused for {self._idle_timeout:g} s"
-        while True:
-            key, entry = order.popitem(last=False)
-            if key is old:
-                return
-            assert entry is not None  # noqa: S101 - only ticks have none
-            assert isinstance(key, str)  # noqa: S101
-            if self._evictable(entry):
-                self._forget(key, entry[1], reason)
+        """Forget the keys unused for long enough (see the module's notes)."""
+        idle = self._idle_timeout
+        stale = functools.partial(self._stale, trio.current_time())
+        for key, (_, core) in self._keys.sweep(self._healthy, stale):
+            if core.forgettable():
+                reason = f"forgotten: unused for {idle:g} s"
             else:
-                order[key] = entry  # kept: as if used now
+                state = core.state.value
+                reason = f"forgotten: {state}, unused for {STALE_PERIODS * idle:g} s"
+            self._forget(key, core, reason)
 
     def _close(self, grace: float) -> None:
         """The supervisor closes, or the group is stopped: stop every key."""
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
-        order, self._order = self._order, OrderedDict()
-        self._mark = self._sweeper = None
-        for key, entry in order.items():
-            if entry is not None:
-                assert isinstance(key, str)  # noqa: S101
-                self._retire(key, entry[1])
-                entry[1].stop()
-                self._stop_key(key, grace)
+        self._sweeper = None
+        for key, (_, core) in self._keys.clear():
+            self._retire(key, core)
+            core.stop()
+            self._stop_key(key, grace)
         self._relay.end()
 
     async def _refuse(self) -> Off:

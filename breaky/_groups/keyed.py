@@ -18,11 +18,18 @@ from breaky._groups.group import Group
 from breaky._groups.registry import key_name
 from breaky._guard.block import RefusedBlock
 from breaky._guard.guard import Guard, guard_on
+from breaky._guard.replicas import Shared, check_keys
 from breaky._resource.breaker import CircuitBreaker
 from breaky._resource.request import MessageT, ReplyT
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+    from collections.abc import (
+        AsyncIterable,
+        AsyncIterator,
+        Awaitable,
+        Callable,
+        Iterable,
+    )
     from contextlib import AbstractAsyncContextManager
 
     from typing_extensions import TypeVarTuple, Unpack
@@ -44,11 +51,17 @@ class KeyedGuard(Group[Guard]):
     Made by :meth:`breaky.Supervisor.keyed_guard`. ``hosts[key]`` is the
     key's guard (made if new), ``key in hosts``, ``len(hosts)`` and ``for key
     in hosts`` see the keys alive now. Every key shares the group's policy;
-    each has its own state, failures, trials and statistics.
+    each has its own state, failures, trials and statistics; their extra
+    attempts share one budget.
     """
 
-    __slots__ = ()
+    __slots__ = ("_attempts",)
     _noun = "keyed guard"
+
+    def __init__(self, name: str, policy: Policy, **group: Any) -> None:  # noqa: ANN401 - Group's
+        super().__init__(name, policy, **group)
+        # The keys' attempt rules, with the group's one budget.
+        self._attempts = Shared(self._key_policy)
 
     async def run(
         self,
@@ -60,11 +73,12 @@ class KeyedGuard(Group[Guard]):
         """Return ``await fn(*args)`` through the guard of ``key``, or OFF.
 
         As :meth:`breaky.Guard.run` of the key's guard, made if the key is
-        new. A new key at the ``max_keys`` bound, when no live key can be
-        forgotten, is answered :data:`breaky.OFF` (``fn`` is not called).
+        new. A new key at the ``max_keys`` bound, when every live key is in
+        use, is answered :data:`breaky.OFF` (``fn`` is not called).
 
         Raises:
             TypeError: ``key`` is not a ``str``.
+            ValueError: ``key`` is new, and empty or over 1,024 characters.
             Exception: whatever ``fn`` raised, as :meth:`breaky.Guard.run`.
 
         """
@@ -88,11 +102,12 @@ class KeyedGuard(Group[Guard]):
         """Guard a block of awaits with the guard of ``key``: ``async with``.
 
         As :meth:`breaky.Guard.calling` of the key's guard, made if the key
-        is new. A new key at the ``max_keys`` bound, when no live key can be
-        forgotten, raises :exc:`breaky.BreakerOff` at entry.
+        is new. A new key at the ``max_keys`` bound, when every live key is
+        in use, raises :exc:`breaky.BreakerOff` at entry.
 
         Raises:
             TypeError: ``key`` is not a ``str``.
+            ValueError: ``key`` is new, and empty or over 1,024 characters.
 
         """
         guard = self._lookup(key)
@@ -114,6 +129,7 @@ class KeyedGuard(Group[Guard]):
 
         Raises:
             TypeError: ``key`` is not a ``str``.
+            ValueError: ``key`` is new, and empty or over 1,024 characters.
 
         """
         guard = self._lookup(key)
@@ -121,9 +137,42 @@ class KeyedGuard(Group[Guard]):
             return RefusedBlock(key_name(self.name, key), self._refuse)
         return guard.stream(fn, *args, timeout=timeout)
 
+    async def run_any(
+        self,
+        keys: Iterable[str],
+        fn: Callable[[str, Unpack[PosArgT]], Awaitable[R]],
+        *args: Unpack[PosArgT],
+        timeout: float | FromPolicy | None = FROM_POLICY,  # noqa: ASYNC109 - as run()'s
+    ) -> R | Off:
+        """Return ``await fn(key, *args)`` through any healthy key's guard, or OFF.
+
+        ``key`` is one of ``keys`` (replicas of one service, say) that would
+        not answer OFF, the one with the fewest calls in flight (ties in
+        turn); keys are made on first use, as with :meth:`run`. Re-attempts
+        and hedges (the policy's ``attempts``, ``hedge_after``) go to an ON
+        key not tried yet in this call while one is left, within the group's
+        budget. :data:`breaky.OFF` (``fn`` not called) only when every key
+        would answer OFF.
+
+        Raises:
+            TypeError: ``keys`` is a ``str``, or holds a key that is not one.
+            ValueError: ``keys`` is empty.
+            Exception: what the last attempt raised, as :meth:`breaky.Guard.run`.
+
+        """
+        guards: list[tuple[str, Guard]] = []
+        for key in check_keys(keys):
+            guard = self._lookup(key)
+            if guard is not None:
+                guards.append((key, guard))
+        if not guards:  # every key new, at the bound (or closed)
+            return await self._refuse()
+        answer = await self._attempts.run_any(guards, fn, args, timeout)
+        return cast("R | Off", answer)
+
     def _make(self, name: str, key: str) -> tuple[Guard, Core]:  # noqa: ARG002 - as Group's
         core = Core(name, self._key_policy, Kind.GUARD, self._relay)
-        return guard_on(core), core
+        return guard_on(core, self._attempts.rules), core
 
     def _stop_key(self, key: str, grace: float) -> None:
         """A guard has nothing to stop but its core, stopped already."""
@@ -190,6 +239,7 @@ class KeyedBreaker(Group[CircuitBreaker[Any, Any]], Generic[MessageT, ReplyT]):
 
         Raises:
             TypeError: ``key`` is not a ``str``.
+            ValueError: ``key`` is new, and empty or over 1,024 characters.
             Exception: as :meth:`breaky.CircuitBreaker.call`.
 
         """
@@ -206,6 +256,7 @@ class KeyedBreaker(Group[CircuitBreaker[Any, Any]], Generic[MessageT, ReplyT]):
 
         Raises:
             TypeError: ``key`` is not a ``str``.
+            ValueError: ``key`` is new, and empty or over 1,024 characters.
 
         """
         breaker = self._lookup(key)

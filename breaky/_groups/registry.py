@@ -9,7 +9,8 @@ supervisor, a fleet's :class:`~breaky._core.fleet.Link`) needs nothing else.
 A keyed group (:mod:`breaky._groups.keyed`) is one entry under its name, with no
 core of its own; each of its live keys is a core of its own here, under the
 name ``group[key]``, which no other breaker may take: a fleet sees every key
-as one more breaker.
+as one more breaker. A group's name has no ``[``, so that ``group[key]``
+names one group and one key: the group is what comes before the first ``[``.
 """
 
 from __future__ import annotations
@@ -67,14 +68,21 @@ class Registry:
     def check_free(self, name: object, *, group: bool = False) -> None:
         """Refuse a name that is no ``str``, empty, taken, or a group's key's.
 
-        ``group``: the name is for a keyed group, whose keys' names
-        (``name[...]``) must not be taken either.
+        ``group``: the name is for a keyed group, which may not hold a ``[``
+        and whose keys' names (``name[...]``) must not be taken either.
         """
         if not isinstance(name, str):
             msg = f"name must be a str, got {name!r}"
             raise TypeError(msg)
         if not name:
             msg = "name must be a non-empty str, got ''"
+            raise ValueError(msg)
+        if group and "[" in name:
+            msg = (
+                f"a keyed group's name must not contain '[' (its keys are named "
+                f"name[key], and each such name must say which group and key "
+                f"it is), got {name!r}"
+            )
             raise ValueError(msg)
         if name in self._entries:
             msg = f"a breaker or guard named {name!r} is already running here"
@@ -99,15 +107,11 @@ class Registry:
 
     def _group_of(self, name: str) -> str | None:
         """The group whose key ``name`` would name (``group[key]``), if any."""
-        if not name.endswith("]"):
-            return None
         at = name.find("[")
-        while at != -1:
-            entry = self._entries.get(name[:at])
-            if entry is not None and entry.core is None:
-                return name[:at]
-            at = name.find("[", at + 1)
-        return None
+        if at == -1 or not name.endswith("]"):
+            return None
+        entry = self._entries.get(name[:at])  # a group's name has no "["
+        return name[:at] if entry is not None and entry.core is None else None
 
     def add(self, name: str, entry: Entry) -> None:
         """Register ``entry`` under ``name`` (checked free with :meth:`check_free`)."""
@@ -161,10 +165,23 @@ class Registry:
         return iter(list(self._entries))
 
 
+# The longest key, in characters: a key is kept twice (as itself and in its
+# name), and a host name is at most 253.
+MAX_KEY_LENGTH = 1024
+
+
 def check_key(key: object) -> str:
+    """``key`` if it can be a group's key: a ``str`` of 1 to 1,024 characters."""
     if not isinstance(key, str):
         msg = f"key must be a str (a host, a tenant id, a shard name), got {key!r}"
         raise TypeError(msg)
+    if not key or len(key) > MAX_KEY_LENGTH:
+        shown = repr(key) if len(key) <= 40 else f"{key[:40]!r}..."
+        msg = (
+            f"key must be a str of 1 to {MAX_KEY_LENGTH:,} characters (a host, "
+            f"a tenant id, a shard name), got {len(key):,} characters: {shown}"
+        )
+        raise ValueError(msg)
     return key
 
 

@@ -179,14 +179,17 @@ class Supervisor:
         guard, named ``f"{name}[{key}]"`` in logs, events, metrics and the
         fleet. A key that is ON, counts no failure and has no call in flight
         is forgotten once unused for ``idle_timeout`` seconds (within twice
-        that); others are kept. See :class:`~breaky.KeyedGuard`.
+        that); one that is OFF or counts failures once unused for twice that
+        (within three times, and for an OFF key not before its retry wait is
+        over); one busy, forced OFF or starting is kept. See
+        :class:`~breaky.KeyedGuard`.
 
         Args:
-            name: a name unique in this supervisor; ``name[...]`` names are
-                then reserved for its keys.
+            name: a name unique in this supervisor, without ``[``;
+                ``name[...]`` names are then reserved for its keys.
             max_keys: the most keys alive at once (an int >= 1): a new key at
-                the bound evicts the least recently used key that can be
-                forgotten, or, if none can, is answered OFF.
+                the bound evicts the least recently used healthy key, or, if
+                every key is in use, is answered OFF.
             idle_timeout: seconds (> 0) unused after which a healthy key is
                 forgotten.
             policy: the :class:`~breaky.Policy` of every key.
@@ -239,7 +242,7 @@ class Supervisor:
         :class:`~breaky.KeyedBreaker`.
 
         Args:
-            name: a name unique in this supervisor.
+            name: a name unique in this supervisor, without ``[``.
             fn: ``async def fn(inbox, key, *args, task_status)``.
             args: positional arguments for ``fn`` after the key.
             max_keys: the most keys alive at once (an int >= 1).

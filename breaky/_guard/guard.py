@@ -17,6 +17,10 @@ from breaky._core.policy import FROM_POLICY, FromPolicy, Kind, policy_for
 from breaky._guard.block import GuardedBlock
 from breaky._guard.stream import GuardedStream
 
+from .attempt_call import Rules
+from .attempts import Attempts
+from .through import Way
+
 if TYPE_CHECKING:
     from collections.abc import (
         AsyncIterable,
@@ -86,7 +90,8 @@ class Guard(InTaskCalls):
     ) -> None:
         check_name(name)
         policy = policy_for(Kind.GUARD, policy, dict(options))
-        super().__init__(Core(name, policy, Kind.GUARD))
+        core = Core(name, policy, Kind.GUARD)
+        super().__init__(core, attempts_of(core, None))
 
     def __repr__(self) -> str:
         return f"<breaky.Guard {self.name!r} {self.state.name}>"
@@ -112,7 +117,7 @@ class Guard(InTaskCalls):
         try:
             return self._raising
         except AttributeError:
-            self._raising = RaisingGuard(self._core)
+            self._raising = RaisingGuard(self._core, self._around)
             return self._raising
 
     run = InTaskCalls.run
@@ -234,11 +239,27 @@ class Guard(InTaskCalls):
         return core.statistics(core.in_flight(), self.concurrency_limit)
 
 
-def guard_on(core: Core) -> Guard:
-    """The guard of a core made by its owner (a supervisor, a keyed group)."""
+def guard_on(core: Core, rules: Rules | None = None) -> Guard:
+    """The guard of a core made by its owner (a supervisor, a keyed group).
+
+    ``rules``: the attempt rules (and budget) a keyed group's keys share.
+    """
     guard = Guard.__new__(Guard)
-    InTaskCalls.__init__(guard, core)
+    InTaskCalls.__init__(guard, core, attempts_of(core, rules))
     return guard
+
+
+def attempts_of(core: Core, rules: Rules | None) -> Attempts | None:
+    """A guard's re-attempts and hedges, if its policy makes more than one."""
+    if core.policy.attempts <= 1:
+        return None
+    return Attempts(core, rules or Rules(core.policy))
+
+
+def way_through(guard: InTaskCalls, args: tuple[object, ...]) -> Way:
+    """The way of one attempt through ``guard``, passing ``fn`` ``args``."""
+    core, path = guard.attempt_path()
+    return Way(core, path, args)
 
 
 def check_name(name: object) -> None:
@@ -272,7 +293,7 @@ class RaisingGuard(InTaskCalls):
         timeout: float | FromPolicy | None = FROM_POLICY,
     ) -> R:
         """As :meth:`Guard.run`, raising :exc:`breaky.BreakerOff` for OFF."""
-        result = await self._call(fn, args, None, timeout, True)  # noqa: FBT003
+        result = await self._path()(fn, args, None, timeout, True)  # noqa: FBT003
         return cast("R", result)  # never OFF: that raised
 
     def __call__(

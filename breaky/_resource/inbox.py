@@ -8,7 +8,7 @@ only: requests still queued wait in the mailbox for the next instance.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any, Generic, final
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
 import trio
 
@@ -24,8 +24,11 @@ if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from types import CoroutineType
 
     from .mailbox import Mailbox
+
+T = TypeVar("T")
 
 _CLOSED = "this inbox was closed: use the inbox of a running instance"
 _NOT_STARTED = (
@@ -133,13 +136,17 @@ class Inbox(
         except StopAsyncIteration:
             raise trio.EndOfChannel from None
 
-    async def __anext__(self) -> Request[MessageT, ReplyT]:
+    def __anext__(self) -> CoroutineType[Any, Any, Request[MessageT, ReplyT]]:
         # receive() is built on this rather than the other way round, as
-        # trio.abc.ReceiveChannel does: ``async for`` is the hot path.
-        return Request(await self._next())
+        # trio.abc.ReceiveChannel does: ``async for`` is the hot path, so it
+        # awaits the one loop itself, with no coroutine frame around it.
+        return self._next(Request)  # type: ignore[return-value]  # pyright: ignore[reportUnknownVariableType]
 
-    async def _next(self) -> Envelope:
-        """The next request's envelope, waiting for one; raises at the end."""
+    async def _next(self, given: Callable[[Envelope], T]) -> T:
+        """The next request (``given`` its envelope), waiting for one.
+
+        Raises at the end of the inbox, as ``__anext__`` does.
+        """
         mailbox = self._mailbox
         instance = self._instance
         if not instance.started and not (
@@ -156,7 +163,7 @@ class Inbox(
                 raise StopAsyncIteration
             envelope = mailbox.take()
             if envelope is not None:
-                return envelope
+                return given(envelope)
             task = trio.lowlevel.current_task()
             mailbox.receivers.append(task)
 
@@ -275,7 +282,7 @@ class Inbox(
                 if not places.take_nowait():
                     await places.wait()  # never turned away: nothing calls it
                 try:
-                    envelope = await self._next()
+                    envelope = await self._next(_itself)
                 except BaseException:
                     places.give_back()
                     raise
@@ -326,3 +333,7 @@ class Inbox(
         self._closed = True
         # Its parked tasks must see it; any others just park again.
         self._mailbox.wake_all_receivers()
+
+
+def _itself(envelope: Envelope) -> Envelope:
+    return envelope

@@ -162,7 +162,7 @@ class Mailbox(Generic[MessageT, ReplyT]):
         envelope.settle(value, error)
         # The caller has its answer; now the breaker may react (even trip).
         if error is None:
-            core.ended(_CALL, Outcome.REPLY, None, envelope.sent_at)
+            core.replied(envelope.sent_at)
         else:
             envelope.strained = core.ended(
                 _CALL, Outcome.ERROR, error, envelope.sent_at

@@ -170,6 +170,11 @@ async def fetch(url: str, retries: int) -> bytes:
     return url.encode() * retries
 
 
+async def fetch_from(host: str, url: str, retries: int) -> bytes:
+    await trio.lowlevel.checkpoint()
+    return (host + url).encode() * retries
+
+
 async def keyed_groups() -> None:
     async with breaky.open_supervisor() as sup:
         hosts = sup.keyed_guard("upstream", max_keys=100, failure_threshold=5)
@@ -195,3 +200,12 @@ async def keyed_groups() -> None:
         assert_type(hosts["a"].in_flight, int)
         sup.keyed_breaker("bad", shard, 3)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
         await hosts.run(3, fetch, "/", 2)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        # Any healthy replica: fn takes the key first, then run_any's arguments.
+        assert_type(
+            await hosts.run_any(["a", "b"], fetch_from, "/", 2), bytes | breaky.Off
+        )
+        await hosts.run_any(["a"], fetch_from, "/", "2")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        await hosts.run_any(["a"], fetch, "/", 2)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        options = sup.keyed_guard("replicas", attempts=3, hedge_after=0.05)
+        assert_type(options.policy.attempts, int)
+        assert_type(options.policy.hedge_after, float | None)
